@@ -1,0 +1,1 @@
+"""Batch-system plugins: one small interface (`base.BatchPlugin`), one module per engine."""

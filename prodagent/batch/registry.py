@@ -1,0 +1,37 @@
+"""Which module implements which batch plugin; the configuration picks one by name."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from prodagent.batch.base import BatchPlugin
+from prodagent.errors import ConfigError
+
+PLUGINS: dict[str, str] = {
+    "local": "prodagent.batch.local:LocalExecutor",
+    "slurm": "prodagent.batch.slurm:SlurmPlugin",
+    "htcondor": "prodagent.batch.htcondor:HTCondorPlugin",
+    "emulator": "prodagent.batch.emulator:JobEmulator",
+}
+
+
+def plugin_class(name: str) -> type[BatchPlugin]:
+    try:
+        module_name, class_name = PLUGINS[name].split(":")
+    except KeyError:
+        raise ConfigError(f"batch.plugin: unknown plugin {name!r}; known: {sorted(PLUGINS)}") from None
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def load_plugin(name: str, options: dict[str, Any], workdir: Path) -> BatchPlugin:
+    """Build the named plugin with its options validated by the plugin's own model."""
+    cls = plugin_class(name)
+    try:
+        parsed = cls.Options.model_validate(options)
+    except ValidationError as exc:
+        raise ConfigError.from_validation(exc, prefix="batch.options") from None
+    return cls(parsed, workdir)

@@ -1,0 +1,1 @@
+"""prodmanager package."""

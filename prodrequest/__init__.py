@@ -1,0 +1,1 @@
+"""prodrequest package."""
