@@ -71,6 +71,8 @@ class ProdManagerSection(Section):
 class ComponentsSection(Section):
     enabled: list[str] = Field(default_factory=lambda: list(DEFAULT_COMPONENTS))
     settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # Extra components by name: {"MyComponent": "package.module:Class"}.
+    plugins: dict[str, str] = Field(default_factory=dict)
 
 
 class LoggingSection(Section):

@@ -1,0 +1,1 @@
+"""Command-line entry points: prodAgentd (operators) and prodagent (inspection and admin)."""

@@ -1,0 +1,171 @@
+"""Every statement the message service issues, in one place.
+
+Claims lock rows with `FOR UPDATE SKIP LOCKED` on MariaDB/MySQL (SQLite serialises writers with
+`BEGIN IMMEDIATE` instead and ignores the clause). Rows are always touched in id order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+
+from prodagent.db.schema import ms_dead_letter, ms_history, ms_message, ms_process, ms_subscription
+
+M = ms_message
+
+
+def claimable(agent: str, component: str, now: float, limit: int) -> sa.Select:
+    return (
+        sa.select(
+            M.c.id, M.c.msg_type, M.c.payload, M.c.priority, M.c.source, M.c.created_at,
+            M.c.deliveries, M.c.last_error,
+        )
+        .where(M.c.agent == agent, M.c.component == component, M.c.available_at <= now)
+        .order_by(M.c.priority.desc(), M.c.available_at, M.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+
+
+def mark_claimed(ids: Sequence[int], process_id: int, lease_until: float) -> sa.Update:
+    return (
+        sa.update(M)
+        .where(M.c.id.in_(ids))
+        .values(available_at=lease_until, claimed_by=process_id, deliveries=M.c.deliveries + 1)
+    )
+
+
+def lock_still_mine(ids: Sequence[int], process_id: int) -> sa.Select:
+    return (
+        sa.select(M.c.id)
+        .where(M.c.id.in_(sorted(ids)), M.c.claimed_by == process_id)
+        .order_by(M.c.id)
+        .with_for_update()
+    )
+
+
+def delete_messages(ids: Sequence[int]) -> sa.Delete:
+    return sa.delete(M).where(M.c.id.in_(ids))
+
+
+def release(ids: Sequence[int], available_at: float, error: str | None) -> sa.Update:
+    return (
+        sa.update(M)
+        .where(M.c.id.in_(ids))
+        .values(available_at=available_at, claimed_by=None, last_error=error)
+    )
+
+
+def release_claims_of(process_ids: Sequence[int], now: float) -> sa.Update:
+    return (
+        sa.update(M)
+        .where(M.c.claimed_by.in_(process_ids), M.c.available_at > now)
+        .values(available_at=now, claimed_by=None)
+    )
+
+
+def copy_to_dead_letters(ids: Sequence[int], now: float, error: str | None) -> sa.Insert:
+    src = sa.select(
+        M.c.id, M.c.agent, M.c.component, M.c.msg_type, M.c.payload, M.c.priority, M.c.source,
+        M.c.created_at, sa.literal(now, sa.Double()), M.c.deliveries,
+        sa.func.coalesce(sa.literal(error, sa.Text()), M.c.last_error),
+    ).where(M.c.id.in_(ids))
+    return sa.insert(ms_dead_letter).from_select(
+        ["id", "agent", "component", "msg_type", "payload", "priority", "source", "created_at",
+         "failed_at", "deliveries", "last_error"],
+        src,
+    )
+
+
+insert_message = sa.insert(M)
+insert_history = sa.insert(ms_history)
+
+
+def subscribers(agent: str) -> sa.Select:
+    return sa.select(ms_subscription.c.msg_type, ms_subscription.c.component).where(
+        ms_subscription.c.agent == agent
+    )
+
+
+def subscriptions_of(agent: str, component: str) -> sa.Select:
+    return sa.select(ms_subscription.c.msg_type).where(
+        ms_subscription.c.agent == agent, ms_subscription.c.component == component
+    )
+
+
+def drop_subscriptions(agent: str, component: str, keep: Sequence[str]) -> sa.Delete:
+    return sa.delete(ms_subscription).where(
+        ms_subscription.c.agent == agent,
+        ms_subscription.c.component == component,
+        ms_subscription.c.msg_type.not_in(keep),
+    )
+
+
+insert_subscription = sa.insert(ms_subscription)
+insert_process = sa.insert(ms_process)
+
+
+def heartbeat(process_id: int, now: float, handled: int) -> sa.Update:
+    return sa.update(ms_process).where(ms_process.c.id == process_id).values(
+        heartbeat_at=now, handled=handled
+    )
+
+
+def stop_process(process_id: int, now: float) -> sa.Update:
+    return sa.update(ms_process).where(ms_process.c.id == process_id).values(
+        stopped_at=now, heartbeat_at=now
+    )
+
+
+def processes_of(agent: str, component: str) -> sa.Select:
+    return sa.select(ms_process).where(
+        ms_process.c.agent == agent, ms_process.c.component == component
+    ).order_by(ms_process.c.id)
+
+
+def queue_stats(agent: str, now: float) -> sa.Select:
+    return (
+        sa.select(
+            M.c.component,
+            M.c.msg_type,
+            sa.func.count().label("pending"),
+            sa.func.sum(sa.case((M.c.available_at <= now, 1), else_=0)).label("ready"),
+            sa.func.min(M.c.created_at).label("oldest"),
+            sa.func.max(M.c.deliveries).label("max_deliveries"),
+        )
+        .where(M.c.agent == agent)
+        .group_by(M.c.component, M.c.msg_type)
+    )
+
+
+def dead_letter_counts(agent: str) -> sa.Select:
+    return (
+        sa.select(ms_dead_letter.c.component, sa.func.count().label("dead"))
+        .where(ms_dead_letter.c.agent == agent)
+        .group_by(ms_dead_letter.c.component)
+    )
+
+
+def dead_letters(agent: str, component: str | None = None) -> sa.Select:
+    query = sa.select(ms_dead_letter).where(ms_dead_letter.c.agent == agent)
+    if component:
+        query = query.where(ms_dead_letter.c.component == component)
+    return query.order_by(ms_dead_letter.c.id)
+
+
+def dead_letter(agent: str, message_id: int) -> sa.Select:
+    return sa.select(ms_dead_letter).where(
+        ms_dead_letter.c.agent == agent, ms_dead_letter.c.id == message_id
+    ).with_for_update()
+
+
+def delete_dead_letters(agent: str, ids: Sequence[int] | None) -> sa.Delete:
+    query = sa.delete(ms_dead_letter).where(ms_dead_letter.c.agent == agent)
+    if ids is not None:
+        query = query.where(ms_dead_letter.c.id.in_(ids))
+    return query
+
+
+def purge_history(older_than: float) -> sa.Delete:
+    return sa.delete(ms_history).where(ms_history.c.handled_at < older_than)

@@ -1,0 +1,97 @@
+"""The component base class: a handler per message type, an optional periodic tick.
+
+A subclass declares its handlers with `@handles("Type")`. Each handler gets a `Context` (the
+open transaction and a `publish` that commits with it) and the message; it must be idempotent,
+because a message can come back after a crash. `tick` runs every `tick_interval_s` seconds in a
+transaction of its own, for polling work (tracking jobs, merging, resource figures).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict
+
+from prodagent.messaging.message import Message, Outgoing
+
+if TYPE_CHECKING:
+    from prodagent.config import AgentConfig
+    from prodagent.messaging.service import MessageService
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class NoSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def handles(msg_type: str) -> Callable[[F], F]:
+    """Mark a method as the handler of `msg_type`."""
+
+    def mark(fn: F) -> F:
+        fn.__dict__.setdefault("_handles", []).append(msg_type)
+        return fn
+
+    return mark
+
+
+@dataclass
+class Context:
+    """What a handler or tick works with: one transaction and its outgoing messages."""
+
+    conn: sa.Connection
+    outbox: list[Outgoing] = field(default_factory=list)
+    message: Message | None = None
+
+    def publish(self, msg_type: str, payload: dict[str, Any] | None = None,
+                delay: float = 0.0, priority: int = 0) -> None:
+        self.outbox.append(Outgoing(msg_type, payload or {}, delay, priority))
+
+
+class Component:
+    """Base of every agent component."""
+
+    name: ClassVar[str]
+    Settings: ClassVar[type[BaseModel]] = NoSettings
+    tick_interval_s: ClassVar[float | None] = None
+
+    def __init__(self, config: AgentConfig, service: MessageService) -> None:
+        self.config = config
+        self.service = service
+        self.settings: Any = config.component_settings(self.name, self.Settings)
+        self.log = logging.getLogger(f"prodagent.{self.name}")
+        self._handlers = self.handler_table()
+
+    @classmethod
+    def handler_table(cls) -> dict[str, str]:
+        """{message type: method name}, from the `@handles` marks."""
+        table: dict[str, str] = {}
+        for klass in reversed(cls.__mro__):
+            for attr, value in vars(klass).items():
+                for msg_type in getattr(value, "_handles", ()):
+                    table[msg_type] = attr
+        return table
+
+    @classmethod
+    def subscriptions(cls) -> list[str]:
+        return sorted(cls.handler_table())
+
+    def setup(self) -> None:
+        """Called once after the database is ready, before the first message."""
+
+    def teardown(self) -> None:
+        """Called once on the way out."""
+
+    def tick(self, ctx: Context) -> None:
+        """Periodic work; runs every `tick_interval_s` in its own transaction."""
+
+    def dispatch(self, conn: sa.Connection, message: Message, outbox: list[Outgoing]) -> None:
+        method = self._handlers.get(message.msg_type)
+        if method is None:
+            raise LookupError(f"{self.name} has no handler for {message.msg_type}")
+        ctx = Context(conn, outbox, message)
+        getattr(self, method)(ctx, message.payload)

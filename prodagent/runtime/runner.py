@@ -1,0 +1,152 @@
+"""The main loop of one component process.
+
+Claims batches of messages, hands them to the component, ticks it, beats its heart in the
+database, and backs off when idle (from `poll_min_s` doubling to `poll_max_s`), so an idle
+component costs a few cheap queries a second. SIGTERM (or SIGINT) finishes the batch in hand
+and exits. A database outage is waited out: the loop never dies of one.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from types import FrameType
+
+import sqlalchemy as sa
+
+from prodagent.components.registry import component_class, enabled_classes
+from prodagent.config import AgentConfig
+from prodagent.db.engine import make_engine
+from prodagent.db.migrate import upgrade
+from prodagent.errors import DatabaseUnavailable
+from prodagent.messaging.message import Message, Outgoing
+from prodagent.messaging.service import MessageService
+from prodagent.runtime.component import Component, Context
+
+log = logging.getLogger(__name__)
+HISTORY_PURGE_EVERY_S = 600.0
+
+
+def wait_for_database(config: AgentConfig, stop: threading.Event | None = None) -> None:
+    """Apply migrations, retrying while the database is unreachable."""
+    attempt = 0
+    while True:
+        try:
+            upgrade(config.db_url)
+            return
+        except sa.exc.OperationalError as exc:
+            attempt += 1
+            if attempt > config.database.connect_retries or (stop and stop.is_set()):
+                raise DatabaseUnavailable(f"cannot reach the database: {exc}") from exc
+            log.warning("database not reachable (%s); retry %d", exc.__class__.__name__, attempt)
+            time.sleep(config.database.retry_wait_s)
+
+
+def declare_subscriptions(config: AgentConfig, service: MessageService) -> None:
+    """Write the subscriptions of every enabled component, so no message is published into the void."""
+    for name, cls in enabled_classes(config).items():
+        service.declare(name, cls.subscriptions())
+
+
+def open_service(config: AgentConfig, pool_size: int = 5) -> MessageService:
+    engine = make_engine(config.db_url, pool_size=pool_size)
+    return MessageService(
+        engine, config.agent.name, config.messaging,
+        config.database.connect_retries, config.database.retry_wait_s,
+    )
+
+
+class ComponentRunner:
+    """Runs one component until stopped."""
+
+    def __init__(self, config: AgentConfig, name: str) -> None:
+        self.config = config
+        self.name = name
+        self.stop_event = threading.Event()
+        self.handled = 0
+
+    def request_stop(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
+        if signum is not None:
+            log.info("%s: signal %d, finishing the batch in hand", self.name, signum)
+        self.stop_event.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+
+    def run(self) -> None:
+        cls = component_class(self.config, self.name)
+        wait_for_database(self.config, self.stop_event)
+        service = open_service(self.config)
+        declare_subscriptions(self.config, service)
+        service.declare(self.name, cls.subscriptions())
+        component = cls(self.config, service)
+        component.setup()
+        process_id = service.register(self.name)
+        log.info("%s started (process %d), subscribed to %s", self.name, process_id, cls.subscriptions())
+        try:
+            self._loop(component, service, process_id)
+        finally:
+            component.teardown()
+            try:
+                service.heartbeat(process_id, self.handled)
+                service.unregister(process_id)
+            except Exception:  # noqa: BLE001 - the database may be gone on the way out
+                log.warning("%s: could not record the stop", self.name)
+            service.engine.dispose()
+            log.info("%s stopped after %d messages", self.name, self.handled)
+
+    def _loop(self, component: Component, service: MessageService, process_id: int) -> None:
+        settings = self.config.messaging
+        next_beat = 0.0
+        next_tick = time.monotonic() if component.tick_interval_s else float("inf")
+        next_purge = time.monotonic() + HISTORY_PURGE_EVERY_S
+        idle_sleep = settings.poll_min_s
+
+        def dispatch(conn: sa.Connection, message: Message, outbox: list[Outgoing]) -> None:
+            component.dispatch(conn, message, outbox)
+
+        while not self.stop_event.is_set():
+            try:
+                now = time.monotonic()
+                if now >= next_beat:
+                    service.heartbeat(process_id, self.handled)
+                    next_beat = now + settings.heartbeat_s
+                if now >= next_tick:
+                    self._tick(component, service)
+                    next_tick = time.monotonic() + (component.tick_interval_s or 1.0)
+                if now >= next_purge:
+                    service.purge_history()
+                    next_purge = now + HISTORY_PURGE_EVERY_S
+                messages = service.claim(self.name, process_id)
+                if messages:
+                    result = service.handle(self.name, process_id, messages, dispatch)
+                    self.handled += result.handled
+                    idle_sleep = settings.poll_min_s
+                    if len(messages) >= settings.batch_size:
+                        continue
+                    wait = settings.poll_min_s
+                else:
+                    wait = idle_sleep
+                    idle_sleep = min(idle_sleep * 2, settings.poll_max_s)
+                wait = min(wait, max(0.0, next_tick - time.monotonic()))
+                self.stop_event.wait(wait)
+            except DatabaseUnavailable as exc:
+                log.error("%s: database unavailable, waiting: %s", self.name, exc)
+                self.stop_event.wait(settings.poll_max_s * 4)
+
+    def _tick(self, component: Component, service: MessageService) -> None:
+        def work(conn: sa.Connection) -> None:
+            ctx = Context(conn)
+            component.tick(ctx)
+            if ctx.outbox:
+                service.publish_many(conn, ctx.outbox, source=self.name)
+
+        try:
+            service.tx.run(work)
+        except DatabaseUnavailable:
+            raise
+        except Exception:  # noqa: BLE001 - a failing tick is logged and tried again next time
+            log.exception("%s: tick failed", self.name)
