@@ -119,6 +119,7 @@ class EventSummariser:
         owner = np.repeat(np.arange(n), counts)
         charged = self._charge_of(pid) != 0
         info = batch["info"]
+        weight = ak.fill_none(ak.firsts(info["weights"]), 1.0)
         columns: dict[str, Any] = {
             "run": np.full(n, run, dtype=np.uint32),
             "event": np.arange(first_event, first_event + n, dtype=np.uint64),
@@ -126,9 +127,7 @@ class EventSummariser:
             "nCharged": np.bincount(owner[charged], minlength=n).astype(np.int32),
             "sumPt": np.bincount(owner, weights=pt, minlength=n).astype(np.float32),
             "pTHat": np.sqrt(ak.to_numpy(info["pT2Hat"])).astype(np.float32),
-            "weight": ak.to_numpy(ak.fill_none(ak.firsts(info["weights"]), 1.0)).astype(
-                np.float64
-            ),
+            "weight": ak.to_numpy(weight).astype(np.float64),
         }
         if self._particles:
             for name, values in (("pt", pt), ("eta", eta), ("phi", phi)):

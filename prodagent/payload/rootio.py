@@ -75,7 +75,7 @@ def count_entries(path: str | os.PathLike[str]) -> int:
 def data_branches(tree: Any) -> list[str]:
     """Branch names without the counters, which are implied by the jagged branches."""
     counters = {b.count_branch.name for b in tree.branches if b.count_branch is not None}
-    return [name for name in tree.keys() if name not in counters]
+    return [b.name for b in tree.branches if b.name not in counters]
 
 
 def iterate_columns(tree: Any, step_size: str | int = "50 MB") -> Iterator[dict[str, Any]]:
