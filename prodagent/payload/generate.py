@@ -163,17 +163,6 @@ def tree_types(particles: bool) -> dict[str, Any]:
     return types
 
 
-def for_writing(columns: dict[str, Any]) -> dict[str, Any]:
-    """Group the Part_* columns into one record so they share the `nPart` counter."""
-    import awkward as ak
-
-    out = {k: v for k, v in columns.items() if not k.startswith("Part_")}
-    part = {k[len("Part_") :]: v for k, v in columns.items() if k.startswith("Part_")}
-    if part:
-        out["Part"] = ak.zip(part)
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -249,7 +238,7 @@ def generate(
                 raise RuntimeError(f"nextBatch returned {len(batch)} events, asked for {n}")
             columns = summariser.columns(batch, args.run, args.first_event + done)
             digest.update(columns)
-            tree.extend(for_writing(columns))
+            tree.extend(rootio.to_records(columns))
             done += n
             last = args.first_event + done - 1
             say(

@@ -57,6 +57,30 @@ class ContentDigest:
         return total.hexdigest()
 
 
+def to_records(columns: Mapping[str, Any]) -> dict[str, Any]:
+    """Group jagged columns `X_y` into one record `X` with field `y`, so that they share one
+    counter branch `nX` when written; other columns pass through."""
+    out: dict[str, Any] = {}
+    records: dict[str, dict[str, Any]] = {}
+    for name, column in columns.items():
+        outer, _, inner = name.partition("_")
+        if isinstance(column, ak.Array) and column.ndim > 1 and inner:
+            records.setdefault(outer, {})[inner] = column
+        else:
+            out[name] = column
+    for outer, fields in records.items():
+        out[outer] = ak.zip(fields)
+    return out
+
+
+def tree_types(records: Mapping[str, Any]) -> dict[str, Any]:
+    """`mktree` branch types for the output of `to_records`, as datashape strings."""
+    types: dict[str, Any] = {}
+    for name, column in records.items():
+        types[name] = str(ak.Array(column).type.content)
+    return types
+
+
 def open_tree(path: str | os.PathLike[str]) -> Any:
     """The `events` TTree of a file; ValueError if it is missing or is not a TTree."""
     file = uproot.open(path)
