@@ -20,7 +20,7 @@ from prodagent.config import AgentConfig, load_config
 from prodagent.errors import ProdAgentError
 from prodagent.runtime import daemon
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def _config(ctx: click.Context) -> AgentConfig:
@@ -106,7 +106,7 @@ def status(ctx: click.Context, components: str | None, as_json: bool) -> None:
     else:
         table = Table(title=f"agent {config.agent.name} ({config.workdir})")
         for col in ("component", "pid", "state", "heartbeat age", "pending", "dead letters"):
-            table.add_column(col)
+            table.add_column(col, no_wrap=True)
         for r in rows:
             state = "[green]alive[/]" if r.alive else ("[red]dead (stale pid file)[/]" if r.stale_pid_file else "[red]dead[/]")
             age = "-" if r.heartbeat_age_s is None else f"{r.heartbeat_age_s:.1f}s"

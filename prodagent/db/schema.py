@@ -56,6 +56,7 @@ ms_message = sa.Table(
     sa.Column("claimed_by", sa.Integer, nullable=True),
     sa.Column("last_error", sa.Text, nullable=True),
     sa.Index("ix_ms_message_claim", "agent", "component", sa.desc("priority"), "available_at"),
+    sqlite_autoincrement=True,  # ids are never reused: history and dead letters key on them
 )
 
 ms_dead_letter = sa.Table(

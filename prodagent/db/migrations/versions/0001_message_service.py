@@ -54,6 +54,7 @@ def upgrade() -> None:
         sa.Column("deliveries", sa.Integer, nullable=False, server_default="0"),
         sa.Column("claimed_by", sa.Integer, nullable=True),
         sa.Column("last_error", sa.Text, nullable=True),
+        sqlite_autoincrement=True,
     )
     op.create_index(
         "ix_ms_message_claim",
