@@ -94,8 +94,11 @@ class LocalExecutor(BatchPlugin):
                 if active is not None:  # already queued or running: never run it twice
                     accepted[job.job_id] = str(active)
                     continue
-                for stale in (self.spool.result_path(key), self.spool.started_path(key),
-                              self.spool.kill_path(key)):
+                for stale in (
+                    self.spool.result_path(key),
+                    self.spool.started_path(key),
+                    self.spool.kill_path(key),
+                ):
                     stale.unlink(missing_ok=True)
                 write_json_atomic(self.spool.spec_path(key), self._spec(job, seq))
                 self.spool.queue_path(seq, key).touch()

@@ -11,6 +11,7 @@ slot and starts the next queued jobs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -100,8 +101,12 @@ def run_job(spool: Spool, key: str) -> dict[str, Any]:
     ps = psutil.Process(proc.pid)
     write_json_atomic(
         spool.started_path(key),
-        {"launcher_pid": os.getpid(), "pid": proc.pid, "create_time": ps.create_time(),
-         "started": started},
+        {
+            "launcher_pid": os.getpid(),
+            "pid": proc.pid,
+            "create_time": ps.create_time(),
+            "started": started,
+        },
     )
     watchdog = Watchdog(spool, key, spec, ps)
     watchdog.start()
@@ -114,10 +119,8 @@ def run_job(spool: Spool, key: str) -> dict[str, Any]:
     proc.returncode = status
     watchdog.finished.set()
     # Leftover background processes of the payload go with it, as in a batch system.
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
     result = asdict(result_from_wait(status, usage, started))
     # kill() signals the payload itself, possibly before the watchdog saw the request.
     cancelled = "cancelled" if spool.kill_path(key).exists() else None
