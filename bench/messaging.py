@@ -31,7 +31,12 @@ from bench.components import PLUGINS
 from prodagent.config import AgentConfig, config_from_dict
 from prodagent.db.schema import ms_process
 from prodagent.messaging.message import Outgoing
-from prodagent.runtime.runner import ComponentRunner, declare_subscriptions, open_service, wait_for_database
+from prodagent.runtime.runner import (
+    ComponentRunner,
+    declare_subscriptions,
+    open_service,
+    wait_for_database,
+)
 
 MARIADB_SERVER = "mysql+pymysql://root@127.0.0.1:3306"
 
@@ -183,7 +188,7 @@ def main() -> None:
             for url in urls:
                 backend = "sqlite" if url == "sqlite" else "mariadb"
 
-                def record(name: str, value: float, unit: str, **extra: Any) -> None:
+                def record(name: str, value: float, unit: str, run: int = run, backend: str = backend, **extra: Any) -> None:
                     row = {"run": run, "backend": backend, "measure": name, "value": round(value, 2), "unit": unit, **extra}
                     results.append(row)
                     print(f"{backend:8} run {run} {name:16} {value:12.1f} {unit} {extra or ''}", flush=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -102,10 +103,8 @@ def test_consumers_survive_their_connections_being_killed(make_mysql_db, tmp_pat
                     {"db": dbname, "me": me},
                 ).scalars().all()
                 for cid in ids:
-                    try:
+                    with contextlib.suppress(sa.exc.DBAPIError):  # already gone
                         conn.execute(sa.text(f"KILL {int(cid)}"))
-                    except sa.exc.DBAPIError:
-                        pass  # already gone
             agent.service.engine.dispose()
         wait_until(lambda: agent.service.queue_stats() == [], 120, 0.5, "the queues to drain")
     finally:

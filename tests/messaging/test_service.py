@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 import sqlalchemy as sa
 
 from prodagent.runtime.runner import ComponentRunner
@@ -20,10 +21,8 @@ def test_publish_is_part_of_the_callers_transaction(agent: Agent) -> None:
         svc.publish(conn, "Work", {"key": "rolled-back"})
         raise RuntimeError("abort")
 
-    try:
+    with pytest.raises(RuntimeError):
         svc.tx.run(publish_then_fail)
-    except RuntimeError:
-        pass
     assert svc.queue_stats() == []
     svc.send("Work", {"key": "kept"})
     stats = svc.queue_stats()
