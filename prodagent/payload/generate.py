@@ -28,7 +28,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from prodagent.payload import codes, faults
+import awkward as ak
+import numpy as np
+import pythia8mc
+import uproot
+
+from prodagent.payload import codes, faults, rootio
 from prodagent.payload.jobspec import MAX_SEED
 
 #: nextBatch skips events Pythia fails to make, giving up after this many attempts per event
@@ -103,9 +108,6 @@ class EventSummariser:
         self._particles = particles
 
     def columns(self, batch: Any, run: int, first_event: int) -> dict[str, Any]:
-        import awkward as ak
-        import numpy as np
-
         prt = batch["prt"]
         final = prt[prt["status"] > 0]
         counts = ak.to_numpy(ak.num(final, axis=1)).astype(np.int64)
@@ -136,8 +138,6 @@ class EventSummariser:
         return columns
 
     def _charge_of(self, pid: Any) -> Any:
-        import numpy as np
-
         species, index = np.unique(pid, return_inverse=True)
         # a loop over particle species (tens per chunk), not over particles
         for code in species.tolist():
@@ -147,8 +147,6 @@ class EventSummariser:
 
 
 def tree_types(particles: bool) -> dict[str, Any]:
-    import numpy as np
-
     types: dict[str, Any] = {
         "run": np.uint32,
         "event": np.uint64,
@@ -177,8 +175,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     started = time.monotonic()
 
-    import pythia8mc
-
     settings = pythia_settings(args, plan)
     pythia = pythia8mc.Pythia("", False)
     if not all(pythia.readString(s) for s in settings) or not pythia.init():
@@ -191,8 +187,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - any failure here is a generation failure
         say(f"Generation failed: {exc.__class__.__name__}: {exc}", err=True)
         return codes.GEN_FAILED
-
-    from prodagent.payload import rootio
 
     entries = rootio.count_entries(part)
     if entries != args.events or rootio.content_digest(part) != digest_hex:
@@ -215,11 +209,6 @@ def generate(
     started: float,
 ) -> str:
     """Generate and write all events into `part`; return the content digest."""
-    import numpy as np
-    import uproot
-
-    from prodagent.payload import rootio
-
     summariser = EventSummariser(pythia, args.particles)
     digest = rootio.ContentDigest()
     done = 0

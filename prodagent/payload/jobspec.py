@@ -106,6 +106,8 @@ class JobSpec(_Strict):
                 raise ValueError("a merge job needs inputs")
             if not self.output_path:
                 raise ValueError("a merge job needs output_path")
+        if self.output_path is not None and self.output_path in self.inputs:
+            raise ValueError("output_path must not be one of the inputs")
         if self.input_events is not None and len(self.input_events) != len(self.inputs):
             raise ValueError("input_events must have one count per input")
         return self

@@ -8,8 +8,8 @@ memory and wall-time limits, judges the result (`report.evaluate`) and writes
 JOBDIR/report.json atomically. It exits 0 on success, the payload's own status when that was
 non-zero, or 80 + the last two digits of a 603xx code (`codes.wrapper_exit_status`).
 
-Each run starts clean: an old report, log and output in JOBDIR are removed first, so a
-retried job can never be judged on the previous attempt's files.
+Each run starts clean: the old report and log in JOBDIR and the spec's old output are removed
+first, so a retried job can never be judged on the previous attempt's files.
 """
 
 from __future__ import annotations
@@ -69,7 +69,9 @@ def prepare(spec: JobSpec, jobdir: Path) -> None:
     for stale in (jobdir / REPORT_NAME, jobdir / LOG_NAME):
         stale.unlink(missing_ok=True)
     if spec.output_path:
-        (jobdir / spec.output_path).unlink(missing_ok=True)
+        output = (jobdir / spec.output_path).resolve()
+        if output not in {(jobdir / p).resolve() for p in spec.inputs}:
+            output.unlink(missing_ok=True)
 
 
 def execute(spec: JobSpec, jobdir: Path) -> RunResult:
@@ -113,6 +115,8 @@ def execute(spec: JobSpec, jobdir: Path) -> RunResult:
         exit_code=code,
         wall_s=wall_s,
         cpu_s=usage.ru_utime + usage.ru_stime,
+        # ru_maxrss includes the wrapper image the child held between fork and exec (~20 MB):
+        # a harmless floor, the price of the fork that PDEATHSIG needs
         max_rss_mb=max(usage.ru_maxrss / 1024, watchdog.peak_rss_mb),
         started_at=started_at,
         ended_at=datetime.now(UTC),

@@ -52,6 +52,7 @@ def test_round_trip_through_a_job_directory(tmp_path: Path) -> None:
         {"fail": {"mode": "explode"}},
         {"transformation": "merge"},  # a merge needs inputs
         {"inputs": ["a.root"], "input_events": [1, 2]},
+        {"transformation": "merge", "inputs": ["out.root"]},  # would overwrite its input
     ],
 )
 def test_invalid_specs_are_refused(overrides: dict) -> None:
