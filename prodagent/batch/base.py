@@ -17,6 +17,15 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from prodagent.errors import ProdAgentError
+
+
+class BatchUnavailable(ProdAgentError):
+    """The batch system did not answer or refused a command; the caller tries again later.
+
+    Raised instead of reporting jobs LOST when the engine cannot be asked at all.
+    """
+
 
 class BatchState(enum.StrEnum):
     """Where a job stands in the batch system, as seen by the plugin."""
