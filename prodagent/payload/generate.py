@@ -176,8 +176,13 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
 
     settings = pythia_settings(args, plan)
-    pythia = pythia8mc.Pythia("", False)
-    if not all(pythia.readString(s) for s in settings) or not pythia.init():
+    try:
+        pythia = pythia8mc.Pythia("", False)
+        ready = all(pythia.readString(s) for s in settings) and pythia.init()
+    except Exception as exc:  # noqa: BLE001 - e.g. a data path that does not exist
+        say(f"PYTHIA init failed: {exc.__class__.__name__}: {exc}", err=True)
+        return codes.GEN_INIT_FAILED
+    if not ready:
         say("PYTHIA init failed: see the messages above", err=True)
         return codes.GEN_INIT_FAILED
     say(f"Pythia initialised in {time.monotonic() - started:.1f} s")
@@ -190,7 +195,11 @@ def main(argv: list[str] | None = None) -> int:
 
     entries = rootio.count_entries(part)
     if entries != args.events or rootio.content_digest(part) != digest_hex:
-        say(f"Output check failed: {part} holds {entries} entries, expected {args.events}", True)
+        say(
+            f"Output check failed: {part} holds {entries} entries (expected {args.events}) "
+            "or not the content generated",
+            err=True,
+        )
         return codes.GEN_ENTRY_MISMATCH
     os.replace(part, out)
     elapsed = time.monotonic() - started

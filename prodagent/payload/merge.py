@@ -138,7 +138,7 @@ def write_merged(
                     out_tree.extend(rootio.to_records(columns))
                     done += n
             except Exception as exc:  # noqa: BLE001 - a basket that does not decompress, ...
-                raise MergeRefused(codes.MERGE_BAD_INPUT, f"cannot read {path}: {exc}") from exc
+                raise MergeRefused(codes.MERGE_BAD_INPUT, f"cannot merge {path}: {exc}") from exc
             say(f"Merged {path}: {done} events so far")
         if plan.fails_mid_run():
             faults.trigger(plan, done)
