@@ -64,7 +64,7 @@ FAILURES: dict[str, tuple[dict, int, int | None]] = {
     "noendofjob": ({"fail": {"mode": "noendofjob"}}, 84, codes.NO_END_OF_JOB),
     "badconfig": ({"fail": {"mode": "badconfig"}}, 3, codes.GEN_INIT_FAILED),
     "hang": ({"fail": {"mode": "hang"}, "time_limit_s": 4}, 91, codes.TIME_LIMIT),
-    "rsslimit": ({"memory_mb": 50}, 90, codes.MEMORY_LIMIT),
+    "rsslimit": ({"memory_mb": 50, "events": 400}, 90, codes.MEMORY_LIMIT),  # outlives a sample
     "retry0": ({"fail": {"mode": "exit", "rate": 0.5}, "retry": 0}, 66, 66),
     "retry1": ({"fail": {"mode": "exit", "rate": 0.5}, "retry": 1}, 0, None),
 }
