@@ -1,0 +1,79 @@
+"""HTTP routes of the pull protocol (agents): register, acquire, renew, report, complete,
+release, merged. Every route needs a bearer token of role `agent` (or `operator`)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from prodmanager import deps
+from prodmanager.auth import Principal
+from prodmanager.models import (
+    AcquireRequest,
+    AcquireResponse,
+    AgentInfo,
+    AgentRegistration,
+    AllocationAck,
+    CompleteReport,
+    ErrorBody,
+    MergedAck,
+    MergedReport,
+    ProgressReport,
+    ReleaseRequest,
+    RenewRequest,
+    RenewResponse,
+)
+from prodmanager.pull_service import PullService
+
+ERRORS = {s: {"model": ErrorBody} for s in (401, 403, 404, 409, 422)}
+router = APIRouter(prefix="/api/v1", tags=["pull"], responses=ERRORS)  # type: ignore[arg-type]
+
+Caller = Annotated[Principal, Depends(deps.principal)]
+Pull = Annotated[PullService, Depends(deps.pull)]
+
+
+@router.post("/agents", response_model=AgentInfo)
+def register_agent(body: AgentRegistration, caller: Caller, pull: Pull) -> AgentInfo:
+    return pull.register(caller, body)
+
+
+@router.get("/agents", response_model=list[AgentInfo])
+def list_agents(caller: Caller, pull: Pull) -> list[AgentInfo]:
+    return pull.agents(caller)
+
+
+@router.post("/agents/{agent}/acquire", response_model=AcquireResponse)
+def acquire(agent: str, body: AcquireRequest, caller: Caller, pull: Pull) -> AcquireResponse:
+    return pull.acquire(caller, agent, body)
+
+
+@router.post("/agents/{agent}/renew", response_model=RenewResponse)
+def renew(agent: str, body: RenewRequest, caller: Caller, pull: Pull) -> RenewResponse:
+    return pull.renew(caller, agent, body)
+
+
+@router.post("/agents/{agent}/allocations/{allocation_id}/report", response_model=AllocationAck)
+def report(
+    agent: str, allocation_id: int, body: ProgressReport, caller: Caller, pull: Pull
+) -> AllocationAck:
+    return pull.report(caller, agent, allocation_id, body)
+
+
+@router.post("/agents/{agent}/allocations/{allocation_id}/complete", response_model=AllocationAck)
+def complete(
+    agent: str, allocation_id: int, body: CompleteReport, caller: Caller, pull: Pull
+) -> AllocationAck:
+    return pull.complete(caller, agent, allocation_id, body)
+
+
+@router.post("/agents/{agent}/allocations/{allocation_id}/release", response_model=AllocationAck)
+def release(
+    agent: str, allocation_id: int, body: ReleaseRequest, caller: Caller, pull: Pull
+) -> AllocationAck:
+    return pull.release(caller, agent, allocation_id, body)
+
+
+@router.post("/agents/{agent}/merged", response_model=MergedAck)
+def merged(agent: str, body: MergedReport, caller: Caller, pull: Pull) -> MergedAck:
+    return pull.report_merged(caller, agent, body)

@@ -1,0 +1,116 @@
+"""ProdManager's tables (SQLAlchemy Core). Prefixed `pm_` so they can share a database with the
+agent's tables. Times are UNIX seconds (double) written by the server, so SQLite and MariaDB
+behave the same. The Alembic migrations in `migrations/versions/` must build exactly this.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+# BIGINT ids on MariaDB; SQLite only auto-increments an INTEGER PRIMARY KEY.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+Seconds = sa.Double()
+
+request = sa.Table(
+    "pm_request",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(100), nullable=False, unique=True),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("owner", sa.String(100), nullable=False),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("total_events", sa.BigInteger, nullable=False),
+    sa.Column("total_jobs", sa.Integer, nullable=False),
+    sa.Column("run_number", sa.Integer, nullable=False),
+    sa.Column("sites", sa.Text, nullable=False),  # JSON {"whitelist": [...], "blacklist": [...]}
+    sa.Column("spec", sa.Text, nullable=False),  # the validated workflow, as JSON
+    sa.Column("spec_sha256", sa.String(64), nullable=False),
+    sa.Column("parent_id", BigId, sa.ForeignKey("pm_request.id"), nullable=True),
+    sa.Column("created_at", Seconds, nullable=False),
+    sa.Column("updated_at", Seconds, nullable=False),
+    sa.Index("ix_pm_request_state", "state", "priority"),
+    sa.Index("ix_pm_request_owner", "owner"),
+)
+
+request_history = sa.Table(
+    "pm_request_history",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("request_id", BigId, sa.ForeignKey("pm_request.id"), nullable=False),
+    sa.Column("from_state", sa.String(20), nullable=True),
+    sa.Column("to_state", sa.String(20), nullable=False),
+    sa.Column("actor", sa.String(100), nullable=False),
+    sa.Column("reason", sa.String(500), nullable=False),
+    sa.Column("at", Seconds, nullable=False),
+    sa.Index("ix_pm_request_history_request", "request_id", "id"),
+)
+
+allocation = sa.Table(
+    "pm_allocation",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("request_id", BigId, sa.ForeignKey("pm_request.id"), nullable=False),
+    sa.Column("job_index", sa.Integer, nullable=False),
+    sa.Column("first_event", sa.BigInteger, nullable=False),
+    sa.Column("n_events", sa.BigInteger, nullable=False),
+    sa.Column("seed", sa.BigInteger, nullable=False),
+    sa.Column("input_files", sa.Text, nullable=True),  # JSON list, processing workflows only
+    sa.Column("state", sa.String(12), nullable=False),
+    sa.Column("agent", sa.String(100), nullable=True),
+    sa.Column("lease_token", sa.String(64), nullable=True),
+    sa.Column("lease_epoch", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("lease_expires", Seconds, nullable=False, server_default="0"),
+    sa.Column("events_done", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("job_state", sa.String(20), nullable=True),
+    sa.Column("reason", sa.String(500), nullable=True),
+    sa.Column("updated_at", Seconds, nullable=False),
+    sa.UniqueConstraint("request_id", "job_index", name="uq_pm_allocation_job"),
+    # acquire scans open allocations of one request, never-leased (expiry 0) first
+    sa.Index("ix_pm_allocation_queue", "request_id", "state", "lease_expires"),
+    sa.Index("ix_pm_allocation_agent", "agent", "state"),
+)
+
+file = sa.Table(
+    "pm_file",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("lfn", sa.String(500), nullable=False, unique=True),
+    sa.Column("request_id", BigId, sa.ForeignKey("pm_request.id"), nullable=False),
+    sa.Column("allocation_id", BigId, sa.ForeignKey("pm_allocation.id"), nullable=True),
+    sa.Column("lease_epoch", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("kind", sa.String(10), nullable=False),  # unmerged | merged
+    sa.Column("state", sa.String(12), nullable=False),  # valid | superseded | merged
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("checksum", sa.String(100), nullable=False),
+    sa.Column("events", sa.BigInteger, nullable=False),
+    sa.Column("merged_into", BigId, sa.ForeignKey("pm_file.id"), nullable=True),
+    sa.Column("agent", sa.String(100), nullable=False),
+    sa.Column("created_at", Seconds, nullable=False),
+    sa.Index("ix_pm_file_request", "request_id", "kind", "state"),
+    sa.Index("ix_pm_file_allocation", "allocation_id"),
+)
+
+agent = sa.Table(
+    "pm_agent",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("sites", sa.Text, nullable=False),  # JSON list
+    sa.Column("capacity", sa.Integer, nullable=False),
+    sa.Column("token_name", sa.String(100), nullable=False),
+    sa.Column("registered_at", Seconds, nullable=False),
+    sa.Column("last_seen", Seconds, nullable=False),
+)
+
+token = sa.Table(
+    "pm_token",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("role", sa.String(20), nullable=False),
+    sa.Column("token_sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", Seconds, nullable=False),
+    sa.Column("revoked_at", Seconds, nullable=True),
+)

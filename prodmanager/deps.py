@@ -1,0 +1,22 @@
+"""FastAPI dependencies: the caller's identity and the services, taken from `app.state`."""
+
+from __future__ import annotations
+
+from fastapi import Header, Request
+
+from prodmanager.auth import Principal
+from prodmanager.pull_service import PullService
+from prodmanager.request_service import RequestService
+
+
+def principal(request: Request, authorization: str | None = Header(None)) -> Principal:
+    """The authenticated caller; raises Unauthorized (401) before anything else runs."""
+    return request.app.state.auth.authenticate(authorization)
+
+
+def requests(request: Request) -> RequestService:
+    return request.app.state.requests
+
+
+def pull(request: Request) -> PullService:
+    return request.app.state.pull

@@ -1,0 +1,283 @@
+"""The data that crosses the wire, shared by the server (FastAPI) and `prodmanager.client`.
+
+Times are UNIX seconds (float). Counters are derived from the agents' reports, never typed in.
+The central one is `Allocation`: what an agent gets from `acquire` and needs to create its job.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+AGENT_NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,100}$"
+TOKEN_NAME_PATTERN = r"^[A-Za-z0-9_.@-]{1,100}$"
+JOB_STATE_PATTERN = r"^[a-z][a-z_]{0,19}$"
+
+
+class Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Role(StrEnum):
+    REQUESTER = "requester"
+    OPERATOR = "operator"
+    AGENT = "agent"
+
+
+# --- agents and the pull protocol ----------------------------------------------------------------
+
+
+class AgentRegistration(Wire):
+    """An agent introduces itself: its name, the sites it serves, how many jobs it can hold."""
+
+    name: str = Field(pattern=AGENT_NAME_PATTERN)
+    sites: list[str] = Field(default_factory=list, max_length=500)
+    capacity: int = Field(ge=1, le=1_000_000)
+
+
+class AgentInfo(AgentRegistration):
+    token_name: str
+    registered_at: float
+    last_seen: float
+    held: int = Field(description="allocations currently leased by this agent")
+
+
+class AcquireRequest(Wire):
+    """Ask for work: at most `jobs` allocations, or allocations worth at most `events` events.
+
+    With neither, the agent gets up to its registered capacity minus what it already holds.
+    The server never hands an agent more than that, whatever it asks for.
+    """
+
+    jobs: int | None = Field(None, ge=1, le=10_000)
+    events: int | None = Field(None, ge=1)
+    lease_seconds: float | None = Field(None, gt=0, le=86_400)
+
+    @model_validator(mode="after")
+    def _one_measure(self) -> AcquireRequest:
+        if self.jobs is not None and self.events is not None:
+            raise ValueError("give jobs or events, not both")
+        return self
+
+
+class InputFileRef(Wire):
+    lfn: str
+    events: int | None = None
+    size: int | None = None
+
+
+class Allocation(Wire):
+    """One job's worth of work, leased to one agent.
+
+    - `lease_token` proves the lease in renew/report/complete/release; `lease_expires` is when
+      it lapses unless renewed; `lease_epoch` counts how often this allocation was handed out.
+    - Monte Carlo: generate events `first_event` .. `first_event + n_events - 1` of run
+      `run_number` with random seed `seed` (unique per job in the request, the same on every
+      retry, so output is reproducible).
+    - Processing: run over `input_files` (`first_event` is 0, `n_events` their declared events).
+    - `spec` is the validated workflow as a dict (payload, output, merge, retry, resources...);
+      for processing workflows `spec["input"]["files"]` is left out: `input_files` is the part
+      for this job.
+    """
+
+    allocation_id: int
+    lease_token: str
+    lease_expires: float
+    lease_epoch: int
+    request_id: int
+    request_name: str
+    kind: Literal["montecarlo", "processing"]
+    job_index: int
+    run_number: int
+    first_event: int
+    n_events: int
+    seed: int
+    input_files: list[InputFileRef] = Field(default_factory=list)
+    spec: dict[str, Any]
+
+
+class AcquireResponse(Wire):
+    allocations: list[Allocation]
+    lease_seconds: float
+
+
+class LeaseRef(Wire):
+    allocation_id: int
+    lease_token: str = Field(min_length=1, max_length=64)
+
+
+class RenewRequest(Wire):
+    leases: list[LeaseRef] = Field(max_length=10_000)
+
+
+class LeaseStatus(StrEnum):
+    OK = "ok"  # renewed until lease_expires
+    EXPIRED = "expired"  # lost: another agent has it, or it is finished; stop working on it
+    RECALLED = "recalled"  # the request was aborted: kill the job
+
+
+class RenewResult(Wire):
+    allocation_id: int
+    status: LeaseStatus
+    lease_expires: float | None = None
+
+
+class RenewResponse(Wire):
+    results: list[RenewResult]
+
+
+class OutputFile(Wire):
+    lfn: str = Field(pattern=r"^[A-Za-z0-9_./:+=@-]{1,500}$")
+    size: int = Field(ge=0)
+    checksum: str = Field(min_length=1, max_length=100)
+    events: int = Field(ge=0)
+
+
+class ProgressReport(Wire):
+    """Progress of a held allocation: events done so far (not added: replaces the last value),
+    the agent's job state, and output files already produced. Also extends the lease."""
+
+    lease_token: str
+    events_done: int = Field(0, ge=0)
+    job_state: str | None = Field(None, pattern=JOB_STATE_PATTERN)
+    files: list[OutputFile] = Field(default_factory=list, max_length=1000)
+
+
+class CompleteReport(Wire):
+    """The allocation's job succeeded: final events and its output files."""
+
+    lease_token: str
+    events_done: int = Field(ge=0)
+    files: list[OutputFile] = Field(default_factory=list, max_length=1000)
+
+
+class ReleaseRequest(Wire):
+    """Give an allocation back: `failed` marks it failed for good (retries exhausted) so that
+    `clone` can resubmit it; otherwise it is free for the next acquire at once."""
+
+    lease_token: str
+    failed: bool = False
+    reason: str = Field("", max_length=500)
+
+
+class AllocationAck(Wire):
+    allocation_id: int
+    state: str
+    events_done: int
+    files_accepted: int
+    files_duplicate: int
+
+
+class MergedFile(OutputFile):
+    inputs: list[str] = Field(min_length=1, max_length=100_000)
+
+
+class MergedReport(Wire):
+    """Merged files of a request: each names the unmerged files it replaces. Inputs must be
+    valid outputs of finished allocations, each merged once."""
+
+    request_id: int
+    files: list[MergedFile] = Field(min_length=1, max_length=1000)
+
+
+class MergedAck(Wire):
+    request_id: int
+    files_accepted: int
+    files_duplicate: int
+    request_state: str
+
+
+# --- requests -----------------------------------------------------------------------------------
+
+
+class Counters(Wire):
+    """Derived from allocations and reports. `allocations` counts by state (available, leased,
+    done, failed, recalled); `jobs` counts the job states agents reported for work they hold."""
+
+    events_requested: int
+    events_allocated: int
+    events_in_progress: int
+    events_produced: int
+    events_failed: int
+    events_merged: int
+    allocations: dict[str, int]
+    jobs: dict[str, int]
+    files_unmerged: int
+    files_merged: int
+    bytes_produced: int
+    bytes_merged: int
+
+
+class RequestSummary(Wire):
+    id: int
+    name: str
+    kind: str
+    owner: str
+    state: str
+    priority: int
+    total_events: int
+    total_jobs: int
+    run_number: int
+    parent_id: int | None
+    created_at: float
+    updated_at: float
+    counters: Counters
+
+
+class HistoryEntry(Wire):
+    from_state: str | None
+    to_state: str
+    actor: str
+    reason: str
+    at: float
+
+
+class RequestDetail(RequestSummary):
+    spec: dict[str, Any]
+    history: list[HistoryEntry]
+
+
+class SubmitResult(Wire):
+    created: bool = Field(description="False when the same document was already submitted")
+    request: RequestSummary
+
+
+class ActionBody(Wire):
+    reason: str = Field("", max_length=500)
+
+
+class AllocationInfo(Wire):
+    allocation_id: int
+    request_id: int
+    job_index: int
+    first_event: int
+    n_events: int
+    seed: int
+    state: str
+    leased: bool
+    agent: str | None
+    lease_epoch: int
+    lease_expires: float
+    events_done: int
+    job_state: str | None
+    reason: str | None
+
+
+class WhoAmI(Wire):
+    name: str
+    role: Role
+
+
+class FieldErrorBody(Wire):
+    path: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Body of every 4xx/5xx answer: a code, a sentence, and for invalid input each field error."""
+
+    error: str
+    detail: str
+    errors: list[FieldErrorBody] | None = None

@@ -1,0 +1,567 @@
+"""ProdManager's side of the pull protocol: register, acquire, renew, report, complete, release,
+and merged-file reports.
+
+Guarantees, all enforced in the database so that several server processes can share it:
+
+- an allocation is held by at most one agent: `acquire` locks free rows with
+  `FOR UPDATE SKIP LOCKED` and leases them with an UPDATE that re-checks they are free;
+- every lease has a random token; renew, report, complete and release must present it, so the
+  agent that lost an expired lease is refused (409 `lease_lost`) once another agent holds it;
+- a report sets `events_done` rather than adding to it, files are unique by LFN, and files of
+  an earlier lease are superseded when the allocation is handed out again: events are never
+  counted twice;
+- an agent never holds more allocations than the capacity it registered.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from typing import Any
+
+import sqlalchemy as sa
+
+from prodmanager import lifecycle, splitter
+from prodmanager.auth import Principal, require_role
+from prodmanager.db import queries as q
+from prodmanager.db.engine import Database
+from prodmanager.errors import Conflict, Forbidden, InvalidInput, LeaseLost, NotFound
+from prodmanager.models import (
+    AcquireRequest,
+    AcquireResponse,
+    AgentInfo,
+    AgentRegistration,
+    Allocation,
+    AllocationAck,
+    CompleteReport,
+    InputFileRef,
+    LeaseStatus,
+    MergedAck,
+    MergedFile,
+    MergedReport,
+    OutputFile,
+    ProgressReport,
+    ReleaseRequest,
+    RenewRequest,
+    RenewResponse,
+    RenewResult,
+    Role,
+)
+from prodmanager.states import AllocationState, RequestState
+from prodrequest.spec import Sites
+
+SPEC_CACHE_SIZE = 1000
+
+
+class PullService:
+    def __init__(
+        self,
+        db: Database,
+        lease_seconds: float = 300.0,
+        max_lease_seconds: float = 3600.0,
+        max_jobs_per_acquire: int = 1000,
+    ) -> None:
+        self.db = db
+        self.lease_seconds = lease_seconds
+        self.max_lease_seconds = max_lease_seconds
+        self.max_jobs_per_acquire = max_jobs_per_acquire
+        self._agent_owner: dict[str, str] = {}  # agent name -> token name; a binding never changes
+        self._views: dict[int, dict[str, Any]] = {}  # request id -> what agents see of it
+        self._lock = threading.Lock()
+
+    # --- agents ---------------------------------------------------------------------------------
+
+    def register(self, principal: Principal, reg: AgentRegistration) -> AgentInfo:
+        """Register (or update) an agent; the first token to register a name owns it."""
+        require_role(principal, Role.AGENT)
+        sites = json.dumps(sorted(set(reg.sites)))
+
+        def work(conn: sa.Connection) -> None:
+            now = time.time()
+            row = q.get_agent(conn, reg.name)
+            if row is None:
+                q.insert_agent(conn, reg.name, sites, reg.capacity, principal.name, now)
+                return
+            _check_owner(principal, reg.name, row.token_name)
+            q.update_agent(conn, reg.name, sites, reg.capacity, now)
+
+        try:
+            self.db.transaction(work)
+        except sa.exc.IntegrityError:
+            self.db.transaction(work)  # a concurrent first registration won; update instead
+        return next(a for a in self.agents(principal, _check=False) if a.name == reg.name)
+
+    def agents(self, principal: Principal, _check: bool = True) -> list[AgentInfo]:
+        if _check:
+            require_role(principal, Role.OPERATOR)
+        rows = self.db.read(lambda conn: q.list_agents(conn, time.time()))
+        return [
+            AgentInfo(
+                name=r.name,
+                sites=json.loads(r.sites),
+                capacity=r.capacity,
+                token_name=r.token_name,
+                registered_at=r.registered_at,
+                last_seen=r.last_seen,
+                held=r.held,
+            )
+            for r in rows
+        ]
+
+    def _agent(self, principal: Principal, name: str) -> None:
+        """The caller must be the agent's owner (or an operator)."""
+        require_role(principal, Role.AGENT)
+        with self._lock:
+            owner = self._agent_owner.get(name)
+        if owner is None:
+            row = self.db.read(lambda conn: q.get_agent(conn, name))
+            if row is None:
+                raise NotFound(f"agent '{name}' is not registered; register it first")
+            owner = row.token_name
+            with self._lock:
+                self._agent_owner[name] = owner
+        _check_owner(principal, name, owner)
+
+    # --- acquire --------------------------------------------------------------------------------
+
+    def acquire(
+        self, principal: Principal, agent_name: str, req: AcquireRequest
+    ) -> AcquireResponse:
+        self._agent(principal, agent_name)
+        lease_s = min(req.lease_seconds or self.lease_seconds, self.max_lease_seconds)
+        rows = self.db.transaction(lambda conn: self._acquire(conn, agent_name, req, lease_s))
+        views = {r.request_id: self._view(r.request_id) for r in rows}
+        return AcquireResponse(
+            allocations=[_allocation(r, views[r.request_id]) for r in rows], lease_seconds=lease_s
+        )
+
+    def _acquire(
+        self, conn: sa.Connection, agent_name: str, req: AcquireRequest, lease_s: float
+    ) -> list[sa.Row[Any]]:
+        now = time.time()
+        agent = q.get_agent(conn, agent_name)
+        assert agent is not None
+        q.touch_agent(conn, agent_name, now)
+        room = agent.capacity - q.held_count(conn, agent_name, now)
+        jobs = min(req.jobs or room, room, self.max_jobs_per_acquire)
+        if jobs <= 0:
+            return []
+        agent_sites = json.loads(agent.sites)
+        budget = req.events
+        token = secrets.token_hex(16)
+        taken: list[int] = []
+        for request in q.acquirable_requests(conn):
+            if not Sites.model_validate_json(request.sites).admits(agent_sites):
+                continue
+            rows = list(q.lock_available(conn, request.id, now, jobs - len(taken)))
+            if budget is not None:
+                rows = _within_budget(rows, budget, first=not taken)
+                budget -= sum(int(r.n_events) for r in rows)
+            if rows:
+                ids = [int(r.id) for r in rows]
+                q.lease(conn, ids, agent_name, token, now + lease_s, now)
+                taken += ids
+                relet = [int(r.id) for r in rows if r.lease_epoch > 0]
+                if relet:
+                    q.supersede_files(conn, relet)
+                if request.state == RequestState.NEW:
+                    lifecycle.transition(
+                        conn,
+                        request.id,
+                        request.state,
+                        RequestState.ASSIGNED,
+                        f"agent:{agent_name}",
+                        "first allocation handed out",
+                        now,
+                    )
+            if len(taken) >= jobs or (budget is not None and budget <= 0):
+                break
+        return list(q.leased_rows(conn, taken, token)) if taken else []
+
+    def _view(self, request_id: int) -> dict[str, Any]:
+        with self._lock:
+            view = self._views.get(request_id)
+        if view is None:
+            row = self.db.read(lambda conn: q.request_spec(conn, request_id))
+            assert row is not None
+            spec = json.loads(row.spec)
+            view = {
+                "name": row.name,
+                "run_number": row.run_number,
+                "kind": spec["kind"],
+                "spec": splitter.agent_view(spec),
+            }
+            with self._lock:
+                if len(self._views) >= SPEC_CACHE_SIZE:
+                    self._views.clear()
+                self._views[request_id] = view
+        return view
+
+    # --- leases ---------------------------------------------------------------------------------
+
+    def renew(self, principal: Principal, agent_name: str, req: RenewRequest) -> RenewResponse:
+        self._agent(principal, agent_name)
+        pairs = [(lease.allocation_id, lease.lease_token) for lease in req.leases]
+        ids = [p[0] for p in pairs]
+
+        def work(conn: sa.Connection) -> list[sa.Row[Any]]:
+            now = time.time()
+            q.touch_agent(conn, agent_name, now)
+            q.renew(conn, agent_name, pairs, now + self.lease_seconds, now)
+            return list(q.lease_status(conn, ids)) if ids else []
+
+        rows = {int(r.id): r for r in self.db.transaction(work)}
+        return RenewResponse(
+            results=[_renew_result(i, rows.get(i), t, agent_name) for i, t in pairs]
+        )
+
+    def report(
+        self, principal: Principal, agent_name: str, allocation_id: int, report: ProgressReport
+    ) -> AllocationAck:
+        self._agent(principal, agent_name)
+
+        def work(conn: sa.Connection) -> AllocationAck:
+            now = time.time()
+            row = self._held(conn, allocation_id, report.lease_token, agent_name)
+            self._check_events(row, report.events_done)
+            done = q.record_progress(
+                conn,
+                allocation_id,
+                report.lease_token,
+                agent_name,
+                report.events_done,
+                report.job_state,
+                now + self.lease_seconds,
+                now,
+            )
+            if not done:
+                raise _lost(conn, allocation_id, report.lease_token, agent_name)
+            accepted, duplicate = _store_files(conn, row, report.files, agent_name, now)
+            lifecycle.mark_running(conn, row.request_id, f"agent:{agent_name}", now)
+            return _ack(row, AllocationState.OPEN, report.events_done, accepted, duplicate)
+
+        return self.db.transaction(work)
+
+    def complete(
+        self, principal: Principal, agent_name: str, allocation_id: int, report: CompleteReport
+    ) -> AllocationAck:
+        self._agent(principal, agent_name)
+
+        def work(conn: sa.Connection) -> AllocationAck:
+            now = time.time()
+            row = q.get_allocation(conn, allocation_id)
+            if _already(row, report.lease_token, agent_name, AllocationState.DONE):
+                return _ack(row, AllocationState.DONE, row.events_done, 0, len(report.files))
+            row = self._held(conn, allocation_id, report.lease_token, agent_name)
+            self._check_events(row, report.events_done)
+            finished = q.finish(
+                conn,
+                allocation_id,
+                report.lease_token,
+                agent_name,
+                AllocationState.DONE.value,
+                report.events_done,
+                None,
+                now,
+            )
+            if not finished:
+                raise _lost(conn, allocation_id, report.lease_token, agent_name)
+            accepted, duplicate = _store_files(conn, row, report.files, agent_name, now)
+            actor = f"agent:{agent_name}"
+            lifecycle.mark_running(conn, row.request_id, actor, now)
+            lifecycle.settle(conn, row.request_id, actor, now)
+            return _ack(row, AllocationState.DONE, report.events_done, accepted, duplicate)
+
+        return self.db.transaction(work)
+
+    def release(
+        self, principal: Principal, agent_name: str, allocation_id: int, req: ReleaseRequest
+    ) -> AllocationAck:
+        self._agent(principal, agent_name)
+        target = AllocationState.FAILED if req.failed else AllocationState.OPEN
+
+        def work(conn: sa.Connection) -> AllocationAck:
+            now = time.time()
+            row = q.get_allocation(conn, allocation_id)
+            if req.failed and _already(row, req.lease_token, agent_name, AllocationState.FAILED):
+                return _ack(row, AllocationState.FAILED, 0, 0, 0)
+            row = self._held(conn, allocation_id, req.lease_token, agent_name)
+            reason = req.reason or ("failed" if req.failed else "released")
+            if req.failed:
+                changed = q.finish(
+                    conn,
+                    allocation_id,
+                    req.lease_token,
+                    agent_name,
+                    target.value,
+                    None,
+                    reason,
+                    now,
+                )
+            else:
+                changed = q.release(conn, allocation_id, req.lease_token, agent_name, reason, now)
+            if not changed:
+                raise _lost(conn, allocation_id, req.lease_token, agent_name)
+            if req.failed:
+                lifecycle.settle(conn, row.request_id, f"agent:{agent_name}", now)
+            return _ack(row, target, 0, 0, 0)
+
+        return self.db.transaction(work)
+
+    def _held(
+        self, conn: sa.Connection, allocation_id: int, lease_token: str, agent_name: str
+    ) -> sa.Row[Any]:
+        row = q.get_allocation(conn, allocation_id)
+        if (
+            row is None
+            or row.state != AllocationState.OPEN
+            or row.lease_token != lease_token
+            or row.agent != agent_name
+        ):
+            raise _lost(conn, allocation_id, lease_token, agent_name)
+        return row
+
+    def _check_events(self, row: sa.Row[Any], events_done: int) -> None:
+        if self._view(row.request_id)["kind"] == "montecarlo" and events_done > row.n_events:
+            raise InvalidInput(
+                f"events_done {events_done} is more than the allocation's {row.n_events} events",
+                errors=[{"path": "events_done", "message": f"at most {row.n_events}"}],
+            )
+
+    # --- merged files ---------------------------------------------------------------------------
+
+    def report_merged(
+        self, principal: Principal, agent_name: str, report: MergedReport
+    ) -> MergedAck:
+        """Register merged files; each one retires the unmerged files it was made from."""
+        self._agent(principal, agent_name)
+
+        def work(conn: sa.Connection) -> MergedAck:
+            now = time.time()
+            request = q.get_request(conn, report.request_id)
+            if request is None:
+                raise NotFound(f"no request {report.request_id}")
+            accepted = duplicate = 0
+            for merged in report.files:
+                if _store_merged(conn, report.request_id, merged, agent_name, now):
+                    accepted += 1
+                else:
+                    duplicate += 1
+            state = _close_if_merged(conn, report.request_id, f"agent:{agent_name}", now)
+            return MergedAck(
+                request_id=report.request_id,
+                files_accepted=accepted,
+                files_duplicate=duplicate,
+                request_state=state,
+            )
+
+        return self.db.transaction(work)
+
+
+# --- helpers run inside transactions ------------------------------------------------------------
+
+
+def _check_owner(principal: Principal, agent_name: str, owner: str) -> None:
+    if not principal.is_operator and owner != principal.name:
+        raise Forbidden(
+            f"agent '{agent_name}' was registered by token '{owner}', not '{principal.name}'"
+        )
+
+
+def _within_budget(rows: list[sa.Row[Any]], budget: int, first: bool) -> list[sa.Row[Any]]:
+    """The leading rows whose events fit in `budget`; at least one row when `first`, so an
+    agent with a small event budget is not starved by large allocations."""
+    kept: list[sa.Row[Any]] = []
+    for row in rows:
+        if budget - int(row.n_events) < 0 and not (first and not kept):
+            break
+        kept.append(row)
+        budget -= int(row.n_events)
+    return kept
+
+
+def _allocation(row: sa.Row[Any], view: dict[str, Any]) -> Allocation:
+    files = json.loads(row.input_files) if row.input_files else []
+    return Allocation(
+        allocation_id=row.id,
+        lease_token=row.lease_token,
+        lease_expires=row.lease_expires,
+        lease_epoch=row.lease_epoch,
+        request_id=row.request_id,
+        request_name=view["name"],
+        kind=view["kind"],
+        job_index=row.job_index,
+        run_number=view["run_number"],
+        first_event=row.first_event,
+        n_events=row.n_events,
+        seed=row.seed,
+        input_files=[InputFileRef(**f) for f in files],
+        spec=view["spec"],
+    )
+
+
+def _renew_result(
+    allocation_id: int, row: sa.Row[Any] | None, token: str, agent_name: str
+) -> RenewResult:
+    if row is not None and row.state == AllocationState.RECALLED:
+        return RenewResult(allocation_id=allocation_id, status=LeaseStatus.RECALLED)
+    if (
+        row is not None
+        and row.state == AllocationState.OPEN
+        and row.lease_token == token
+        and row.agent == agent_name
+    ):
+        return RenewResult(
+            allocation_id=allocation_id, status=LeaseStatus.OK, lease_expires=row.lease_expires
+        )
+    return RenewResult(allocation_id=allocation_id, status=LeaseStatus.EXPIRED)
+
+
+def _lost(conn: sa.Connection, allocation_id: int, token: str, agent_name: str) -> Exception:
+    row = q.get_allocation(conn, allocation_id)
+    if row is None:
+        return NotFound(f"no allocation {allocation_id}")
+    if row.state == AllocationState.RECALLED:
+        return LeaseLost(
+            f"allocation {allocation_id} was recalled: its request was aborted", status="recalled"
+        )
+    if row.lease_token != token or row.agent != agent_name:
+        return LeaseLost(
+            f"lease on allocation {allocation_id} is no longer yours: it expired and the "
+            "allocation was released or handed to another agent",
+            status="expired",
+        )
+    return LeaseLost(f"allocation {allocation_id} is already {row.state}", status="expired")
+
+
+def _already(row: sa.Row[Any] | None, token: str, agent_name: str, state: AllocationState) -> bool:
+    """A repeated final call (the answer to the first was lost): accept it again, change nothing."""
+    return (
+        row is not None
+        and row.state == state
+        and row.lease_token == token
+        and row.agent == agent_name
+    )
+
+
+def _ack(
+    row: sa.Row[Any], state: AllocationState, events: int, accepted: int, duplicate: int
+) -> AllocationAck:
+    return AllocationAck(
+        allocation_id=row.id,
+        state=state.value,
+        events_done=events,
+        files_accepted=accepted,
+        files_duplicate=duplicate,
+    )
+
+
+def _store_files(
+    conn: sa.Connection, row: sa.Row[Any], files: list[OutputFile], agent_name: str, now: float
+) -> tuple[int, int]:
+    """Record output files of a held allocation; a file reported again is a duplicate."""
+    unique = {f.lfn: f for f in files}
+    existing = {e.lfn: e for e in q.files_by_lfn(conn, list(unique))}
+    new_rows = []
+    duplicate = 0
+    for lfn, f in unique.items():
+        values = {"size": f.size, "checksum": f.checksum, "events": f.events, "agent": agent_name}
+        old = existing.get(lfn)
+        if old is None:
+            new_rows.append(
+                {
+                    "lfn": lfn,
+                    "request_id": row.request_id,
+                    "allocation_id": row.id,
+                    "lease_epoch": row.lease_epoch,
+                    "kind": "unmerged",
+                    "state": "valid",
+                    "merged_into": None,
+                    "created_at": now,
+                    **values,
+                }
+            )
+        elif old.allocation_id == row.id and old.lease_epoch == row.lease_epoch:
+            duplicate += 1
+        elif old.allocation_id == row.id and old.state == "superseded":
+            q.revive_file(conn, old.id, row.lease_epoch, values)
+        else:
+            raise Conflict(
+                f"file {lfn} is already registered for request {old.request_id} "
+                f"(allocation {old.allocation_id})",
+                lfn=lfn,
+            )
+    q.insert_files(conn, new_rows)
+    return len(unique) - duplicate, duplicate + len(files) - len(unique)
+
+
+def _store_merged(
+    conn: sa.Connection, request_id: int, merged: MergedFile, agent_name: str, now: float
+) -> bool:
+    """Register one merged file; False when it was registered before (same inputs)."""
+    existing = q.files_by_lfn(conn, [merged.lfn])
+    if existing:
+        old = existing[0]
+        if old.kind == "merged" and old.request_id == request_id:
+            return False
+        raise Conflict(f"file {merged.lfn} is already registered", lfn=merged.lfn)
+    inputs = list(q.files_by_lfn(conn, list(dict.fromkeys(merged.inputs))))
+    _check_merge_inputs(conn, request_id, merged, inputs)
+    merged_id = q.insert_file(
+        conn,
+        lfn=merged.lfn,
+        request_id=request_id,
+        allocation_id=None,
+        lease_epoch=0,
+        kind="merged",
+        state="valid",
+        size=merged.size,
+        checksum=merged.checksum,
+        events=merged.events,
+        merged_into=None,
+        agent=agent_name,
+        created_at=now,
+    )
+    if q.mark_merged(conn, [int(f.id) for f in inputs], merged_id) != len(inputs):
+        raise Conflict(f"inputs of {merged.lfn} were merged concurrently by another report")
+    return True
+
+
+def _check_merge_inputs(
+    conn: sa.Connection, request_id: int, merged: MergedFile, inputs: list[sa.Row[Any]]
+) -> None:
+    found = {f.lfn for f in inputs}
+    unknown = [lfn for lfn in merged.inputs if lfn not in found]
+    if unknown:
+        raise Conflict(f"unknown input files of {merged.lfn}: {', '.join(unknown[:5])}")
+    foreign = [f.lfn for f in inputs if f.request_id != request_id or f.kind != "unmerged"]
+    if foreign:
+        raise Conflict(
+            f"inputs not unmerged files of request {request_id}: {', '.join(foreign[:5])}"
+        )
+    spent = [f"{f.lfn} ({f.state})" for f in inputs if f.state != "valid"]
+    if spent:
+        raise Conflict(f"inputs already merged or superseded: {', '.join(spent[:5])}")
+    states = q.allocation_states(conn, [int(f.allocation_id) for f in inputs])
+    unfinished = [f.lfn for f in inputs if states.get(int(f.allocation_id)) != "done"]
+    if unfinished:
+        raise Conflict(f"inputs from allocations not done: {', '.join(unfinished[:5])}")
+    total = sum(int(f.events) for f in inputs)
+    if total != merged.events:
+        raise InvalidInput(
+            f"merged file {merged.lfn} holds {merged.events} events but its inputs hold {total}",
+            errors=[{"path": "files.events", "message": f"expected {total}"}],
+        )
+
+
+def _close_if_merged(conn: sa.Connection, request_id: int, actor: str, now: float) -> str:
+    request = q.get_request(conn, request_id, lock=True)
+    assert request is not None
+    if request.state == RequestState.COMPLETED and q.count_valid_unmerged(conn, request_id) == 0:
+        lifecycle.transition(
+            conn, request_id, request.state, RequestState.CLOSED, actor, "all output merged", now
+        )
+        return RequestState.CLOSED.value
+    return str(request.state)

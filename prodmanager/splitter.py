@@ -1,0 +1,72 @@
+"""Cut a workflow into allocations: one per job, as rows for `pm_allocation`.
+
+Monte Carlo: consecutive event ranges of `events.per_job` (the last one shorter), each with its
+job's seed. Processing: consecutive groups of `input.files_per_job` files.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from prodmanager.states import AllocationState
+from prodrequest.spec import MonteCarloWorkflow, ProcessingWorkflow, job_seed
+
+
+def cut(
+    workflow: MonteCarloWorkflow | ProcessingWorkflow, request_id: int, run_number: int, now: float
+) -> list[dict[str, Any]]:
+    if isinstance(workflow, MonteCarloWorkflow):
+        return [_row(request_id, now, **r) for r in _event_ranges(workflow, run_number)]
+    return [_row(request_id, now, **r) for r in _file_groups(workflow)]
+
+
+def _event_ranges(workflow: MonteCarloWorkflow, run_number: int) -> list[dict[str, Any]]:
+    total, per_job = workflow.events.total, workflow.events.per_job
+    return [
+        {
+            "job_index": index,
+            "first_event": first,
+            "n_events": min(per_job, total - first),
+            "seed": job_seed(workflow, run_number, index),
+            "input_files": None,
+        }
+        for index, first in enumerate(range(0, total, per_job))
+    ]
+
+
+def _file_groups(workflow: ProcessingWorkflow) -> list[dict[str, Any]]:
+    files, per_job = workflow.input.files, workflow.input.files_per_job
+    rows = []
+    for index, start in enumerate(range(0, len(files), per_job)):
+        group = files[start : start + per_job]
+        rows.append(
+            {
+                "job_index": index,
+                "first_event": 0,
+                "n_events": sum(f.events or 0 for f in group),
+                "seed": index + 1,
+                "input_files": json.dumps([f.model_dump(exclude_none=True) for f in group]),
+            }
+        )
+    return rows
+
+
+def _row(request_id: int, now: float, **values: Any) -> dict[str, Any]:
+    return {
+        "request_id": request_id,
+        "state": AllocationState.OPEN.value,
+        "lease_epoch": 0,
+        "lease_expires": 0.0,
+        "events_done": 0,
+        "updated_at": now,
+        **values,
+    }
+
+
+def agent_view(spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec as agents get it: a processing workflow's file list is left out (each
+    allocation carries its own files)."""
+    if spec.get("kind") != "processing":
+        return spec
+    return {**spec, "input": {k: v for k, v in spec["input"].items() if k != "files"}}

@@ -1,0 +1,130 @@
+"""HTTP routes of ProdRequest: submit, list, show, abort, pause, resume, close, clone.
+
+A workflow is submitted as the raw document (YAML, or JSON with a JSON content type), so the
+size and encoding checks see exactly the bytes the requester sent.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from prodmanager import deps
+from prodmanager.auth import Principal
+from prodmanager.errors import ProdManagerError
+from prodmanager.models import (
+    ActionBody,
+    AllocationInfo,
+    ErrorBody,
+    RequestDetail,
+    RequestSummary,
+    SubmitResult,
+    WhoAmI,
+)
+from prodmanager.request_service import RequestService
+from prodrequest.loader import DOCUMENT, MAX_DOCUMENT_BYTES
+
+ERRORS = {s: {"model": ErrorBody} for s in (401, 403, 404, 409, 413, 422)}
+router = APIRouter(prefix="/api/v1", tags=["requests"], responses=ERRORS)  # type: ignore[arg-type]
+
+Caller = Annotated[Principal, Depends(deps.principal)]
+Service = Annotated[RequestService, Depends(deps.requests)]
+Reason = Annotated[ActionBody | None, Body()]
+
+
+class DocumentTooLarge(ProdManagerError):
+    """The workflow document is larger than the limit."""
+
+    status = 413
+    code = "too_large"
+
+
+@router.get("/whoami", response_model=WhoAmI)
+def whoami(caller: Caller) -> WhoAmI:
+    return WhoAmI(name=caller.name, role=caller.role)
+
+
+@router.post("/requests", response_model=SubmitResult, status_code=201)
+async def submit(
+    request: Request, response: Response, caller: Caller, service: Service
+) -> SubmitResult:
+    data = await _read_limited(request)
+    result = await run_in_threadpool(
+        service.submit_document, caller, data, request.headers.get("content-type")
+    )
+    if not result.created:
+        response.status_code = 200
+    return result
+
+
+async def _read_limited(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_DOCUMENT_BYTES:
+        raise _too_large(int(declared))
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_DOCUMENT_BYTES:
+            raise _too_large(size)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(size: int) -> DocumentTooLarge:
+    message = f"document is {size}+ bytes, more than the limit of {MAX_DOCUMENT_BYTES}"
+    return DocumentTooLarge(message, errors=[{"path": DOCUMENT, "message": message}])
+
+
+@router.get("/requests", response_model=list[RequestSummary])
+def list_requests(
+    caller: Caller,
+    service: Service,
+    state: Annotated[list[str] | None, Query()] = None,
+    owner: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
+) -> list[RequestSummary]:
+    return service.list(caller, state, owner, limit)
+
+
+@router.get("/requests/{request_id}", response_model=RequestDetail)
+def show(request_id: int, caller: Caller, service: Service) -> RequestDetail:
+    return service.get(caller, request_id)
+
+
+@router.get("/requests/{request_id}/allocations", response_model=list[AllocationInfo])
+def allocations(
+    request_id: int,
+    caller: Caller,
+    service: Service,
+    state: Annotated[list[str] | None, Query()] = None,
+) -> list[AllocationInfo]:
+    return service.allocations(caller, request_id, state)
+
+
+@router.post("/requests/{request_id}/abort", response_model=RequestSummary)
+def abort(request_id: int, caller: Caller, service: Service, body: Reason = None) -> RequestSummary:
+    return service.abort(caller, request_id, body.reason if body else "")
+
+
+@router.post("/requests/{request_id}/pause", response_model=RequestSummary)
+def pause(request_id: int, caller: Caller, service: Service, body: Reason = None) -> RequestSummary:
+    return service.pause(caller, request_id, body.reason if body else "")
+
+
+@router.post("/requests/{request_id}/resume", response_model=RequestSummary)
+def resume(
+    request_id: int, caller: Caller, service: Service, body: Reason = None
+) -> RequestSummary:
+    return service.resume(caller, request_id, body.reason if body else "")
+
+
+@router.post("/requests/{request_id}/close", response_model=RequestSummary)
+def close(request_id: int, caller: Caller, service: Service, body: Reason = None) -> RequestSummary:
+    return service.close(caller, request_id, body.reason if body else "")
+
+
+@router.post("/requests/{request_id}/clone", response_model=SubmitResult, status_code=201)
+def clone(request_id: int, caller: Caller, service: Service, body: Reason = None) -> SubmitResult:
+    return service.clone(caller, request_id, body.reason if body else "")

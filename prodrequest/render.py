@@ -1,0 +1,171 @@
+"""Human output of the `prodrequest` CLI (rich tables, the request detail, watch bars)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from rich.console import Group
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+from rich.table import Table
+from rich.text import Text
+
+from prodmanager.models import AllocationInfo, RequestDetail, RequestSummary
+
+STATE_STYLE = {
+    "new": "cyan",
+    "assigned": "blue",
+    "running": "bold blue",
+    "completed": "green",
+    "closed": "dim green",
+    "aborted": "red",
+    "failed": "bold red",
+    "paused": "yellow",
+}
+
+
+def when(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def state_text(state: str) -> Text:
+    return Text(state, style=STATE_STYLE.get(state, ""))
+
+
+def request_table(requests: list[RequestSummary]) -> Table:
+    table = Table(title=f"{len(requests)} request(s)")
+    for col in (
+        "id",
+        "name",
+        "owner",
+        "state",
+        "prio",
+        "requested",
+        "produced",
+        "merged",
+        "created",
+    ):
+        table.add_column(col, justify="right" if col in ("id", "prio") else "left")
+    for r in requests:
+        c = r.counters
+        table.add_row(
+            str(r.id),
+            r.name,
+            r.owner,
+            state_text(r.state),
+            str(r.priority),
+            f"{c.events_requested:,}",
+            f"{c.events_produced:,}",
+            f"{c.events_merged:,}",
+            when(r.created_at),
+        )
+    return table
+
+
+def request_detail(r: RequestDetail) -> Group:
+    c = r.counters
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column()
+    rows = [
+        ("request", f"{r.id}  {r.name}  ({r.kind})"),
+        ("state", state_text(r.state)),
+        ("owner", r.owner),
+        ("priority", str(r.priority)),
+        ("run", str(r.run_number)),
+        ("output", str(r.spec.get("output", {}).get("dataset", ""))),
+        ("jobs", f"{r.total_jobs}  " + _counts(c.allocations)),
+        ("job states", _counts(c.jobs) or "-"),
+        ("events", _events(r)),
+        ("files", f"{c.files_unmerged} unmerged, {c.files_merged} merged ({c.bytes_merged:,} B)"),
+    ]
+    if r.parent_id:
+        rows.append(("clone of", str(r.parent_id)))
+    for key, value in rows:
+        head.add_row(key, value)
+    history = Table(title="history")
+    for col in ("when", "from", "to", "by", "why"):
+        history.add_column(col)
+    for h in r.history:
+        history.add_row(when(h.at), h.from_state or "", state_text(h.to_state), h.actor, h.reason)
+    return Group(head, history)
+
+
+def allocation_table(items: list[AllocationInfo]) -> Table:
+    table = Table(title=f"{len(items)} allocation(s)")
+    for col in (
+        "id",
+        "job",
+        "first",
+        "events",
+        "seed",
+        "state",
+        "agent",
+        "epoch",
+        "done",
+        "job state",
+    ):
+        table.add_column(col)
+    for a in items:
+        state = "leased" if a.leased else a.state
+        table.add_row(
+            str(a.allocation_id),
+            str(a.job_index),
+            str(a.first_event),
+            str(a.n_events),
+            str(a.seed),
+            state,
+            a.agent or "",
+            str(a.lease_epoch),
+            str(a.events_done),
+            a.job_state or "",
+        )
+    return table
+
+
+def _events(r: RequestSummary) -> str:
+    c = r.counters
+    return (
+        f"requested {c.events_requested:,}, allocated {c.events_allocated:,}, "
+        f"in progress {c.events_in_progress:,}, produced {c.events_produced:,}, "
+        f"merged {c.events_merged:,}, failed {c.events_failed:,}"
+    )
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v)
+
+
+class WatchView:
+    """Live bars for `watch`: events allocated, produced and merged out of those requested."""
+
+    BARS = ("allocated", "produced", "merged")
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description:>10}"),
+            BarColumn(bar_width=40),
+            TaskProgressColumn(),
+            TextColumn("{task.completed:,.0f}/{task.total:,.0f} events"),
+        )
+        self.tasks = {name: self.progress.add_task(name, total=1) for name in self.BARS}
+        self.status = Text()
+
+    def update(self, r: RequestSummary) -> None:
+        c = r.counters
+        total = max(c.events_requested, 1)
+        values = {
+            "allocated": c.events_allocated,
+            "produced": c.events_produced,
+            "merged": c.events_merged,
+        }
+        for name, value in values.items():
+            self.progress.update(self.tasks[name], completed=value, total=total)
+        self.status = Text.assemble(
+            f"request {r.id} {r.name}: ",
+            state_text(r.state),
+            f"   jobs: {_counts(c.allocations)}",
+            f"   job states: {_counts(c.jobs) or '-'}",
+        )
+
+    def renderable(self) -> Group:
+        return Group(self.status, self.progress)
