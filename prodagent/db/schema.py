@@ -89,3 +89,135 @@ ms_history = sa.Table(
     sa.Column("deliveries", sa.Integer, nullable=False),
     sa.Index("ix_ms_history_handled", "handled_at"),
 )
+
+# -- work: allocations, jobs, files, datasets --------------------------------------------------
+
+JsonText = LongText
+
+pa_allocation = sa.Table(
+    "pa_allocation",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),  # ProdManager's allocation id
+    sa.Column("agent", Name, nullable=False),
+    sa.Column("request_id", sa.String(64), nullable=False),
+    sa.Column("request_name", sa.String(200), nullable=False),
+    sa.Column("lease_token", sa.String(100), nullable=False),
+    sa.Column("lease_expires_at", Time, nullable=False),
+    sa.Column("workflow", JsonText, nullable=False),  # the request's workflow spec (JSON)
+    sa.Column("first_event", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("n_events", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("run", sa.BigInteger, nullable=False, server_default="1"),
+    sa.Column("seed", sa.BigInteger, nullable=False, server_default="1"),
+    sa.Column("job_index", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("input_files", JsonText, nullable=True),
+    sa.Column("state", sa.String(20), nullable=False),  # acquired|active|done|recalled|released
+    sa.Column("events_reported", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("acquired_at", Time, nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+    sa.Index("ix_pa_allocation_state", "agent", "state"),
+)
+
+pa_job = sa.Table(
+    "pa_job",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("agent", Name, nullable=False),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("job_type", sa.String(20), nullable=False),  # production | merge
+    sa.Column("allocation_id", sa.String(64), nullable=True),
+    sa.Column("request_id", sa.String(64), nullable=True),
+    sa.Column("dataset_id", sa.Integer, nullable=True),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("retry", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("max_retries", sa.Integer, nullable=False, server_default="3"),
+    sa.Column("first_event", sa.BigInteger, nullable=True),
+    sa.Column("n_events", sa.BigInteger, nullable=True),
+    sa.Column("seed", sa.BigInteger, nullable=True),
+    sa.Column("job_index", sa.Integer, nullable=True),
+    sa.Column("run", sa.BigInteger, nullable=True),
+    sa.Column("site", Name, nullable=True),
+    sa.Column("memory_mb", sa.Integer, nullable=False, server_default="2000"),
+    sa.Column("time_s", sa.Integer, nullable=False, server_default="3600"),
+    sa.Column("workdir", sa.String(500), nullable=False),
+    sa.Column("batch_id", sa.String(100), nullable=True),
+    sa.Column("exit_code", sa.Integer, nullable=True),
+    sa.Column("error_code", sa.Integer, nullable=True),
+    sa.Column("error_class", Name, nullable=True),
+    sa.Column("error_reason", sa.Text, nullable=True),
+    sa.Column("events_done", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("wall_s", sa.Double(), nullable=True),
+    sa.Column("cpu_s", sa.Double(), nullable=True),
+    sa.Column("max_rss_mb", sa.Double(), nullable=True),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+    sa.Index("ix_pa_job_state", "agent", "state"),
+    sa.Index("ix_pa_job_allocation", "allocation_id"),
+    sa.Index("ix_pa_job_request", "request_id", "state"),
+)
+
+pa_job_transition = sa.Table(
+    "pa_job_transition",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.Integer, nullable=False),
+    sa.Column("from_state", sa.String(20), nullable=True),
+    sa.Column("to_state", sa.String(20), nullable=False),
+    sa.Column("at", Time, nullable=False),
+    sa.Column("retry", sa.Integer, nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Index("ix_pa_job_transition_job", "job_id", "id"),
+)
+
+pa_dataset = sa.Table(
+    "pa_dataset",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("agent", Name, nullable=False),
+    sa.Column("name", sa.String(300), nullable=False),
+    sa.Column("tier", Name, nullable=False),
+    sa.Column("request_id", sa.String(64), nullable=False),
+    sa.Column("merge_policy", JsonText, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.UniqueConstraint("agent", "name", name="uq_pa_dataset_name"),
+)
+
+pa_file = sa.Table(
+    "pa_file",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("lfn", sa.String(500), nullable=False, unique=True),
+    sa.Column("pfn", sa.String(500), nullable=False),
+    sa.Column("dataset_id", sa.Integer, nullable=False),
+    sa.Column("job_id", sa.Integer, nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),  # unmerged | merged
+    # unmerged: new -> merging -> merged -> cleaned ; merged: final
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("adler32", sa.String(8), nullable=False),
+    sa.Column("events", sa.BigInteger, nullable=False),
+    sa.Column("first_event", sa.BigInteger, nullable=True),
+    sa.Column("run", sa.BigInteger, nullable=True),
+    sa.Column("merge_job_id", sa.Integer, nullable=True),
+    sa.Column("reported", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Index("ix_pa_file_dataset_state", "dataset_id", "kind", "state"),
+    sa.Index("ix_pa_file_merge_job", "merge_job_id"),
+)
+
+pa_file_parent = sa.Table(
+    "pa_file_parent",
+    metadata,
+    sa.Column("file_id", sa.Integer, primary_key=True),  # the merged file
+    sa.Column("parent_id", sa.Integer, primary_key=True),  # an unmerged input
+)
+
+pa_site = sa.Table(
+    "pa_site",
+    metadata,
+    sa.Column("agent", Name, primary_key=True),
+    sa.Column("site", Name, primary_key=True),
+    sa.Column("slots", sa.Integer, nullable=False),
+    sa.Column("running", sa.Integer, nullable=False),
+    sa.Column("queued", sa.Integer, nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+)

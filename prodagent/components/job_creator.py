@@ -1,0 +1,91 @@
+"""JobCreator: turns allocations into jobs, and jobs back from cool-off into new attempts.
+
+An allocation (an event range of a request) becomes jobs of `events.per_job` events, each with
+a seed unique within the request and reproducible (the allocation's seed plus the job's offset),
+a job spec and a work area. Many jobs per message; handlers are idempotent: an allocation that
+already has jobs, or a job no longer in cool-off, is left as it is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prodagent.jobs import states, store
+from prodagent.jobs.layout import Layout
+from prodagent.jobs.specs import write_attempt
+from prodagent.runtime.component import Component, Context, handles
+
+
+class JobCreator(Component):
+    name = "JobCreator"
+
+    def setup(self) -> None:
+        self.layout = Layout(self.config)
+
+    @handles("AllocationAcquired")
+    def on_allocation(self, ctx: Context, payload: dict[str, Any]) -> None:
+        created: list[int] = []
+        for allocation_id in payload["allocation_ids"]:
+            created += self._create_for(ctx, str(allocation_id))
+        if created:
+            ctx.publish("JobCreated", {"job_ids": created})
+            self.log.info("created %d job(s) for %d allocation(s)", len(created), len(payload["allocation_ids"]))
+
+    def _create_for(self, ctx: Context, allocation_id: str) -> list[int]:
+        alloc = store.allocation(ctx.conn, allocation_id, lock=True)
+        if alloc is None or alloc.state != "acquired":
+            return []
+        workflow = store.workflow_of(alloc)
+        if workflow.get("kind", "montecarlo") != "montecarlo":
+            store.set_allocation(ctx.conn, allocation_id, state="unsupported")
+            self.log.error("allocation %s: only Monte Carlo workflows are supported yet", allocation_id)
+            return []
+        output = workflow["output"]
+        dataset_id = store.ensure_dataset(
+            ctx.conn, self.config.agent.name, output["dataset"], output["tier"], alloc.request_id,
+            workflow.get("merge", {}),
+        )
+        per_job = int(workflow["events"]["per_job"])
+        resources = workflow.get("resources", {})
+        rows = []
+        for k, first in enumerate(range(alloc.first_event, alloc.first_event + alloc.n_events, per_job)):
+            name = f"{self.config.agent.name}-r{alloc.request_id}-a{allocation_id}-{k}"
+            rows.append({
+                "agent": self.config.agent.name, "name": name, "job_type": "production",
+                "allocation_id": allocation_id, "request_id": alloc.request_id, "dataset_id": dataset_id,
+                "retry": 0, "max_retries": int(workflow.get("retry", {}).get("max_retries", 3)),
+                "first_event": first, "n_events": min(per_job, alloc.first_event + alloc.n_events - first),
+                "seed": alloc.seed + k, "run": alloc.run, "job_index": int(payload_index(alloc, k)),
+                "memory_mb": int(resources.get("memory_mb", 2000)), "time_s": int(resources.get("time_s", 3600)),
+                "workdir": str(self.layout.job_dir(alloc.request_id, name)),
+            })
+        ids = store.insert_jobs(ctx.conn, rows, reason=f"allocation {allocation_id}")
+        for job in store.jobs(ctx.conn, ids):
+            write_attempt(ctx.conn, self.layout, job, workflow)
+        store.set_allocation(ctx.conn, allocation_id, state="active")
+        return ids
+
+    @handles("RetryJob")
+    def on_retry(self, ctx: Context, payload: dict[str, Any]) -> None:
+        """A job's cool-off is over (or an operator resubmitted it): prepare its next attempt."""
+        ready: list[int] = []
+        for job in store.jobs(ctx.conn, payload["job_ids"]):
+            if job.state not in states.allowed_from(states.CREATED):
+                continue
+            moved = store.transition(ctx.conn, [job.id], states.CREATED, payload.get("reason", "retry"),
+                                     retry=job.retry + 1)
+            if not moved.ids:
+                continue
+            (fresh,) = store.jobs(ctx.conn, moved.ids)
+            workflow = store.workflow_for_request(ctx.conn, fresh.request_id)
+            if workflow is None:
+                raise LookupError(f"job {fresh.id}: no workflow for request {fresh.request_id}")
+            write_attempt(ctx.conn, self.layout, fresh, workflow)
+            ready.append(fresh.id)
+        if ready:
+            ctx.publish("JobCreated", {"job_ids": ready})
+
+
+def payload_index(alloc: Any, k: int) -> int:
+    """The job's index in its request: the allocation's own index when it holds one job."""
+    return int(getattr(alloc, "job_index", 0) or 0) + k

@@ -1,0 +1,126 @@
+"""JobSubmitter: hands created jobs to the batch plugin in bulk, within each site's limit.
+
+A site's limit is its slots plus `max_queued_per_slot` times its slots queued; jobs beyond it
+stay `created` and go at the next tick. Before submitting, the plugin is asked which attempts it
+already holds (each carries the agent's id), so a submitter that crashed between submitting and
+committing never submits an attempt twice. Also kills jobs on request (`KillJobs`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field
+
+from prodagent.batch.base import BatchJob, BatchPlugin
+from prodagent.batch.registry import load_plugin
+from prodagent.jobs import states, store
+from prodagent.jobs.layout import Layout
+from prodagent.runtime.component import Component, Context, handles
+
+JOB_WRAPPER = ["-m", "prodagent.payload.runjob"]
+
+
+class SubmitterSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_queued_per_slot: float = Field(1.0, ge=0)
+    bulk_size: int = Field(2000, ge=1)
+    tick_s: float = Field(2.0, gt=0)
+
+
+def batch_job(job: Any, site: str, python: str) -> BatchJob:
+    attempt_dir = str(Layout.attempt_dir(job.workdir, job.retry))
+    return BatchJob(
+        job_id=Layout.batch_name(job.name, job.retry),
+        command=[python, *JOB_WRAPPER, attempt_dir],
+        workdir=Path(attempt_dir),
+        memory_mb=int(job.memory_mb * 1.2) + 100,  # the wrapper enforces the job's own limit first
+        time_s=int(job.time_s * 1.2) + 60,
+        site=site,
+    )
+
+
+class JobSubmitter(Component):
+    name = "JobSubmitter"
+    Settings = SubmitterSettings
+    tick_interval_s = 2.0
+
+    def setup(self) -> None:
+        import sys
+
+        self.tick_interval_s = self.settings.tick_s  # type: ignore[misc]
+        self.plugin: BatchPlugin = load_plugin(self.config.batch.plugin, self.config.batch.options, self.config.workdir)
+        self.python = sys.executable
+
+    def teardown(self) -> None:
+        self.plugin.close()
+
+    @handles("JobCreated")
+    def on_created(self, ctx: Context, payload: dict[str, Any]) -> None:
+        self.submit(ctx, payload["job_ids"])
+
+    def tick(self, ctx: Context) -> None:
+        waiting = store.jobs_in(ctx.conn, self.config.agent.name, [states.CREATED], limit=self.settings.bulk_size)
+        if waiting:
+            self.submit(ctx, [j.id for j in waiting])
+
+    def _room(self, conn: sa.Connection) -> dict[str, int]:
+        """Free places per site: limit minus this agent's jobs already in the batch system there."""
+        in_batch = Counter(
+            site for (site,) in conn.execute(
+                sa.select(store.J.c.site).where(store.J.c.agent == self.config.agent.name,
+                                                store.J.c.state.in_(list(states.IN_BATCH)))
+            )
+        )
+        room = {}
+        for site in self.plugin.capacity():
+            limit = int(site.slots * (1 + self.settings.max_queued_per_slot))
+            room[site.site] = max(0, limit - in_batch.get(site.site, 0))
+        return room
+
+    def submit(self, ctx: Context, job_ids: list[int]) -> None:
+        jobs = [j for j in store.jobs(ctx.conn, job_ids) if j.state == states.CREATED]
+        if not jobs:
+            return
+        jobs.sort(key=lambda j: (j.job_type != "merge", j.id))  # merges free disk: first
+        room = self._room(ctx.conn)
+        chosen: list[tuple[Any, str]] = []
+        for job in jobs:
+            site = next((s for s, free in room.items() if free > 0), None)
+            if site is None:
+                break
+            room[site] -= 1
+            chosen.append((job, site))
+        if not chosen:
+            return
+        names = {Layout.batch_name(j.name, j.retry): (j, site) for j, site in chosen}
+        known = self.plugin.find_submitted(list(names))
+        fresh = [
+            batch_job(j, site, self.python)
+            for name, (j, site) in names.items() if name not in known
+        ]
+        accepted = dict(known)
+        if fresh:
+            accepted.update(self.plugin.submit(fresh))
+        per_job = {names[n][0].id: {"batch_id": bid, "site": names[n][1]} for n, bid in accepted.items() if n in names}
+        store.transition(ctx.conn, per_job, states.SUBMITTED, "submitted", per_job=per_job)
+        refused = [j.id for n, (j, _s) in names.items() if n not in accepted]
+        if refused:
+            store.transition(ctx.conn, refused, states.SUBMITFAILED, "the batch system refused the job",
+                             error_class="SubmitFailed")
+            ctx.publish("JobFailed", {"job_ids": refused})
+        if known:
+            self.log.warning("%d attempt(s) were already in the batch system; not submitted again", len(known))
+        self.log.info("submitted %d job(s), %d refused", len(per_job) - len(known), len(refused))
+
+    @handles("KillJobs")
+    def on_kill(self, ctx: Context, payload: dict[str, Any]) -> None:
+        jobs = [j for j in store.jobs(ctx.conn, payload["job_ids"]) if j.state not in states.TERMINAL | states.DONE_OK]
+        in_batch = [Layout.batch_name(j.name, j.retry) for j in jobs if j.state in states.IN_BATCH]
+        if in_batch:
+            self.plugin.kill(in_batch)
+        moved = store.transition(ctx.conn, [j.id for j in jobs], states.KILLED, payload.get("reason", "killed"))
+        self.log.info("killed %d job(s): %s", len(moved.ids), payload.get("reason", ""))

@@ -1,0 +1,118 @@
+"""JobTracker: asks the batch plugin about every active job in bulk, once per cycle.
+
+Publishes what it learns: `JobSuccess` (job report says success; production outputs are
+registered as unmerged files), `JobFailed` (the report says failure, the batch system failed the
+job, or the batch system no longer knows it: `lost`, never silently left running).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from prodagent.batch.base import BatchPlugin, BatchState, BatchStatus
+from prodagent.batch.registry import load_plugin
+from prodagent.jobs import states, store
+from prodagent.jobs.layout import Layout
+from prodagent.payload.report import JobReport, read_report
+from prodagent.runtime.component import Component, Context
+
+LOST_CODE = 60400  # the batch system no longer knows the job
+NO_REPORT_CODE = 60401  # the batch system says done, but the job left no report
+
+
+class TrackerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tick_s: float = Field(2.0, gt=0)
+    query_chunk: int = Field(20000, ge=1)
+
+
+class JobTracker(Component):
+    name = "JobTracker"
+    Settings = TrackerSettings
+    tick_interval_s = 2.0
+
+    def setup(self) -> None:
+        self.tick_interval_s = self.settings.tick_s  # type: ignore[misc]
+        self.plugin: BatchPlugin = load_plugin(self.config.batch.plugin, self.config.batch.options, self.config.workdir)
+        self.layout = Layout(self.config)
+        self.last_cycle_s = 0.0
+
+    def teardown(self) -> None:
+        self.plugin.close()
+
+    def tick(self, ctx: Context) -> None:
+        started = time.perf_counter()
+        active = store.jobs_in(ctx.conn, self.config.agent.name, states.IN_BATCH)
+        if not active:
+            return
+        by_name = {Layout.batch_name(j.name, j.retry): j for j in active}
+        statuses: dict[str, BatchStatus] = {}
+        names = list(by_name)
+        for i in range(0, len(names), self.settings.query_chunk):
+            statuses.update(self.plugin.query(names[i:i + self.settings.query_chunk]))
+        running, succeeded, failed = [], [], []
+        for name, job in by_name.items():
+            status = statuses.get(name) or BatchStatus(job_id=name, state=BatchState.LOST)
+            if status.state == BatchState.QUEUED:
+                continue
+            if status.state == BatchState.RUNNING:
+                if job.state == states.SUBMITTED:
+                    running.append(job.id)
+                continue
+            outcome = self._outcome(ctx, job, status)
+            (succeeded if outcome else failed).append(job.id)
+        store.transition(ctx.conn, running, states.RUNNING, "running")
+        if succeeded:
+            ctx.publish("JobSuccess", {"job_ids": succeeded})
+        if failed:
+            ctx.publish("JobFailed", {"job_ids": failed})
+        self.last_cycle_s = time.perf_counter() - started
+        if running or succeeded or failed:
+            self.log.info("cycle over %d active job(s) in %.2fs: %d running, %d succeeded, %d failed",
+                          len(active), self.last_cycle_s, len(running), len(succeeded), len(failed))
+
+    def _outcome(self, ctx: Context, job: Any, status: BatchStatus) -> bool:
+        """Record a finished attempt; True if it succeeded."""
+        usage = {"wall_s": status.wall_s, "cpu_s": status.cpu_s, "max_rss_mb": status.max_rss_mb}
+        if status.state == BatchState.LOST:
+            store.transition(ctx.conn, [job.id], states.LOST, "the batch system no longer knows the job",
+                             error_class="Lost", error_code=LOST_CODE, error_reason=status.reason or "lost")
+            return False
+        report = read_report(Layout.attempt_dir(job.workdir, job.retry))
+        if status.state == BatchState.FAILED:
+            store.transition(
+                ctx.conn, [job.id], states.JOBFAILED, f"batch system: {status.error_class}",
+                error_class=status.error_class or "BatchFailure", exit_code=status.exit_code,
+                error_code=report.error_code if report else None,
+                error_reason=status.reason or status.error_class, **usage,
+            )
+            return False
+        if report is None:
+            store.transition(ctx.conn, [job.id], states.JOBFAILED, "no job report",
+                             exit_code=status.exit_code, error_code=NO_REPORT_CODE,
+                             error_reason="the job ended without writing report.json", **usage)
+            return False
+        fields = {"exit_code": report.exit_code, "wall_s": report.wall_s, "cpu_s": report.cpu_s,
+                  "max_rss_mb": report.max_rss_mb}
+        if not report.ok:
+            store.transition(ctx.conn, [job.id], states.JOBFAILED, report.error_reason or "job report: failed",
+                             error_code=report.error_code, error_reason=report.error_reason, **fields)
+            return False
+        moved = store.transition(ctx.conn, [job.id], states.SUCCESS, "job report: success",
+                                 events_done=report.events_processed, error_class=None, **fields)
+        if moved.ids and job.job_type == "production":
+            self._register_outputs(ctx, job, report)
+        return bool(moved.ids)
+
+    def _register_outputs(self, ctx: Context, job: Any, report: JobReport) -> None:
+        dataset = store.dataset(ctx.conn, job.dataset_id)
+        assert dataset is not None
+        store.insert_files(ctx.conn, [
+            {"lfn": Layout.lfn(dataset.name, "unmerged", job.name), "pfn": out.path, "dataset_id": job.dataset_id,
+             "job_id": job.id, "kind": "unmerged", "state": "new", "size": out.size, "adler32": out.adler32,
+             "events": out.events or 0, "first_event": out.first_event, "run": out.run}
+            for out in report.outputs
+        ])

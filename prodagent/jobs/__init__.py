@@ -1,0 +1,1 @@
+"""Jobs: the state machine and the job/file bookkeeping every component shares."""

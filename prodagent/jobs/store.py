@@ -1,0 +1,215 @@
+"""All job, file and dataset SQL of the agent, in one place.
+
+Transitions go through `transition()`, which applies the state table, records every change
+(job, from, to, when, retry, why) and skips jobs already past the change, so a handler that
+runs twice changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from prodagent.db.schema import (
+    pa_allocation,
+    pa_dataset,
+    pa_file,
+    pa_file_parent,
+    pa_job,
+    pa_job_transition,
+    pa_site,
+)
+from prodagent.jobs import states
+
+J = pa_job
+
+
+@dataclass(frozen=True)
+class Moved:
+    """Result of a bulk transition: which jobs moved, and from where."""
+
+    ids: list[int]
+    previous: dict[int, str]
+
+
+def insert_jobs(conn: sa.Connection, rows: Sequence[dict[str, Any]], reason: str) -> list[int]:
+    """Insert new jobs in state `created`; return their ids in the order given."""
+    if not rows:
+        return []
+    now = time.time()
+    names = [r["name"] for r in rows]
+    conn.execute(J.insert(), [{**r, "state": states.CREATED, "created_at": now, "updated_at": now} for r in rows])
+    ids_by_name = dict(conn.execute(sa.select(J.c.name, J.c.id).where(J.c.name.in_(names))).all())
+    ids = [ids_by_name[n] for n in names]
+    conn.execute(pa_job_transition.insert(), [
+        {"job_id": i, "from_state": None, "to_state": states.CREATED, "at": now, "retry": 0, "reason": reason}
+        for i in ids
+    ])
+    return ids
+
+
+def transition(
+    conn: sa.Connection, job_ids: Iterable[int], to_state: str, reason: str | None = None,
+    per_job: dict[int, dict[str, Any]] | None = None, **fields: Any,
+) -> Moved:
+    """Move jobs to `to_state` where the table allows it; others are left as they are.
+
+    `fields` are set on every moved job, `per_job[id]` on that job only. Rows are locked in id
+    order, so concurrent transitions cannot deadlock on each other.
+    """
+    ids = sorted(set(job_ids))
+    if not ids:
+        return Moved([], {})
+    sources = states.allowed_from(to_state)
+    rows = conn.execute(
+        sa.select(J.c.id, J.c.state, J.c.retry).where(J.c.id.in_(ids)).order_by(J.c.id).with_for_update()
+    ).all()
+    movable = [r for r in rows if r.state in sources]
+    if not movable:
+        return Moved([], {})
+    now = time.time()
+    moved_ids = [r.id for r in movable]
+    if per_job:
+        for r in movable:
+            conn.execute(
+                J.update().where(J.c.id == r.id).values(state=to_state, updated_at=now, **fields, **per_job.get(r.id, {}))
+            )
+    else:
+        conn.execute(J.update().where(J.c.id.in_(moved_ids)).values(state=to_state, updated_at=now, **fields))
+    retry_after = {r.id: r.retry for r in movable}
+    if "retry" in fields:
+        retry_after = dict.fromkeys(moved_ids, fields["retry"])
+    conn.execute(pa_job_transition.insert(), [
+        {"job_id": r.id, "from_state": r.state, "to_state": to_state, "at": now,
+         "retry": (per_job or {}).get(r.id, {}).get("retry", retry_after[r.id]),
+         "reason": (per_job or {}).get(r.id, {}).get("error_reason", reason) if reason is None else reason}
+        for r in movable
+    ])
+    return Moved(moved_ids, {r.id: r.state for r in movable})
+
+
+def jobs(conn: sa.Connection, job_ids: Iterable[int]) -> list[sa.Row]:
+    ids = sorted(set(job_ids))
+    if not ids:
+        return []
+    return list(conn.execute(sa.select(J).where(J.c.id.in_(ids)).order_by(J.c.id)))
+
+
+def jobs_in(conn: sa.Connection, agent: str, job_states: Iterable[str], limit: int | None = None,
+            job_type: str | None = None) -> list[sa.Row]:
+    query = sa.select(J).where(J.c.agent == agent, J.c.state.in_(list(job_states))).order_by(J.c.id)
+    if job_type:
+        query = query.where(J.c.job_type == job_type)
+    if limit:
+        query = query.limit(limit)
+    return list(conn.execute(query))
+
+
+def count_by_state(conn: sa.Connection, agent: str, request_id: str | None = None) -> dict[tuple[str, str], int]:
+    query = sa.select(J.c.job_type, J.c.state, sa.func.count()).where(J.c.agent == agent)
+    if request_id:
+        query = query.where(J.c.request_id == request_id)
+    return {(t, s): int(n) for t, s, n in conn.execute(query.group_by(J.c.job_type, J.c.state))}
+
+
+def history(conn: sa.Connection, job_id: int) -> list[sa.Row]:
+    return list(conn.execute(
+        sa.select(pa_job_transition).where(pa_job_transition.c.job_id == job_id).order_by(pa_job_transition.c.id)
+    ))
+
+
+def set_fields(conn: sa.Connection, job_id: int, **fields: Any) -> None:
+    conn.execute(J.update().where(J.c.id == job_id).values(updated_at=time.time(), **fields))
+
+
+# -- allocations ----------------------------------------------------------------------------------
+
+def allocation(conn: sa.Connection, allocation_id: str, lock: bool = False) -> sa.Row | None:
+    query = sa.select(pa_allocation).where(pa_allocation.c.id == allocation_id)
+    return conn.execute(query.with_for_update() if lock else query).first()
+
+
+def allocations_in(conn: sa.Connection, agent: str, alloc_states: Iterable[str]) -> list[sa.Row]:
+    return list(conn.execute(
+        sa.select(pa_allocation).where(pa_allocation.c.agent == agent, pa_allocation.c.state.in_(list(alloc_states)))
+        .order_by(pa_allocation.c.acquired_at)
+    ))
+
+
+def set_allocation(conn: sa.Connection, allocation_id: str, **fields: Any) -> None:
+    conn.execute(pa_allocation.update().where(pa_allocation.c.id == allocation_id).values(updated_at=time.time(), **fields))
+
+
+def workflow_of(row: sa.Row) -> dict[str, Any]:
+    return json.loads(row.workflow)
+
+
+# -- datasets and files ------------------------------------------------------------------------
+
+def ensure_dataset(conn: sa.Connection, agent: str, name: str, tier: str, request_id: str,
+                   merge_policy: dict[str, Any]) -> int:
+    found = conn.execute(
+        sa.select(pa_dataset.c.id).where(pa_dataset.c.agent == agent, pa_dataset.c.name == name)
+    ).scalar()
+    if found is not None:
+        return int(found)
+    result = conn.execute(pa_dataset.insert().values(
+        agent=agent, name=name, tier=tier, request_id=request_id,
+        merge_policy=json.dumps(merge_policy), created_at=time.time(),
+    ))
+    return int(result.inserted_primary_key[0])
+
+
+def dataset(conn: sa.Connection, dataset_id: int) -> sa.Row | None:
+    return conn.execute(sa.select(pa_dataset).where(pa_dataset.c.id == dataset_id)).first()
+
+
+def insert_files(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Register files; a file already registered (same LFN) is left alone (idempotent)."""
+    if not rows:
+        return
+    known = set(conn.execute(sa.select(pa_file.c.lfn).where(pa_file.c.lfn.in_([r["lfn"] for r in rows]))).scalars())
+    fresh = [{**r, "created_at": time.time()} for r in rows if r["lfn"] not in known]
+    if fresh:
+        conn.execute(pa_file.insert(), fresh)
+
+
+def files_of_dataset(conn: sa.Connection, dataset_id: int, kind: str, file_states: Iterable[str]) -> list[sa.Row]:
+    return list(conn.execute(
+        sa.select(pa_file).where(pa_file.c.dataset_id == dataset_id, pa_file.c.kind == kind,
+                                 pa_file.c.state.in_(list(file_states))).order_by(pa_file.c.id)
+    ))
+
+
+def add_parents(conn: sa.Connection, file_id: int, parent_ids: Sequence[int]) -> None:
+    have = set(conn.execute(sa.select(pa_file_parent.c.parent_id).where(pa_file_parent.c.file_id == file_id)).scalars())
+    fresh = [{"file_id": file_id, "parent_id": p} for p in parent_ids if p not in have]
+    if fresh:
+        conn.execute(pa_file_parent.insert(), fresh)
+
+
+# -- sites --------------------------------------------------------------------------------------
+
+def upsert_site(conn: sa.Connection, agent: str, site: str, slots: int, running: int, queued: int) -> None:
+    values = {"slots": slots, "running": running, "queued": queued, "updated_at": time.time()}
+    updated = conn.execute(
+        pa_site.update().where(pa_site.c.agent == agent, pa_site.c.site == site).values(**values)
+    ).rowcount
+    if not updated:
+        conn.execute(pa_site.insert().values(agent=agent, site=site, **values))
+
+
+def sites(conn: sa.Connection, agent: str) -> list[sa.Row]:
+    return list(conn.execute(sa.select(pa_site).where(pa_site.c.agent == agent).order_by(pa_site.c.site)))
+
+
+def workflow_for_request(conn: sa.Connection, request_id: str) -> dict[str, Any] | None:
+    text = conn.execute(
+        sa.select(pa_allocation.c.workflow).where(pa_allocation.c.request_id == request_id).limit(1)
+    ).scalar()
+    return json.loads(text) if text else None
