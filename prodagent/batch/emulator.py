@@ -1,0 +1,244 @@
+"""JobEmulator: a fake batch system for driving the whole agent at scale with no payload cost.
+
+At submission each job draws, deterministically from (seed, job id, attempt), a queue delay, a
+run time and an outcome; the row goes into one SQLite table under `<workdir>/emulator/`, shared
+by the submitter and tracker processes and surviving their restarts. A query computes each
+job's state from the clock. Outcomes: success (with a synthetic report.json and output file,
+written lazily when a query first sees the job finished), exit codes, log patterns, batch
+failures (OUT_OF_MEMORY, ...), lost jobs, and a black-hole node that fails its jobs quickly.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from prodagent.batch.base import (
+    BatchJob,
+    BatchPlugin,
+    BatchState,
+    BatchStatus,
+    PluginOptions,
+    SiteSlots,
+)
+from prodagent.batch.emulator_db import EmulatorDB, JobRow
+from prodagent.batch.emulator_report import write_job_result
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Duration(_Strict):
+    """A time distribution: fixed `value_s`, uniform in [min_s, max_s], or exponential."""
+
+    distribution: Literal["fixed", "uniform", "exponential"] = "fixed"
+    value_s: float = Field(default=60.0, ge=0)
+    min_s: float = Field(default=0.0, ge=0)
+    max_s: float = Field(default=120.0, ge=0)
+    mean_s: float = Field(default=60.0, gt=0)
+
+    def draw(self, rng: random.Random) -> float:
+        if self.distribution == "uniform":
+            return rng.uniform(self.min_s, self.max_s)
+        if self.distribution == "exponential":
+            return rng.expovariate(1.0 / self.mean_s)
+        return self.value_s
+
+
+class Outcome(_Strict):
+    """One way a job may end, drawn with `probability`; jobs drawing none succeed."""
+
+    probability: float = Field(ge=0, le=1)
+    exit_code: int = 0
+    log: str | None = None  # a line the job's log gets, e.g. "A FATAL ERROR APPEARED"
+    error_class: str | None = None  # a batch-level failure: OUT_OF_MEMORY, NODE_FAIL, ...
+    lost: bool = False  # the batch system forgets the job when it would have ended
+
+
+class BlackHole(_Strict):
+    """A broken node: the share `fraction` of jobs lands there and fails after `duration_s`."""
+
+    node: str = "emu-blackhole"
+    fraction: float = Field(default=0.0, ge=0, le=1)
+    duration_s: float = Field(default=1.0, ge=0)
+    exit_code: int = 1
+    log: str | None = "A FATAL ERROR APPEARED: black hole node"
+
+
+class JobEmulatorOptions(PluginOptions):
+    seed: int = 0
+    duration: Duration = Field(default_factory=Duration)
+    queue_delay: Duration = Field(default_factory=lambda: Duration(value_s=0.0))
+    outcomes: list[Outcome] = Field(default_factory=list)
+    black_hole: BlackHole | None = None
+    nodes: int = Field(default=10, ge=1)
+    site: str = "emulator"
+    slots: int = Field(default=100_000, ge=1)  # reported by capacity(); not enforced
+    write_reports: bool = True  # report.json, logs and output per finished job, lazily
+    output_bytes: int = Field(default=1024, ge=1)
+
+    @model_validator(mode="after")
+    def _probabilities(self) -> JobEmulatorOptions:
+        if sum(o.probability for o in self.outcomes) > 1.0 + 1e-9:
+            raise ValueError("outcome probabilities add up to more than 1")
+        return self
+
+
+class JobEmulator(BatchPlugin):
+    name = "emulator"
+    Options = JobEmulatorOptions
+
+    def __init__(self, options: PluginOptions, workdir: Path) -> None:
+        super().__init__(options, workdir)
+        self.opts: JobEmulatorOptions = options  # type: ignore[assignment]
+        self.db = EmulatorDB(workdir / "emulator" / "jobs.sqlite")
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ---- drawing --------------------------------------------------------------------------------
+    def _draw(self, job: BatchJob, seq: int, attempt: int, now: float) -> JobRow:
+        rng = random.Random(f"{self.opts.seed}:{job.job_id}:{attempt}")
+        start = now + self.opts.queue_delay.draw(rng)
+        hole = self.opts.black_hole
+        if hole and rng.random() < hole.fraction:
+            return JobRow(
+                job.job_id,
+                seq,
+                attempt,
+                str(job.workdir),
+                hole.node,
+                now,
+                start,
+                start + hole.duration_s,
+                hole.exit_code,
+                None,
+                0,
+                hole.log,
+                None,
+                0,
+            )
+        node = f"emu-node-{rng.randrange(self.opts.nodes):03d}"
+        end = start + self.opts.duration.draw(rng)
+        pick, outcome = rng.random(), Outcome(probability=0.0)
+        for candidate in self.opts.outcomes:
+            if pick < candidate.probability:
+                outcome = candidate
+                break
+            pick -= candidate.probability
+        return JobRow(
+            job.job_id,
+            seq,
+            attempt,
+            str(job.workdir),
+            node,
+            now,
+            start,
+            end,
+            outcome.exit_code,
+            outcome.error_class,
+            int(outcome.lost),
+            outcome.log,
+            None,
+            0,
+        )
+
+    # ---- BatchPlugin ----------------------------------------------------------------------------
+    def submit(self, jobs: Sequence[BatchJob]) -> dict[str, str]:
+        now = time.time()
+        known = {r.job_id: r for r in self.db.rows(j.job_id for j in jobs)}
+        accepted: dict[str, str] = {}
+        fresh: list[JobRow] = []
+        seq = self.db.reserve_seq(len(jobs))
+        for job in jobs:
+            old = known.get(job.job_id)
+            if old is not None and old.end > now and old.killed is None:
+                accepted[job.job_id] = str(old.seq)  # still active: never run twice
+                continue
+            row = self._draw(job, seq, old.attempt + 1 if old else 0, now)
+            fresh.append(row)
+            accepted[job.job_id] = str(seq)
+            seq += 1
+        self.db.insert(fresh)
+        return accepted
+
+    def query(self, job_ids: Iterable[str]) -> dict[str, BatchStatus]:
+        ids = list(job_ids)
+        now = time.time()
+        result: dict[str, BatchStatus] = {}
+        to_report: list[JobRow] = []
+        for row in self.db.rows(ids):
+            status = _status(row, now)
+            result[row.job_id] = status
+            if self.opts.write_reports and not row.reported and status.state is BatchState.DONE:
+                to_report.append(row)
+        for row in to_report:
+            write_job_result(
+                Path(row.workdir),
+                row.job_id,
+                row.exit_code,
+                row.log,
+                row.start,
+                row.end,
+                self.opts.output_bytes,
+            )
+        self.db.mark_reported([r.job_id for r in to_report])
+        for job_id in ids:
+            if job_id not in result:
+                result[job_id] = BatchStatus(job_id, BatchState.LOST, reason="never submitted")
+        return result
+
+    def kill(self, job_ids: Iterable[str]) -> None:
+        self.db.kill(job_ids, time.time())
+
+    def find_submitted(self, job_ids: Iterable[str]) -> dict[str, str]:
+        return {r.job_id: str(r.seq) for r in self.db.rows(job_ids)}
+
+    def capacity(self) -> list[SiteSlots]:
+        running, queued = self.db.counts(time.time())
+        return [SiteSlots(self.opts.site, self.opts.slots, running, queued)]
+
+
+def _status(row: JobRow, now: float) -> BatchStatus:
+    """A job's state at `now`, from what was drawn at submission."""
+    batch_id = str(row.seq)
+    if row.killed is not None and row.killed < row.end:
+        return BatchStatus(
+            row.job_id,
+            BatchState.FAILED,
+            batch_id,
+            error_class="CANCELLED",
+            reason=f"killed on {row.node}",
+        )
+    if now < row.start:
+        return BatchStatus(row.job_id, BatchState.QUEUED, batch_id)
+    if now < row.end:
+        return BatchStatus(row.job_id, BatchState.RUNNING, batch_id, wall_s=now - row.start)
+    wall = row.end - row.start
+    if row.lost:
+        return BatchStatus(row.job_id, BatchState.LOST, batch_id, reason=f"lost on {row.node}")
+    if row.error_class:
+        return BatchStatus(
+            row.job_id,
+            BatchState.FAILED,
+            batch_id,
+            error_class=row.error_class,
+            reason=f"{row.error_class} on {row.node}",
+            wall_s=wall,
+        )
+    return BatchStatus(
+        row.job_id,
+        BatchState.DONE,
+        batch_id,
+        exit_code=row.exit_code,
+        reason=f"ran on {row.node}",
+        wall_s=wall,
+        cpu_s=round(wall * 0.95, 3),
+        max_rss_mb=250.0,
+    )
