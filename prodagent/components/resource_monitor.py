@@ -1,0 +1,42 @@
+"""ResourceMonitor: reads slots per site from the batch plugin and publishes them.
+
+The figures land in `pa_site` (JobSubmitter and ProdMgrInterface read them) and in a
+`ResourcesAvailable` message, so that ProdMgrInterface acquires work as soon as room appears.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from prodagent.batch.base import BatchPlugin
+from prodagent.batch.registry import load_plugin
+from prodagent.jobs import store
+from prodagent.runtime.component import Component, Context
+
+
+class ResourceMonitorSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tick_s: float = Field(5.0, gt=0)
+
+
+class ResourceMonitor(Component):
+    name = "ResourceMonitor"
+    Settings = ResourceMonitorSettings
+    tick_interval_s = 5.0
+
+    def setup(self) -> None:
+        self.tick_interval_s = self.settings.tick_s  # type: ignore[misc]
+        self.plugin: BatchPlugin = load_plugin(self.config.batch.plugin, self.config.batch.options, self.config.workdir)
+        self.last_free: dict[str, int] | None = None
+
+    def teardown(self) -> None:
+        self.plugin.close()
+
+    def tick(self, ctx: Context) -> None:
+        free = {}
+        for site in self.plugin.capacity():
+            store.upsert_site(ctx.conn, self.config.agent.name, site.site, site.slots, site.running, site.queued)
+            free[site.site] = site.free
+        if free != self.last_free:
+            ctx.publish("ResourcesAvailable", {"free": free})
+            self.last_free = free
