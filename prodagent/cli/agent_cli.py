@@ -1,0 +1,251 @@
+"""`prodagent`: inspect and steer an agent's work.
+
+    prodagent [--config FILE] db upgrade
+    prodagent jobs list [--state S] [--request R] [--error-class C] [--json]
+    prodagent jobs show ID [--json]
+    prodagent jobs resubmit|kill [ID ...] [--request R] [--error-class C]
+    prodagent files list [--dataset ID] [--kind K] [--state S] [--json]
+    prodagent datasets list [--json]
+    prodagent summary [--json]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+import sqlalchemy as sa
+from rich.console import Console
+from rich.table import Table
+
+from prodagent.config import AgentConfig, load_config
+from prodagent.db.schema import pa_job
+from prodagent.errors import ProdAgentError
+from prodagent.jobs import states, store, summary
+
+console = Console(width=None if sys.stdout.isatty() else 200)
+
+
+def _config(ctx: click.Context) -> AgentConfig:
+    return ctx.obj["config"]
+
+
+def _service(ctx: click.Context):  # type: ignore[no-untyped-def]
+    from prodagent.runtime.runner import open_service
+
+    return open_service(_config(ctx), pool_size=1)
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", envvar="PRODAGENT_CONFIG", type=click.Path())
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None) -> None:
+    """Inspect and steer a prodagent instance."""
+    ctx.ensure_object(dict)
+    ctx.obj["config"] = load_config(config_path)
+
+
+@cli.group()
+def db() -> None:
+    """The agent's database."""
+
+
+@db.command()
+@click.pass_context
+def upgrade(ctx: click.Context) -> None:
+    """Create or upgrade the schema to the newest migration."""
+    from prodagent.db.migrate import upgrade as run_upgrade
+
+    click.echo(f"database at revision {run_upgrade(_config(ctx).db_url)}")
+
+
+@cli.group()
+def jobs() -> None:
+    """List, inspect, resubmit and kill jobs."""
+
+
+def _select_jobs(conn: sa.Connection, agent: str, ids: tuple[int, ...], state: str | None,
+                 request: str | None, error_class: str | None) -> list[Any]:
+    query = sa.select(pa_job).where(pa_job.c.agent == agent).order_by(pa_job.c.id)
+    if ids:
+        query = query.where(pa_job.c.id.in_(ids))
+    if state:
+        query = query.where(pa_job.c.state.in_(state.split(",")))
+    if request:
+        query = query.where(pa_job.c.request_id == request)
+    if error_class:
+        query = query.where(pa_job.c.error_class == error_class)
+    return list(conn.execute(query))
+
+
+JOB_COLUMNS = ("id", "name", "job_type", "state", "retry", "site", "error_class", "events_done")
+
+
+@jobs.command("list")
+@click.option("--state", help="Comma-separated states, e.g. paused,exhausted.")
+@click.option("--request")
+@click.option("--error-class")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def jobs_list(ctx: click.Context, state: str | None, request: str | None, error_class: str | None, as_json: bool) -> None:
+    """List jobs."""
+    service = _service(ctx)
+    rows = service.tx.run(lambda c: _select_jobs(c, service.agent, (), state, request, error_class))
+    if as_json:
+        _print_json([dict(r._mapping) for r in rows])
+        return
+    table = Table(title=f"{len(rows)} job(s)")
+    for col in JOB_COLUMNS:
+        table.add_column(col, no_wrap=True)
+    for r in rows:
+        table.add_row(*(str(getattr(r, c) if getattr(r, c) is not None else "-") for c in JOB_COLUMNS))
+    console.print(table)
+
+
+@jobs.command("show")
+@click.argument("job_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def jobs_show(ctx: click.Context, job_id: int, as_json: bool) -> None:
+    """One job with every transition it went through (and why)."""
+    service = _service(ctx)
+    found = service.tx.run(lambda c: (store.jobs(c, [job_id]), store.history(c, job_id)))
+    if not found[0]:
+        raise click.ClickException(f"no job {job_id}")
+    job = dict(found[0][0]._mapping)
+    trail = [dict(t._mapping) for t in found[1]]
+    if as_json:
+        _print_json({"job": job, "transitions": trail})
+        return
+    for key, value in job.items():
+        console.print(f"[bold]{key:>13}[/] {value}")
+    table = Table(title="transitions")
+    for col in ("at", "from", "to", "retry", "reason"):
+        table.add_column(col)
+    import datetime as dt
+
+    for t in trail:
+        when = dt.datetime.fromtimestamp(t["at"]).strftime("%H:%M:%S.%f")[:-3]
+        table.add_row(when, t["from_state"] or "-", t["to_state"], str(t["retry"]), t["reason"] or "")
+    console.print(table)
+
+
+def _operator_action(ctx: click.Context, ids: tuple[int, ...], request: str | None, error_class: str | None,
+                     allowed: frozenset[str], msg_type: str, reason: str) -> None:
+    if not (ids or request or error_class):
+        raise click.UsageError("name jobs by id, --request or --error-class")
+    service = _service(ctx)
+
+    def work(conn: sa.Connection) -> list[int]:
+        chosen = [j.id for j in _select_jobs(conn, service.agent, ids, None, request, error_class) if j.state in allowed]
+        if chosen:
+            service.publish(conn, msg_type, {"job_ids": chosen, "reason": reason}, source="operator")
+        return chosen
+
+    chosen = service.tx.run(work)
+    click.echo(f"{msg_type}: {len(chosen)} job(s) {chosen[:20]}{' ...' if len(chosen) > 20 else ''}")
+
+
+@jobs.command("resubmit")
+@click.argument("job_ids", type=int, nargs=-1)
+@click.option("--request")
+@click.option("--error-class")
+@click.pass_context
+def jobs_resubmit(ctx: click.Context, job_ids: tuple[int, ...], request: str | None, error_class: str | None) -> None:
+    """Give paused or exhausted jobs another attempt."""
+    _operator_action(ctx, job_ids, request, error_class, states.NEEDS_OPERATOR, "RetryJob", "resubmitted by an operator")
+
+
+@jobs.command("kill")
+@click.argument("job_ids", type=int, nargs=-1)
+@click.option("--request")
+@click.option("--error-class")
+@click.pass_context
+def jobs_kill(ctx: click.Context, job_ids: tuple[int, ...], request: str | None, error_class: str | None) -> None:
+    """Kill jobs (in the batch system too) and stop retrying them."""
+    live = states.ALL_STATES - states.TERMINAL - states.DONE_OK
+    _operator_action(ctx, job_ids, request, error_class, frozenset(live), "KillJobs", "killed by an operator")
+
+
+@cli.group()
+def files() -> None:
+    """Files the agent produced."""
+
+
+@files.command("list")
+@click.option("--dataset", type=int)
+@click.option("--kind", type=click.Choice(["unmerged", "merged"]))
+@click.option("--state")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def files_list(ctx: click.Context, dataset: int | None, kind: str | None, state: str | None, as_json: bool) -> None:
+    """List files with size, checksum, events and state."""
+    rows = _service(ctx).tx.run(lambda c: summary.files(c, dataset, kind, state))
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table(title=f"{len(rows)} file(s)")
+    for col in ("id", "lfn", "kind", "state", "events", "size", "adler32"):
+        table.add_column(col, no_wrap=col != "lfn")
+    for r in rows:
+        table.add_row(str(r["id"]), r["lfn"], r["kind"], r["state"], str(r["events"]), str(r["size"]), r["adler32"])
+    console.print(table)
+
+
+@cli.group()
+def datasets() -> None:
+    """Datasets and their merged output."""
+
+
+@datasets.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def datasets_list(ctx: click.Context, as_json: bool) -> None:
+    """Datasets with events produced and merged."""
+    service = _service(ctx)
+    rows = service.tx.run(lambda c: summary.datasets(c, service.agent))
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table(title="datasets")
+    for col in ("id", "name", "request", "produced", "merged", "merged files", "merged bytes"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(str(r["id"]), r["name"], r["request_id"], str(r["events_produced"]), str(r["events_merged"]),
+                      str(r["merged_files"]), str(r["merged_bytes"]))
+    console.print(table)
+
+
+@cli.command("summary")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def summary_cmd(ctx: click.Context, as_json: bool) -> None:
+    """Jobs by state, error-handler decisions by class, datasets."""
+    service = _service(ctx)
+    data = service.tx.run(lambda c: {
+        "jobs": summary.jobs_by_state(c, service.agent),
+        "decisions": summary.decisions_by_class(c, service.agent),
+        "datasets": summary.datasets(c, service.agent),
+    })
+    if as_json:
+        _print_json(data)
+        return
+    console.print(data)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    try:
+        return cli.main(args=argv, prog_name="prodagent", standalone_mode=True)
+    except ProdAgentError as exc:
+        click.echo(f"prodagent: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""The main job: a complete Monte Carlo production on the embedded defaults.
+
+    python -m prodagent.demo [--workdir DIR] [--workflow FILE] [--slots N] [--keep]
+
+Starts a ProdManager (SQLite) and an agent (SQLite, local executor), submits a request of real
+Pythia events split into many jobs with injected failures of several classes, shows progress
+while it runs, acts as the operator for a job paused on a fatal error, and ends with a summary:
+events requested, produced and merged (read back from the merged ROOT files), jobs by final
+state, error-handler decisions by class, files and sizes. Everything it started is stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from prodagent.demo.stack import AgentProcesses, Manager, write_agent_config
+from prodagent.jobs import summary
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_WORKFLOW = ROOT / "etc" / "workflows" / "minbias_demo.yaml"
+# job index -> failure mode on the first attempt: one of each class the error handler knows.
+FAIL_PLAN = "2:exit,5:memory,8:nooutput,11:empty,14:noendofjob,17:fatal"
+console = Console()
+
+
+def load_workflow(path: Path, fail_plan: str | None) -> dict[str, Any]:
+    workflow = yaml.safe_load(path.read_text())
+    workflow["name"] = f"{workflow['name']}_{time.strftime('%Y%m%d_%H%M%S')}"
+    if fail_plan:
+        workflow["payload"].setdefault("parameters", {})["fail_plan"] = fail_plan
+    return workflow
+
+
+def progress_table(request: Any, agent_view: dict[str, Any], elapsed: float) -> Table:
+    c = request.counters
+    table = Table(title=f"request {request.id} {request.name}: {request.state}  ({elapsed:.0f} s)")
+    for col in ("requested", "allocated", "produced", "merged", "production jobs", "merge jobs", "decisions"):
+        table.add_column(col)
+    jobs = agent_view["jobs"]
+    fmt = lambda d: " ".join(f"{k}:{v}" for k, v in sorted(d.items())) or "-"  # noqa: E731
+    decisions = {k: sum(v.values()) for k, v in agent_view["decisions"].items()}
+    table.add_row(str(c.events_requested), str(c.events_allocated), str(c.events_produced), str(c.events_merged),
+                  fmt(jobs.get("production", {})), fmt(jobs.get("merge", {})), fmt(decisions))
+    return table
+
+
+def agent_view(agent: AgentProcesses) -> dict[str, Any]:
+    from prodagent.runtime.runner import open_service
+
+    service = open_service(agent.config, pool_size=1)
+    try:
+        return service.tx.run(lambda conn: {
+            "jobs": summary.jobs_by_state(conn, service.agent),
+            "decisions": summary.decisions_by_class(conn, service.agent),
+            "datasets": summary.datasets(conn, service.agent),
+        })
+    finally:
+        service.engine.dispose()
+
+
+def finished(request: Any, view: dict[str, Any]) -> bool:
+    live = {"created", "submitted", "running", "submitfailed", "jobfailed", "lost", "cooloff", "paused", "success"}
+    busy = any(state in live for states_ in view["jobs"].values() for state in states_)
+    return request.counters.events_merged >= request.total_events and not busy
+
+
+def read_back_events(workdir: Path) -> tuple[int, int, int]:
+    """Events, files and bytes in the merged area, counted from the ROOT files themselves."""
+    import uproot
+
+    events = files = size = 0
+    for path in sorted((workdir / "data" / "merged").rglob("*.root")):
+        with uproot.open(path) as f:
+            events += f["events"].num_entries
+        files += 1
+        size += path.stat().st_size
+    return events, files, size
+
+
+def print_summary(request: Any, view: dict[str, Any], workdir: Path, elapsed: float) -> bool:
+    merged_events, merged_files, merged_bytes = read_back_events(workdir)
+    leftovers = [p for p in (workdir / "data" / "unmerged").rglob("*") if p.is_file()]
+    table = Table(title="production summary")
+    table.add_column("item")
+    table.add_column("value")
+    c = request.counters
+    table.add_row("request", f"{request.id} {request.name} ({request.state})")
+    table.add_row("events requested", str(request.total_events))
+    table.add_row("events produced", str(c.events_produced))
+    table.add_row("events merged (ProdManager)", str(c.events_merged))
+    table.add_row("events in merged ROOT files", str(merged_events))
+    table.add_row("merged files / bytes", f"{merged_files} / {merged_bytes:,}")
+    table.add_row("files left in the unmerged area", str(len(leftovers)))
+    for job_type, by_state in view["jobs"].items():
+        table.add_row(f"{job_type} jobs by final state", ", ".join(f"{k}: {v}" for k, v in sorted(by_state.items())))
+    for error_class, decided in sorted(view["decisions"].items()):
+        table.add_row(f"error class {error_class}", ", ".join(f"{k}: {v}" for k, v in sorted(decided.items())))
+    table.add_row("wall time", f"{elapsed:.0f} s")
+    console.print(table)
+    ok = merged_events == request.total_events and not leftovers
+    console.print("[bold green]production complete: every requested event is merged[/]" if ok
+                  else "[bold red]production incomplete[/]")
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", type=Path, default=ROOT / "work" / "demo")
+    parser.add_argument("--workflow", type=Path, default=DEFAULT_WORKFLOW)
+    parser.add_argument("--slots", type=int, default=2)
+    parser.add_argument("--fail-plan", default=FAIL_PLAN, help="'' for a run without injected failures")
+    parser.add_argument("--timeout", type=float, default=280.0)
+    parser.add_argument("--keep", action="store_true", help="keep the work directory of an earlier run")
+    args = parser.parse_args(argv)
+    workdir: Path = args.workdir.resolve()
+    if workdir.exists() and not args.keep:
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    manager = Manager(workdir / "prodmanager", f"sqlite:///{workdir / 'prodmanager' / 'prodmanager.db'}")
+    agent = AgentProcesses(write_agent_config(workdir / "agent.yaml", workdir / "agent", manager, slots=args.slots))
+    ok = False
+    try:
+        console.print(f"[bold]starting ProdManager[/] on {manager.url} and agent [bold]agent1[/] in {workdir}")
+        manager.start()
+        agent.start()
+        console.print(agent.ctl("status", check=False).stdout)
+        client = manager.client("requester", "physicist")
+        workflow = load_workflow(args.workflow, args.fail_plan)
+        request = client.submit(workflow).request
+        console.print(f"submitted request {request.id}: {request.total_events} events in {request.total_jobs} jobs; "
+                      f"injected failures: {args.fail_plan or 'none'}")
+        operator_done: set[int] = set()
+        with Live(console=console, refresh_per_second=2) as live:
+            while time.monotonic() - start < args.timeout:
+                request = client.get(request.id)
+                view = agent_view(agent)
+                live.update(progress_table(request, view, time.monotonic() - start))
+                if finished(request, view):
+                    break
+                if view["jobs"].get("production", {}).get("paused"):
+                    paused = agent.cli("jobs", "list", "--state", "paused", "--json")
+                    import json
+
+                    ids = [j["id"] for j in json.loads(paused.stdout) if j["id"] not in operator_done]
+                    if ids:
+                        live.console.print(f"operator: job(s) {ids} paused on a fatal error; inspected and resubmitted")
+                        agent.cli("jobs", "resubmit", *map(str, ids))
+                        operator_done.update(ids)
+                time.sleep(1.0)
+        time.sleep(2.5)  # let Cleanup finish the last merge
+        ok = print_summary(client.get(request.id), agent_view(agent), workdir / "agent", time.monotonic() - start)
+    finally:
+        agent.stop()
+        manager.stop()
+        console.print("stopped the agent and ProdManager")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

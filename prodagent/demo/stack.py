@@ -1,0 +1,151 @@
+"""Start and stop a whole production stack: a ProdManager server and one agent's daemons.
+
+Used by the main job (`python -m prodagent.demo`) and by the end-to-end tests, so both run the
+same real processes: `prodmanager serve`, `prodAgentd start`, the local executor's payloads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from prodagent.config import AgentConfig, load_config
+from prodmanager.client import ProdManagerClient
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PRODAGENT_DB_URL", None)
+    env.pop("PRODAGENT_CONFIG", None)
+    return env
+
+
+@dataclass
+class Manager:
+    """A `prodmanager serve` process with its database and tokens."""
+
+    workdir: Path
+    db_url: str
+    port: int = field(default_factory=free_port)
+    lease_s: float = 60.0
+    proc: subprocess.Popen[bytes] | None = None
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def token(self, role: str, name: str) -> str:
+        key = f"{role}:{name}"
+        if key not in self.tokens:
+            out = subprocess.run(
+                [sys.executable, "-m", "prodmanager.cli", "token", "create", "--role", role, "--name", name,
+                 "--db", self.db_url, "--json"],
+                capture_output=True, text=True, env=_env(), check=True,
+            )
+            self.tokens[key] = json.loads(out.stdout)["token"]
+        return self.tokens[key]
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log = open(self.workdir / "prodmanager.log", "ab")  # noqa: SIM115 - owned by the child
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "prodmanager.cli", "serve", "--db", self.db_url, "--port", str(self.port),
+             "--lease-seconds", str(self.lease_s), "--log-level", "warning"],
+            stdout=log, stderr=subprocess.STDOUT, env=_env(), start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"prodmanager serve exited; see {self.workdir / 'prodmanager.log'}")
+            try:
+                httpx.get(self.url + "/api/v1/health", timeout=1.0)
+                return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise RuntimeError("prodmanager serve did not answer within 60 s")
+
+    def client(self, role: str = "requester", name: str = "demo") -> ProdManagerClient:
+        return ProdManagerClient(self.url, self.token(role, name))
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@dataclass
+class AgentProcesses:
+    """One agent: its config file and its daemons, driven through `prodAgentd`."""
+
+    config_path: Path
+
+    @property
+    def config(self) -> AgentConfig:
+        return load_config(self.config_path)
+
+    def ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        out = subprocess.run(
+            [sys.executable, "-m", "prodagent.cli.daemon_cli", "--config", str(self.config_path), *args],
+            capture_output=True, text=True, env=_env(), timeout=120,
+        )
+        if check and out.returncode != 0:
+            raise RuntimeError(f"prodAgentd {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
+        return out
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "prodagent.cli.agent_cli", "--config", str(self.config_path), *args],
+            capture_output=True, text=True, env=_env(), timeout=120,
+        )
+
+    def start(self, components: str | None = None) -> None:
+        self.ctl("start", *(["--components", components] if components else []))
+
+    def stop(self) -> None:
+        self.ctl("stop", check=False)
+
+
+def write_agent_config(path: Path, workdir: Path, manager: Manager, db_url: str | None = None,
+                       slots: int = 2, name: str = "agent1", settings: dict[str, Any] | None = None,
+                       batch: dict[str, Any] | None = None) -> Path:
+    """An agent config for a quick production: fast ticks, the local executor."""
+    component_settings = {
+        "ProdMgrInterface": {"tick_s": 1.0, "queue_factor": 1.0},
+        "ResourceMonitor": {"tick_s": 2.0},
+        "JobSubmitter": {"tick_s": 1.0},
+        "JobTracker": {"tick_s": 1.0},
+        "MergeSensor": {"tick_s": 2.0},
+    }
+    for name_, extra in (settings or {}).items():
+        component_settings.setdefault(name_, {}).update(extra)
+    raw = {
+        "agent": {"name": name, "workdir": str(workdir)},
+        "database": {"url": db_url},
+        "messaging": {"poll_max_s": 0.2, "heartbeat_s": 2.0, "retry_backoff_s": 0.5},
+        "batch": batch or {"plugin": "local", "options": {"slots": slots, "enforce_memory": False}},
+        "prodmanager": {"url": manager.url, "token": manager.token("agent", name)},
+        "components": {"settings": component_settings},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
