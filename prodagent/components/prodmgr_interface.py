@@ -46,7 +46,7 @@ class ProdMgrInterface(Component):
         pm = self.config.prodmanager
         token = pm.token or (pm.token_file.read_text().strip() if pm.token_file else None)
         self.client = ProdManagerClient(pm.url, token, retries=2, timeout=10.0)
-        self.registered = False
+        self.registered_capacity = 0
         self.agent = self.config.agent.name
 
     def teardown(self) -> None:
@@ -56,7 +56,9 @@ class ProdMgrInterface(Component):
 
     def tick(self, ctx: Context) -> None:
         try:
-            if not self.registered:
+            if not store.sites(ctx.conn, self.agent):
+                return  # ResourceMonitor has not measured the batch system yet
+            if self._capacity(ctx) != self.registered_capacity:
                 self._register(ctx)
             self._renew(ctx)
             self._finish(ctx)
@@ -67,7 +69,7 @@ class ProdMgrInterface(Component):
     @handles("ResourcesAvailable")
     def on_resources(self, ctx: Context, payload: dict[str, Any]) -> None:
         try:
-            if self.registered:
+            if self.registered_capacity:
                 self._acquire(ctx)
         except (pm_errors.ProdManagerError, OSError) as exc:
             self.log.warning("acquire failed: %s", exc)
@@ -78,9 +80,10 @@ class ProdMgrInterface(Component):
 
     def _register(self, ctx: Context) -> None:
         sites = self.settings.sites or [s.site for s in store.sites(ctx.conn, self.agent)] or ["local"]
-        self.client.register_agent(self.agent, sites, self._capacity(ctx))
-        self.registered = True
-        self.log.info("registered with ProdManager at %s", self.config.prodmanager.url)
+        capacity = self._capacity(ctx)
+        self.client.register_agent(self.agent, sites, capacity)
+        self.registered_capacity = capacity
+        self.log.info("registered with ProdManager at %s, capacity %d", self.config.prodmanager.url, capacity)
 
     def _renew(self, ctx: Context) -> None:
         held = store.allocations_in(ctx.conn, self.agent, HELD)

@@ -29,6 +29,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def prodmanager_cmd() -> list[str]:
+    """The `prodmanager` command of this interpreter's environment."""
+    return [sys.executable, "-c", "import sys; from prodmanager.cli import main; sys.exit(main())"]
+
+
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("PRODAGENT_DB_URL", None)
@@ -55,7 +60,7 @@ class Manager:
         key = f"{role}:{name}"
         if key not in self.tokens:
             out = subprocess.run(
-                [sys.executable, "-m", "prodmanager.cli", "token", "create", "--role", role, "--name", name,
+                [*prodmanager_cmd(), "token", "create", "--role", role, "--name", name,
                  "--db", self.db_url, "--json"],
                 capture_output=True, text=True, env=_env(), check=True,
             )
@@ -66,7 +71,7 @@ class Manager:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = open(self.workdir / "prodmanager.log", "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "prodmanager.cli", "serve", "--db", self.db_url, "--port", str(self.port),
+            [*prodmanager_cmd(), "serve", "--db", self.db_url, "--port", str(self.port),
              "--lease-seconds", str(self.lease_s), "--log-level", "warning"],
             stdout=log, stderr=subprocess.STDOUT, env=_env(), start_new_session=True,
         )
