@@ -74,20 +74,21 @@ def transition(
         return Moved([], {})
     now = time.time()
     moved_ids = [r.id for r in movable]
-    if per_job:
-        for r in movable:
-            conn.execute(
-                J.update().where(J.c.id == r.id).values(state=to_state, updated_at=now, **fields, **per_job.get(r.id, {}))
-            )
+    extra = per_job or {}
+    if extra:
+        # One executemany: every moved job gets the same columns, its own values.
+        keys = sorted({k for r in movable for k in extra.get(r.id, {})})
+        params = [{"_id": r.id, **{f"p_{k}": extra.get(r.id, {}).get(k) for k in keys}} for r in movable]
+        stmt = J.update().where(J.c.id == sa.bindparam("_id")).values(
+            state=to_state, updated_at=now, **fields, **{k: sa.bindparam(f"p_{k}") for k in keys}
+        )
+        conn.execute(stmt, params)
     else:
         conn.execute(J.update().where(J.c.id.in_(moved_ids)).values(state=to_state, updated_at=now, **fields))
-    retry_after = {r.id: r.retry for r in movable}
-    if "retry" in fields:
-        retry_after = dict.fromkeys(moved_ids, fields["retry"])
+    new_retry = fields.get("retry")
     conn.execute(pa_job_transition.insert(), [
         {"job_id": r.id, "from_state": r.state, "to_state": to_state, "at": now,
-         "retry": (per_job or {}).get(r.id, {}).get("retry", retry_after[r.id]),
-         "reason": (per_job or {}).get(r.id, {}).get("error_reason", reason) if reason is None else reason}
+         "retry": r.retry if new_retry is None else new_retry, "reason": reason}
         for r in movable
     ])
     return Moved(moved_ids, {r.id: r.state for r in movable})

@@ -1,0 +1,53 @@
+"""The job state table and the bulk transitions that apply it, on a real database."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from prodagent.db.engine import make_engine
+from prodagent.db.migrate import upgrade
+from prodagent.errors import IllegalTransition
+from prodagent.jobs import states, store
+
+
+def _job(i: int) -> dict:
+    return {"agent": "a", "name": f"job-{i}", "job_type": "production", "workdir": f"/tmp/j{i}",
+            "request_id": "1", "dataset_id": 1}
+
+
+def test_transition_table_is_explicit() -> None:
+    states.check(states.CREATED, states.SUBMITTED)
+    with pytest.raises(IllegalTransition):
+        states.check(states.CLEANED, states.CREATED)
+    with pytest.raises(IllegalTransition):
+        states.check(states.SUCCESS, states.COOLOFF)
+    assert states.CREATED in states.allowed_from(states.KILLED)
+    assert states.PAUSED in states.allowed_from(states.CREATED)
+    assert all(t in states.ALL_STATES for targets in states.TRANSITIONS.values() for t in targets)
+
+
+def test_bulk_transition_applies_the_table_and_records_history(db_url) -> None:
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        ids = store.insert_jobs(conn, [_job(i) for i in range(5)], reason="test")
+        moved = store.transition(conn, ids[:3], states.SUBMITTED, "go",
+                                 per_job={i: {"batch_id": f"b{i}", "site": "s"} for i in ids[:3]})
+        assert moved.ids == ids[:3] and set(moved.previous.values()) == {"created"}
+        # Running from created is not allowed: nothing moves, nothing is recorded.
+        assert store.transition(conn, ids[3:], states.RUNNING, "no").ids == []
+        # A second identical transition is a no-op (idempotent handlers rely on it).
+        assert store.transition(conn, ids[:3], states.SUBMITTED, "again").ids == []
+        rows = store.jobs(conn, ids)
+        assert [r.batch_id for r in rows] == ["b" + str(i) for i in ids[:3]] + [None, None]
+        assert [r.state for r in rows] == ["submitted"] * 3 + ["created"] * 2
+        trail = store.history(conn, ids[0])
+        assert [(t.from_state, t.to_state, t.reason) for t in trail] == [(None, "created", "test"), ("created", "submitted", "go")]
+        store.transition(conn, [ids[0]], states.JOBFAILED, "boom", error_class="X")
+        store.transition(conn, [ids[0]], states.COOLOFF, "wait")
+        store.transition(conn, [ids[0]], states.CREATED, "retry", retry=1)
+        assert store.history(conn, ids[0])[-1].retry == 1
+        assert store.count_by_state(conn, "a") == {("production", "created"): 3, ("production", "submitted"): 2}
+    engine.dispose()
+    assert sa.make_url(db_url).get_backend_name() in ("sqlite", "mysql")
