@@ -53,7 +53,11 @@ class JobTracker(Component):
         names = list(by_name)
         for i in range(0, len(names), self.settings.query_chunk):
             statuses.update(self.plugin.query(names[i:i + self.settings.query_chunk]))
-        running, succeeded, failed = [], [], []
+        running: list[int] = []
+        lost: dict[int, dict[str, Any]] = {}
+        failed: dict[int, dict[str, Any]] = {}
+        succeeded: dict[int, dict[str, Any]] = {}
+        reports: dict[int, JobReport] = {}
         for name, job in by_name.items():
             status = statuses.get(name) or BatchStatus(job_id=name, state=BatchState.LOST)
             if status.state == BatchState.QUEUED:
@@ -62,57 +66,71 @@ class JobTracker(Component):
                 if job.state == states.SUBMITTED:
                     running.append(job.id)
                 continue
-            outcome = self._outcome(ctx, job, status)
-            (succeeded if outcome else failed).append(job.id)
+            if status.state == BatchState.LOST:
+                lost[job.id] = {"error_reason": status.reason or "the batch system no longer knows the job"}
+                continue
+            report = self._report(job)
+            if status.state == BatchState.FAILED:
+                failed[job.id] = {
+                    "error_class": status.error_class or "BatchFailure", "exit_code": status.exit_code,
+                    "error_code": report.error_code if report else None,
+                    "error_reason": status.reason or status.error_class,
+                    "wall_s": status.wall_s, "cpu_s": status.cpu_s, "max_rss_mb": status.max_rss_mb,
+                }
+            elif report is None:
+                failed[job.id] = {"error_class": None, "exit_code": status.exit_code, "error_code": NO_REPORT_CODE,
+                                  "error_reason": "the job ended without writing report.json",
+                                  "wall_s": status.wall_s, "cpu_s": status.cpu_s, "max_rss_mb": status.max_rss_mb}
+            else:
+                usage = {"exit_code": report.exit_code, "wall_s": report.wall_s, "cpu_s": report.cpu_s,
+                         "max_rss_mb": report.max_rss_mb}
+                if report.ok:
+                    succeeded[job.id] = {"events_done": report.events_processed, **usage}
+                    reports[job.id] = report
+                else:
+                    failed[job.id] = {"error_class": None, "error_code": report.error_code,
+                                      "error_reason": report.error_reason or "job report: failed", **usage}
         store.transition(ctx.conn, running, states.RUNNING, "running")
-        if succeeded:
-            ctx.publish("JobSuccess", {"job_ids": succeeded})
-        if failed:
-            ctx.publish("JobFailed", {"job_ids": failed})
+        store.transition(ctx.conn, lost, states.LOST, "the batch system no longer knows the job",
+                         error_class="Lost", error_code=LOST_CODE, per_job=lost)
+        done = store.transition(ctx.conn, failed, states.JOBFAILED, "the job failed", per_job=failed)
+        ok = store.transition(ctx.conn, succeeded, states.SUCCESS, "job report: success",
+                              error_class=None, per_job=succeeded)
+        ok_ids = set(ok.ids)
+        self._register_outputs(ctx, [j for j in active if j.id in ok_ids], reports)
+        if ok.ids:
+            ctx.publish("JobSuccess", {"job_ids": ok.ids})
+        bad = sorted(set(done.ids) | set(lost))
+        if bad:
+            ctx.publish("JobFailed", {"job_ids": bad})
         self.last_cycle_s = time.perf_counter() - started
-        if running or succeeded or failed:
+        if running or ok.ids or bad:
             self.log.info("cycle over %d active job(s) in %.2fs: %d running, %d succeeded, %d failed",
-                          len(active), self.last_cycle_s, len(running), len(succeeded), len(failed))
+                          len(active), self.last_cycle_s, len(running), len(ok.ids), len(bad))
 
-    def _outcome(self, ctx: Context, job: Any, status: BatchStatus) -> bool:
-        """Record a finished attempt; True if it succeeded."""
-        usage = {"wall_s": status.wall_s, "cpu_s": status.cpu_s, "max_rss_mb": status.max_rss_mb}
-        if status.state == BatchState.LOST:
-            store.transition(ctx.conn, [job.id], states.LOST, "the batch system no longer knows the job",
-                             error_class="Lost", error_code=LOST_CODE, error_reason=status.reason or "lost")
-            return False
-        report = read_report(Layout.attempt_dir(job.workdir, job.retry))
-        if status.state == BatchState.FAILED:
-            store.transition(
-                ctx.conn, [job.id], states.JOBFAILED, f"batch system: {status.error_class}",
-                error_class=status.error_class or "BatchFailure", exit_code=status.exit_code,
-                error_code=report.error_code if report else None,
-                error_reason=status.reason or status.error_class, **usage,
-            )
-            return False
-        if report is None:
-            store.transition(ctx.conn, [job.id], states.JOBFAILED, "no job report",
-                             exit_code=status.exit_code, error_code=NO_REPORT_CODE,
-                             error_reason="the job ended without writing report.json", **usage)
-            return False
-        fields = {"exit_code": report.exit_code, "wall_s": report.wall_s, "cpu_s": report.cpu_s,
-                  "max_rss_mb": report.max_rss_mb}
-        if not report.ok:
-            store.transition(ctx.conn, [job.id], states.JOBFAILED, report.error_reason or "job report: failed",
-                             error_code=report.error_code, error_reason=report.error_reason, **fields)
-            return False
-        moved = store.transition(ctx.conn, [job.id], states.SUCCESS, "job report: success",
-                                 events_done=report.events_processed, error_class=None, **fields)
-        if moved.ids and job.job_type == "production":
-            self._register_outputs(ctx, job, report)
-        return bool(moved.ids)
+    def _report(self, job: Any) -> JobReport | None:
+        try:
+            return read_report(Layout.attempt_dir(job.workdir, job.retry))
+        except ValueError as exc:
+            self.log.error("job %s: unreadable report.json: %s", job.name, exc)
+            return None
 
-    def _register_outputs(self, ctx: Context, job: Any, report: JobReport) -> None:
-        dataset = store.dataset(ctx.conn, job.dataset_id)
-        assert dataset is not None
-        store.insert_files(ctx.conn, [
-            {"lfn": Layout.lfn(dataset.name, "unmerged", job.name), "pfn": out.path, "dataset_id": job.dataset_id,
-             "job_id": job.id, "kind": "unmerged", "state": "new", "size": out.size, "adler32": out.adler32,
-             "events": out.events or 0, "first_event": out.first_event, "run": out.run}
-            for out in report.outputs
-        ])
+    def _register_outputs(self, ctx: Context, jobs: list[Any], reports: dict[int, JobReport]) -> None:
+        """Production outputs become unmerged files of their dataset."""
+        names: dict[int, str] = {}
+        rows = []
+        for job in jobs:
+            if job.job_type != "production":
+                continue
+            if job.dataset_id not in names:
+                dataset = store.dataset(ctx.conn, job.dataset_id)
+                assert dataset is not None
+                names[job.dataset_id] = dataset.name
+            rows += [
+                {"lfn": Layout.lfn(names[job.dataset_id], "unmerged", job.name), "pfn": out.path,
+                 "dataset_id": job.dataset_id, "job_id": job.id, "kind": "unmerged", "state": "new",
+                 "size": out.size, "adler32": out.adler32, "events": out.events or 0,
+                 "first_event": out.first_event, "run": out.run}
+                for out in reports[job.id].outputs
+            ]
+        store.insert_files(ctx.conn, rows)
