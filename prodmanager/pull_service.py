@@ -161,7 +161,7 @@ class PullService:
                 budget -= sum(int(r.n_events) for r in rows)
             if rows:
                 ids = [int(r.id) for r in rows]
-                q.lease(conn, ids, agent_name, token, now + lease_s, now)
+                q.lease(conn, ids, agent_name, token, lease_s, now)
                 taken += ids
                 relet = [int(r.id) for r in rows if r.lease_epoch > 0]
                 if relet:
@@ -178,7 +178,10 @@ class PullService:
                     )
             if len(taken) >= jobs or (budget is not None and budget <= 0):
                 break
-        return list(q.leased_rows(conn, taken, token)) if taken else []
+        if not taken:
+            return []
+        order = {allocation_id: n for n, allocation_id in enumerate(taken)}
+        return sorted(q.leased_rows(conn, taken, token), key=lambda r: order[int(r.id)])
 
     def _view(self, request_id: int) -> dict[str, Any]:
         with self._lock:
@@ -209,7 +212,7 @@ class PullService:
         def work(conn: sa.Connection) -> list[sa.Row[Any]]:
             now = time.time()
             q.touch_agent(conn, agent_name, now)
-            q.renew(conn, agent_name, pairs, now + self.lease_seconds, now)
+            q.renew(conn, agent_name, pairs, now)
             return list(q.lease_status(conn, ids)) if ids else []
 
         rows = {int(r.id): r for r in self.db.transaction(work)}
@@ -233,7 +236,6 @@ class PullService:
                 agent_name,
                 report.events_done,
                 report.job_state,
-                now + self.lease_seconds,
                 now,
             )
             if not done:

@@ -169,8 +169,10 @@ class RequestService:
         def target(conn: sa.Connection, row: sa.Row[Any]) -> RequestState:
             if row.state != RequestState.PAUSED:
                 raise Conflict(f"request is {row.state}, not paused", state=row.state)
-            before = q.state_before_pause(conn, request_id) or RequestState.NEW
-            return RequestState(before)
+            before = RequestState(q.state_before_pause(conn, request_id) or RequestState.NEW)
+            if before != RequestState.RUNNING and q.progress_made(conn, request_id):
+                return RequestState.RUNNING  # work finished while paused
+            return before
 
         return self._move(principal, request_id, target, reason or "resumed")
 

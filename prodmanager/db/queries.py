@@ -233,7 +233,7 @@ def lease(
     ids: list[int],
     agent_name: str,
     lease_token: str,
-    expires: float,
+    lease_seconds: float,
     now: float,
 ) -> int:
     """Give `ids` to an agent under a new lease; the condition re-checks that they are free."""
@@ -248,7 +248,8 @@ def lease(
             agent=agent_name,
             lease_token=lease_token,
             lease_epoch=allocation.c.lease_epoch + 1,
-            lease_expires=expires,
+            lease_expires=now + lease_seconds,
+            lease_seconds=lease_seconds,
             events_done=0,
             job_state=None,
             updated_at=now,
@@ -289,15 +290,9 @@ def _held(allocation_id: int, lease_token: str, agent_name: str) -> list[sa.Colu
     ]
 
 
-def renew(
-    conn: sa.Connection,
-    agent_name: str,
-    leases: list[tuple[int, str]],
-    expires: float,
-    now: float,
-) -> int:
-    """Extend the leases whose token still matches (even if expired, as long as nobody else
-    took the allocation meanwhile)."""
+def renew(conn: sa.Connection, agent_name: str, leases: list[tuple[int, str]], now: float) -> int:
+    """Extend the leases whose token still matches by their length (even if expired, as long
+    as nobody else took the allocation meanwhile)."""
     if not leases:
         return 0
     return conn.execute(
@@ -307,7 +302,7 @@ def renew(
             allocation.c.agent == agent_name,
             allocation.c.state == OPEN,
         )
-        .values(lease_expires=expires, updated_at=now)
+        .values(lease_expires=now + allocation.c.lease_seconds, updated_at=now)
     ).rowcount
 
 
@@ -331,12 +326,12 @@ def record_progress(
     agent_name: str,
     events_done: int,
     job_state: str | None,
-    expires: float,
     now: float,
 ) -> int:
+    """Record progress of a held allocation; it also extends the lease by its length."""
     values: dict[str, Any] = {
         "events_done": events_done,
-        "lease_expires": expires,
+        "lease_expires": now + allocation.c.lease_seconds,
         "updated_at": now,
     }
     if job_state is not None:
@@ -413,6 +408,19 @@ def count_by_state(conn: sa.Connection, request_id: int) -> dict[str, int]:
         .group_by(allocation.c.state)
     ).all()
     return {state: int(n) for state, n in rows}
+
+
+def progress_made(conn: sa.Connection, request_id: int) -> bool:
+    """True once any allocation of the request finished or reported events."""
+    query = (
+        sa.select(allocation.c.id)
+        .where(
+            allocation.c.request_id == request_id,
+            sa.or_(allocation.c.state.in_(["done", "failed"]), allocation.c.events_done > 0),
+        )
+        .limit(1)
+    )
+    return conn.execute(query).first() is not None
 
 
 def allocations_of_request(

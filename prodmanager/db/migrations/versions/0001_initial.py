@@ -68,6 +68,7 @@ def upgrade() -> None:
         sa.Column("lease_token", sa.String(64), nullable=True),
         sa.Column("lease_epoch", sa.Integer, nullable=False, server_default="0"),
         sa.Column("lease_expires", Seconds, nullable=False, server_default="0"),
+        sa.Column("lease_seconds", Seconds, nullable=False, server_default="0"),
         sa.Column("events_done", sa.BigInteger, nullable=False, server_default="0"),
         sa.Column("job_state", sa.String(20), nullable=True),
         sa.Column("reason", sa.String(500), nullable=True),

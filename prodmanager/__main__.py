@@ -1,0 +1,5 @@
+"""`python -m prodmanager` is the `prodmanager` command."""
+
+from prodmanager.cli import main
+
+main()

@@ -1,0 +1,360 @@
+"""The pull protocol against the services (one process, SQLite and MariaDB): acquire under
+leases, renew, report, complete, release, recall, priorities, sites, capacity, counters."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from prodmanager.errors import Forbidden, InvalidInput, LeaseLost, NotFound
+from prodmanager.models import (
+    AcquireRequest,
+    AgentRegistration,
+    Allocation,
+    CompleteReport,
+    LeaseRef,
+    MergedFile,
+    MergedReport,
+    OutputFile,
+    ProgressReport,
+    ReleaseRequest,
+    RenewRequest,
+)
+from tests.prodmanager.conftest import LEASE_S, Env, mc_workflow, submit
+
+
+def register(
+    env: Env,
+    agent: str = "a1",
+    token: str = "agent1",
+    capacity: int = 100,
+    sites: list[str] | None = None,
+) -> None:
+    env.pull.register(
+        env.who(token), AgentRegistration(name=agent, sites=sites or [], capacity=capacity)
+    )
+
+
+def acquire(env: Env, agent: str = "a1", token: str = "agent1", **kw: int) -> list[Allocation]:
+    return env.pull.acquire(env.who(token), agent, AcquireRequest(**kw)).allocations
+
+
+def complete(
+    env: Env,
+    a: Allocation,
+    agent: str = "a1",
+    token: str = "agent1",
+    files: list[OutputFile] | None = None,
+) -> None:
+    env.pull.complete(
+        env.who(token),
+        agent,
+        a.allocation_id,
+        CompleteReport(lease_token=a.lease_token, events_done=a.n_events, files=files or []),
+    )
+
+
+def out(a: Allocation, size: int = 1000) -> OutputFile:
+    return OutputFile(
+        lfn=f"/store/unmerged/{a.request_name}/{a.job_index}.e{a.lease_epoch}.root",
+        size=size,
+        checksum="adler32:00000001",
+        events=a.n_events,
+    )
+
+
+def test_allocation_carries_what_the_agent_needs(env: Env) -> None:
+    rid = submit(
+        env,
+        "alice",
+        mc_workflow("carry", 1050, 100, seeds={"policy": "sequential", "base": 500}, run_number=77),
+    )
+    register(env)
+    allocs = acquire(env, jobs=20)
+    assert [a.first_event for a in allocs] == list(range(0, 1050, 100))
+    assert [a.n_events for a in allocs] == [100] * 10 + [50]
+    assert [a.seed for a in allocs] == list(range(500, 511))
+    a = allocs[0]
+    assert (a.request_id, a.request_name, a.kind, a.run_number, a.lease_epoch) == (
+        rid,
+        "carry",
+        "montecarlo",
+        77,
+        1,
+    )
+    assert a.spec["payload"]["transformation"] == "pythia" and a.spec["events"]["per_job"] == 100
+    assert len(a.lease_token) == 32 and a.lease_expires == pytest.approx(
+        time.time() + LEASE_S, abs=1
+    )
+
+
+def test_processing_allocations_are_file_groups(env: Env) -> None:
+    files = [{"lfn": f"/store/raw/f{i}.raw", "events": 10 + i} for i in range(5)]
+    doc = {
+        "kind": "processing",
+        "name": "reco1",
+        "payload": {"transformation": "reco", "version": "1"},
+        "input": {"files": files, "files_per_job": 2},
+        "output": {"dataset": "/Run1/reco-v1/DST", "tier": "DST"},
+    }
+    submit(env, "alice", doc)
+    register(env)
+    allocs = acquire(env)
+    assert [[f.lfn for f in a.input_files] for a in allocs] == [
+        ["/store/raw/f0.raw", "/store/raw/f1.raw"],
+        ["/store/raw/f2.raw", "/store/raw/f3.raw"],
+        ["/store/raw/f4.raw"],
+    ]
+    assert [a.n_events for a in allocs] == [21, 25, 14]
+    assert "files" not in allocs[0].spec["input"] and allocs[0].spec["input"]["files_per_job"] == 2
+
+
+def test_priority_then_age_order(env: Env) -> None:
+    low = submit(env, "alice", mc_workflow("low", 300, 100, priority=10))
+    high_old = submit(env, "bob", mc_workflow("high_old", 300, 100, priority=500))
+    high_new = submit(env, "alice", mc_workflow("high_new", 300, 100, priority=500))
+    top = submit(env, "bob", mc_workflow("top", 200, 100, priority=900))
+    register(env)
+    order = [a.request_id for a in acquire(env, jobs=2)] + [
+        a.request_id for a in acquire(env, jobs=100)
+    ]
+    assert order == [top] * 2 + [high_old] * 3 + [high_new] * 3 + [low] * 3
+
+
+def test_capacity_caps_what_an_agent_holds(env: Env) -> None:
+    submit(env, "alice", mc_workflow("cap", 2000, 100))
+    register(env, capacity=5)
+    assert len(acquire(env, jobs=3)) == 3
+    assert len(acquire(env, jobs=10)) == 2  # 5 held: no hoarding beyond capacity
+    assert acquire(env, jobs=10) == []
+
+
+def test_acquire_by_events(env: Env) -> None:
+    submit(env, "alice", mc_workflow("byevents", 2000, 300))
+    register(env)
+    assert [a.n_events for a in acquire(env, events=700)] == [300, 300]
+    assert [a.n_events for a in acquire(env, events=100)] == [300]  # one at least: no starvation
+
+
+def test_sites_whitelist_and_blacklist(env: Env) -> None:
+    submit(env, "alice", mc_workflow("cern_only", 200, 100, sites={"whitelist": ["CERN"]}))
+    submit(env, "alice", mc_workflow("not_jinr", 200, 100, sites={"blacklist": ["JINR"]}))
+    register(env, "jinr", "agent1", sites=["JINR"])
+    register(env, "cern", "agent2", sites=["CERN"])
+    assert acquire(env, "jinr", "agent1") == []
+    names = {a.request_name for a in acquire(env, "cern", "agent2")}
+    assert names == {"cern_only", "not_jinr"}
+
+
+def test_renew_report_complete_and_counters(env: Env) -> None:
+    rid = submit(env, "alice", mc_workflow("flow", 400, 100))
+    register(env)
+    allocs = acquire(env, jobs=2)
+    renewed = env.pull.renew(
+        env.who("agent1"),
+        "a1",
+        RenewRequest(
+            leases=[
+                LeaseRef(allocation_id=a.allocation_id, lease_token=a.lease_token) for a in allocs
+            ]
+        ),
+    )
+    assert [r.status for r in renewed.results] == ["ok", "ok"]
+    a = allocs[0]
+    env.pull.report(
+        env.who("agent1"),
+        "a1",
+        a.allocation_id,
+        ProgressReport(lease_token=a.lease_token, events_done=40, job_state="running"),
+    )
+    env.pull.report(
+        env.who("agent1"),
+        "a1",
+        a.allocation_id,
+        ProgressReport(lease_token=a.lease_token, events_done=60, job_state="running"),
+    )
+    c = env.requests.summary(rid).counters
+    assert (c.events_allocated, c.events_in_progress, c.events_produced, c.jobs) == (
+        200,
+        60,
+        0,
+        {"running": 1},
+    )
+    complete(env, a, files=[out(a)])
+    complete(env, a, files=[out(a)])  # repeated (lost answer): accepted, nothing counted twice
+    detail = env.requests.get(env.who("alice"), rid)
+    assert detail.state == "running"
+    assert (detail.counters.events_produced, detail.counters.files_unmerged) == (100, 1)
+    assert [h.to_state for h in detail.history] == ["new", "assigned", "running"]
+    with pytest.raises(InvalidInput):
+        complete_with(env, allocs[1], 101)
+
+
+def complete_with(env: Env, a: Allocation, events: int) -> None:
+    env.pull.complete(
+        env.who("agent1"),
+        "a1",
+        a.allocation_id,
+        CompleteReport(lease_token=a.lease_token, events_done=events),
+    )
+
+
+def test_expired_lease_goes_to_another_agent_and_late_report_is_refused(env: Env) -> None:
+    rid = submit(env, "alice", mc_workflow("expire", 200, 100))
+    register(env, "a1", "agent1")
+    register(env, "a2", "agent2")
+    lost = acquire(env, "a1", "agent1", lease_seconds=0.3)
+    env.pull.report(
+        env.who("agent1"),
+        "a1",
+        lost[0].allocation_id,
+        ProgressReport(lease_token=lost[0].lease_token, events_done=50, files=[out(lost[0])]),
+    )
+    assert acquire(env, "a2", "agent2") == []  # still leased
+    time.sleep(0.5)
+    taken = acquire(env, "a2", "agent2")
+    assert {a.allocation_id for a in taken} == {a.allocation_id for a in lost}
+    assert all(a.lease_epoch == 2 for a in taken)
+    with pytest.raises(LeaseLost) as info:
+        complete(env, lost[0], "a1", "agent1", files=[out(lost[0])])
+    assert info.value.details["status"] == "expired"
+    renewed = env.pull.renew(
+        env.who("agent1"),
+        "a1",
+        RenewRequest(
+            leases=[LeaseRef(allocation_id=lost[0].allocation_id, lease_token=lost[0].lease_token)]
+        ),
+    )
+    assert renewed.results[0].status == "expired"
+    for a in taken:
+        complete(env, a, "a2", "agent2", files=[out(a)])
+    summary = env.requests.summary(rid)
+    assert summary.state == "completed"
+    # The first lease's file was superseded: only the second lease's output counts.
+    assert (summary.counters.events_produced, summary.counters.files_unmerged) == (200, 2)
+
+
+def test_expired_lease_kept_by_its_agent_while_nobody_took_it(env: Env) -> None:
+    submit(env, "alice", mc_workflow("grace", 100, 100))
+    register(env)
+    [a] = acquire(env, lease_seconds=0.2)
+    time.sleep(0.3)
+    renewed = env.pull.renew(
+        env.who("agent1"),
+        "a1",
+        RenewRequest(leases=[LeaseRef(allocation_id=a.allocation_id, lease_token=a.lease_token)]),
+    )
+    assert renewed.results[0].status == "ok" and renewed.results[0].lease_expires > time.time()
+
+
+def test_abort_recalls_allocations(env: Env) -> None:
+    rid = submit(env, "alice", mc_workflow("recall", 500, 100))
+    register(env)
+    allocs = acquire(env, jobs=2)
+    summary = env.requests.abort(env.who("alice"), rid, "wrong generator settings")
+    assert summary.state == "aborted" and summary.counters.allocations["recalled"] == 5
+    renewed = env.pull.renew(
+        env.who("agent1"),
+        "a1",
+        RenewRequest(
+            leases=[
+                LeaseRef(allocation_id=a.allocation_id, lease_token=a.lease_token) for a in allocs
+            ]
+        ),
+    )
+    assert {r.status for r in renewed.results} == {"recalled"}
+    with pytest.raises(LeaseLost) as info:
+        complete(env, allocs[0])
+    assert info.value.details["status"] == "recalled"
+    assert acquire(env) == []
+    history = env.requests.get(env.who("ops"), rid).history
+    assert (history[-1].to_state, history[-1].actor) == ("aborted", "alice")
+    assert "wrong generator settings" in history[-1].reason
+
+
+def test_pause_stops_handing_out_and_resume_restores(env: Env) -> None:
+    rid = submit(env, "alice", mc_workflow("pausing", 400, 100))
+    register(env)
+    [first] = acquire(env, jobs=1)
+    env.requests.pause(env.who("alice"), rid)
+    assert acquire(env) == []
+    complete(env, first)  # leased work may finish while paused
+    assert env.requests.resume(env.who("alice"), rid).state == "running"
+    assert len(acquire(env)) == 3
+
+
+def test_release_and_failure_then_clone(env: Env) -> None:
+    rid = submit(env, "alice", mc_workflow("fails", 400, 100))
+    register(env)
+    allocs = acquire(env, jobs=4)
+    env.pull.release(
+        env.who("agent1"),
+        "a1",
+        allocs[0].allocation_id,
+        ReleaseRequest(lease_token=allocs[0].lease_token),
+    )
+    [again] = acquire(env, jobs=1)
+    assert again.allocation_id == allocs[0].allocation_id and again.lease_epoch == 2
+    complete(env, again)
+    complete(env, allocs[1])
+    env.pull.release(
+        env.who("agent1"),
+        "a1",
+        allocs[2].allocation_id,
+        ReleaseRequest(lease_token=allocs[2].lease_token, failed=True, reason="exhausted"),
+    )
+    complete(env, allocs[3])
+    summary = env.requests.summary(rid)
+    assert summary.state == "failed" and summary.counters.events_failed == 100
+    clone = env.requests.clone(env.who("alice"), rid).request
+    assert (clone.name, clone.total_events, clone.total_jobs, clone.parent_id) == (
+        "fails-acdc1",
+        100,
+        1,
+        rid,
+    )
+    [redo] = acquire(env)
+    assert (redo.request_id, redo.first_event, redo.seed) == (
+        clone.id,
+        allocs[2].first_event,
+        allocs[2].seed,
+    )
+
+
+def test_merged_files_retire_inputs_and_close_the_request(env: Env) -> None:
+    rid = submit(env, "alice", mc_workflow("merging", 300, 100))
+    register(env)
+    allocs = acquire(env)
+    for a in allocs:
+        complete(env, a, files=[out(a)])
+    inputs = [out(a).lfn for a in allocs]
+    bad = MergedFile(
+        lfn="/store/merged/m0.root", size=3000, checksum="adler32:2", events=299, inputs=inputs
+    )
+    with pytest.raises(InvalidInput):
+        env.pull.report_merged(env.who("agent1"), "a1", MergedReport(request_id=rid, files=[bad]))
+    good = bad.model_copy(update={"events": 300})
+    ack = env.pull.report_merged(
+        env.who("agent1"), "a1", MergedReport(request_id=rid, files=[good])
+    )
+    assert (ack.files_accepted, ack.request_state) == (1, "closed")
+    again = env.pull.report_merged(
+        env.who("agent1"), "a1", MergedReport(request_id=rid, files=[good])
+    )
+    assert again.files_duplicate == 1
+    c = env.requests.summary(rid).counters
+    assert (c.events_merged, c.files_merged, c.files_unmerged) == (300, 1, 0)
+
+
+def test_agents_are_bound_to_their_token(env: Env) -> None:
+    submit(env, "alice", mc_workflow("bound", 100, 100))
+    register(env, "a1", "agent1")
+    with pytest.raises(Forbidden):
+        acquire(env, "a1", "agent2")
+    with pytest.raises(Forbidden):
+        register(env, "a1", "agent2")
+    with pytest.raises(NotFound):
+        acquire(env, "ghost", "agent1")
+    with pytest.raises(Forbidden):
+        acquire(env, "a1", "alice")
