@@ -19,7 +19,7 @@ from prodmanager.auth import Principal, require_owner, require_role
 from prodmanager.counters import counters_for
 from prodmanager.db import queries as q
 from prodmanager.db.engine import Database
-from prodmanager.errors import Conflict, InvalidInput, NotFound
+from prodmanager.errors import Conflict, IllegalTransition, InvalidInput, NotFound
 from prodmanager.models import (
     AllocationInfo,
     HistoryEntry,
@@ -168,7 +168,10 @@ class RequestService:
     def resume(self, principal: Principal, request_id: int, reason: str = "") -> RequestSummary:
         def target(conn: sa.Connection, row: sa.Row[Any]) -> RequestState:
             if row.state != RequestState.PAUSED:
-                raise Conflict(f"request is {row.state}, not paused", state=row.state)
+                raise IllegalTransition(
+                    f"request in state '{row.state}' cannot be resumed: it is not paused",
+                    state=row.state,
+                )
             before = RequestState(q.state_before_pause(conn, request_id) or RequestState.NEW)
             if before != RequestState.RUNNING and q.progress_made(conn, request_id):
                 return RequestState.RUNNING  # work finished while paused

@@ -135,12 +135,12 @@ def wait_ready(proc: subprocess.Popen[bytes], url: str, timeout: float = 20.0) -
 
 
 @pytest.fixture
-def serve_processes(env: Env) -> Iterator[Callable[[int], list[str]]]:
+def serve_processes(env: Env) -> Iterator[Callable[..., list[str]]]:
     """Factory: start N `prodmanager serve` processes on the test database; their URLs."""
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(n: int) -> list[str]:
-        started = [start_serve(env.url) for _ in range(n)]
+    def start(n: int, lease_s: float = LEASE_S) -> list[str]:
+        started = [start_serve(env.url, lease_s) for _ in range(n)]
         for proc, url in started:
             procs.append(proc)
             wait_ready(proc, url)
