@@ -35,24 +35,24 @@ def transition(
     return True
 
 
-def settle(conn: sa.Connection, request_id: int, actor: str, now: float) -> str:
-    """After allocations finished: lock the request and, if none is open any more, move it to
-    completed (or failed when some failed). Returns the request's state afterwards.
+def settle(conn: sa.Connection, request_id: int, actor: str, now: float) -> str | None:
+    """If no allocation of the request is open any more, move it to completed (or failed when
+    some failed). Returns the new state, or None when nothing changed.
 
-    The row lock makes concurrent completions of the last allocations see each other.
+    The cheap existence check comes first; the request row is locked only when it may finish.
     """
+    if q.has_open(conn, request_id):
+        return None
     row = q.get_request(conn, request_id, lock=True)
     assert row is not None
-    state = row.state
-    if state not in (RequestState.ASSIGNED, RequestState.RUNNING, RequestState.PAUSED):
-        return str(state)
-    counts = q.count_by_state(conn, request_id)
-    if counts.get("open", 0):
-        return str(state)
-    failed = counts.get("failed", 0)
+    if row.state not in (RequestState.ASSIGNED, RequestState.RUNNING, RequestState.PAUSED):
+        return None
+    if q.has_open(conn, request_id):
+        return None
+    failed = q.count_by_state(conn, request_id).get("failed", 0)
     target = RequestState.FAILED if failed else RequestState.COMPLETED
     reason = f"{failed} allocation(s) failed" if failed else "all allocations done"
-    transition(conn, request_id, state, target, actor, reason, now)
+    transition(conn, request_id, row.state, target, actor, reason, now)
     if target == RequestState.COMPLETED and not json.loads(row.spec).get("merge", {}).get(
         "enabled", True
     ):
@@ -61,8 +61,18 @@ def settle(conn: sa.Connection, request_id: int, actor: str, now: float) -> str:
     return target.value
 
 
-def mark_running(conn: sa.Connection, request_id: int, actor: str, now: float) -> None:
-    """First progress: assigned -> running (a no-op in any other state)."""
+def mark_running(conn: sa.Connection, request_id: int, actor: str, now: float) -> bool:
+    """First progress: assigned -> running. True once the request is past assigned (it never
+    goes back, except through paused, which resume handles)."""
     row = q.get_request(conn, request_id)
-    if row is not None and row.state == RequestState.ASSIGNED:
+    if row is None:
+        return False
+    if row.state == RequestState.ASSIGNED:
         transition(conn, request_id, row.state, RequestState.RUNNING, actor, "first progress", now)
+        return True
+    return row.state in (
+        RequestState.RUNNING,
+        RequestState.COMPLETED,
+        RequestState.FAILED,
+        RequestState.CLOSED,
+    )

@@ -69,6 +69,7 @@ class PullService:
         self.max_jobs_per_acquire = max_jobs_per_acquire
         self._agent_owner: dict[str, str] = {}  # agent name -> token name; a binding never changes
         self._views: dict[int, dict[str, Any]] = {}  # request id -> what agents see of it
+        self._running: set[int] = set()  # requests known to be past "assigned"
         self._lock = threading.Lock()
 
     # --- agents ---------------------------------------------------------------------------------
@@ -159,6 +160,9 @@ class PullService:
             if budget is not None:
                 rows = _within_budget(rows, budget, first=not taken)
                 budget -= sum(int(r.n_events) for r in rows)
+            if not rows and request.state != RequestState.NEW:
+                # Safety net: finish a request whose last completion could not settle it.
+                lifecycle.settle(conn, request.id, "prodmanager", now)
             if rows:
                 ids = [int(r.id) for r in rows]
                 q.lease(conn, ids, agent_name, token, lease_s, now)
@@ -227,7 +231,7 @@ class PullService:
 
         def work(conn: sa.Connection) -> AllocationAck:
             now = time.time()
-            row = self._held(conn, allocation_id, report.lease_token, agent_name)
+            row = _held(conn, q.get_allocation(conn, allocation_id), report.lease_token, agent_name)
             self._check_events(row, report.events_done)
             done = q.record_progress(
                 conn,
@@ -241,7 +245,7 @@ class PullService:
             if not done:
                 raise _lost(conn, allocation_id, report.lease_token, agent_name)
             accepted, duplicate = _store_files(conn, row, report.files, agent_name, now)
-            lifecycle.mark_running(conn, row.request_id, f"agent:{agent_name}", now)
+            self._mark_running(conn, row.request_id, agent_name, now)
             return _ack(row, AllocationState.OPEN, report.events_done, accepted, duplicate)
 
         return self.db.transaction(work)
@@ -251,12 +255,12 @@ class PullService:
     ) -> AllocationAck:
         self._agent(principal, agent_name)
 
-        def work(conn: sa.Connection) -> AllocationAck:
+        def work(conn: sa.Connection) -> tuple[AllocationAck, int]:
             now = time.time()
             row = q.get_allocation(conn, allocation_id)
             if _already(row, report.lease_token, agent_name, AllocationState.DONE):
-                return _ack(row, AllocationState.DONE, row.events_done, 0, len(report.files))
-            row = self._held(conn, allocation_id, report.lease_token, agent_name)
+                return _ack(row, AllocationState.DONE, row.events_done, 0, len(report.files)), -1
+            row = _held(conn, row, report.lease_token, agent_name)
             self._check_events(row, report.events_done)
             finished = q.finish(
                 conn,
@@ -271,12 +275,14 @@ class PullService:
             if not finished:
                 raise _lost(conn, allocation_id, report.lease_token, agent_name)
             accepted, duplicate = _store_files(conn, row, report.files, agent_name, now)
-            actor = f"agent:{agent_name}"
-            lifecycle.mark_running(conn, row.request_id, actor, now)
-            lifecycle.settle(conn, row.request_id, actor, now)
-            return _ack(row, AllocationState.DONE, report.events_done, accepted, duplicate)
+            self._mark_running(conn, row.request_id, agent_name, now)
+            ack = _ack(row, AllocationState.DONE, report.events_done, accepted, duplicate)
+            return ack, int(row.request_id)
 
-        return self.db.transaction(work)
+        ack, request_id = self.db.transaction(work)
+        if request_id >= 0:
+            self._settle(request_id, agent_name)
+        return ack
 
     def release(
         self, principal: Principal, agent_name: str, allocation_id: int, req: ReleaseRequest
@@ -284,12 +290,12 @@ class PullService:
         self._agent(principal, agent_name)
         target = AllocationState.FAILED if req.failed else AllocationState.OPEN
 
-        def work(conn: sa.Connection) -> AllocationAck:
+        def work(conn: sa.Connection) -> tuple[AllocationAck, int]:
             now = time.time()
             row = q.get_allocation(conn, allocation_id)
             if req.failed and _already(row, req.lease_token, agent_name, AllocationState.FAILED):
-                return _ack(row, AllocationState.FAILED, 0, 0, 0)
-            row = self._held(conn, allocation_id, req.lease_token, agent_name)
+                return _ack(row, AllocationState.FAILED, 0, 0, 0), -1
+            row = _held(conn, row, req.lease_token, agent_name)
             reason = req.reason or ("failed" if req.failed else "released")
             if req.failed:
                 changed = q.finish(
@@ -306,24 +312,31 @@ class PullService:
                 changed = q.release(conn, allocation_id, req.lease_token, agent_name, reason, now)
             if not changed:
                 raise _lost(conn, allocation_id, req.lease_token, agent_name)
-            if req.failed:
-                lifecycle.settle(conn, row.request_id, f"agent:{agent_name}", now)
-            return _ack(row, target, 0, 0, 0)
+            return _ack(row, target, 0, 0, 0), int(row.request_id)
 
-        return self.db.transaction(work)
+        ack, request_id = self.db.transaction(work)
+        if req.failed and request_id >= 0:
+            self._settle(request_id, agent_name)
+        return ack
 
-    def _held(
-        self, conn: sa.Connection, allocation_id: int, lease_token: str, agent_name: str
-    ) -> sa.Row[Any]:
-        row = q.get_allocation(conn, allocation_id)
-        if (
-            row is None
-            or row.state != AllocationState.OPEN
-            or row.lease_token != lease_token
-            or row.agent != agent_name
-        ):
-            raise _lost(conn, allocation_id, lease_token, agent_name)
-        return row
+    def _settle(self, request_id: int, agent_name: str) -> None:
+        """After a commit that finished an allocation: complete the request if nothing is open.
+
+        Run in its own transaction after the commit, so that of two agents finishing the last
+        two allocations at once, the later one sees both finished; no request-row lock is
+        taken while other allocations are still open.
+        """
+        actor = f"agent:{agent_name}"
+        self.db.transaction(lambda conn: lifecycle.settle(conn, request_id, actor, time.time()))
+
+    def _mark_running(
+        self, conn: sa.Connection, request_id: int, agent_name: str, now: float
+    ) -> None:
+        if request_id in self._running:
+            return
+        if lifecycle.mark_running(conn, request_id, f"agent:{agent_name}", now):
+            with self._lock:
+                self._running.add(request_id)
 
     def _check_events(self, row: sa.Row[Any], events_done: int) -> None:
         if self._view(row.request_id)["kind"] == "montecarlo" and events_done > row.n_events:
@@ -419,6 +432,20 @@ def _renew_result(
             allocation_id=allocation_id, status=LeaseStatus.OK, lease_expires=row.lease_expires
         )
     return RenewResult(allocation_id=allocation_id, status=LeaseStatus.EXPIRED)
+
+
+def _held(
+    conn: sa.Connection, row: sa.Row[Any] | None, lease_token: str, agent_name: str
+) -> sa.Row[Any]:
+    """The allocation row, if this agent holds it under this token; LeaseLost otherwise."""
+    if (
+        row is None
+        or row.state != AllocationState.OPEN
+        or row.lease_token != lease_token
+        or row.agent != agent_name
+    ):
+        raise _lost(conn, row.id if row is not None else -1, lease_token, agent_name)
+    return row
 
 
 def _lost(conn: sa.Connection, allocation_id: int, token: str, agent_name: str) -> Exception:

@@ -401,6 +401,16 @@ def recall_open(conn: sa.Connection, request_id: int, reason: str, now: float) -
     ).rowcount
 
 
+def has_open(conn: sa.Connection, request_id: int) -> bool:
+    """True while any allocation of the request is open (waiting or leased)."""
+    query = (
+        sa.select(allocation.c.id)
+        .where(allocation.c.request_id == request_id, allocation.c.state == OPEN)
+        .limit(1)
+    )
+    return conn.execute(query).first() is not None
+
+
 def count_by_state(conn: sa.Connection, request_id: int) -> dict[str, int]:
     rows = conn.execute(
         sa.select(allocation.c.state, sa.func.count())

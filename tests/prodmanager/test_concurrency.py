@@ -35,11 +35,19 @@ def test_three_processes_acquire_through_the_database_layer(env: Env) -> None:
     agents = ["a1", "a2", "a3"]
     for name in agents:
         env.pull.register(env.who("agent1"), AgentRegistration(name=name, capacity=10_000))
-    start_at = time.time() + 3.0  # every process has imported everything by then
-    with multiprocessing.get_context("spawn").Pool(3) as pool:
-        results = pool.starmap(
-            db_layer_agent, [(env.url, name, "agent1", start_at, 2) for name in agents]
-        )
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(len(agents))  # all start acquiring at the same moment
+    queue = context.Queue()
+    procs = [
+        context.Process(target=db_layer_agent, args=(env.url, name, "agent1", 2, barrier, queue))
+        for name in agents
+    ]
+    for proc in procs:
+        proc.start()
+    by_agent = dict(queue.get(timeout=60) for _ in agents)
+    for proc in procs:
+        proc.join(10)
+    results = [by_agent[name] for name in agents]
     got = [item for result in results for item in result]
     ids = [g[0] for g in got]
     assert len(ids) == len(set(ids)) == total // per_job  # no allocation handed out twice
@@ -52,7 +60,13 @@ def test_three_processes_acquire_through_the_database_layer(env: Env) -> None:
 
 
 def start_agent(
-    url: str, token: str, agent: str, out: Path, mode: str, jobs: int, start_at: float = 0.0
+    url: str,
+    token: str,
+    agent: str,
+    out: Path,
+    mode: str,
+    jobs: int,
+    start_file: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     cmd = [
         sys.executable,
@@ -66,9 +80,9 @@ def start_agent(
         mode,
         "--jobs",
         str(jobs),
-        "--start-at",
-        str(start_at),
     ]
+    if start_file is not None:
+        cmd += ["--start-file", str(start_file)]
     return subprocess.Popen(cmd, env=child_env(), stderr=subprocess.PIPE)
 
 
@@ -107,11 +121,16 @@ def test_three_http_agents_on_two_servers(
     requester = ProdManagerClient(urls[0], env.tokens["alice"])
     rid = requester.submit(mc_workflow("race_http", total, per_job)).request.id
     logs = [tmp_path / f"agent{i}.jsonl" for i in range(3)]
-    start_at = time.time() + 2.5
+    start_file = tmp_path / "go"
     procs = [
-        start_agent(urls[i % 2], env.tokens["agent1"], f"http{i}", logs[i], "work", 3, start_at)
+        start_agent(urls[i % 2], env.tokens["agent1"], f"http{i}", logs[i], "work", 3, start_file)
         for i in range(3)
     ]
+    deadline = time.monotonic() + 30
+    while not all(any(r["event"] == "ready" for r in read_log(log)) for log in logs):
+        assert time.monotonic() < deadline, "agents did not get ready"
+        time.sleep(0.05)
+    start_file.touch()
     try:
         wait_for_state(requester, rid, "completed", procs, timeout=60)
     finally:

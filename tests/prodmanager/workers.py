@@ -13,7 +13,7 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from prodmanager.auth import Principal
 from prodmanager.client import ProdManagerClient
@@ -23,37 +23,39 @@ from prodmanager.models import AcquireRequest, Allocation, OutputFile, Role
 from prodmanager.pull_service import PullService
 
 
-def wait_until(start_at: float) -> None:
-    delay = start_at - time.time()
-    if delay > 0:
-        time.sleep(delay)
+def wait_for(start_file: Path | None) -> None:
+    """Block until the test creates `start_file`, so that all agents begin together."""
+    while start_file is not None and not start_file.exists():
+        time.sleep(0.005)
 
 
 def db_layer_agent(
-    db_url: str, agent: str, token_name: str, start_at: float, jobs: int
-) -> list[tuple[int, int, int, str]]:
-    """Acquire until nothing is left; returns (allocation id, first event, events, token)."""
+    db_url: str, agent: str, token_name: str, jobs: int, barrier: Any, results: Any
+) -> None:
+    """Acquire until nothing is left; puts (agent, [(allocation id, first event, events,
+    token)...]) on `results`."""
     db = Database(db_url)
     pull = PullService(db, lease_seconds=600)
     who = Principal(token_name, Role.AGENT)
     got: list[tuple[int, int, int, str]] = []
-    wait_until(start_at)
+    barrier.wait()
     while True:
         allocations = pull.acquire(who, agent, AcquireRequest(jobs=jobs)).allocations
         if not allocations:
             break
         got += [(a.allocation_id, a.first_event, a.n_events, a.lease_token) for a in allocations]
     db.dispose()
-    return got
+    results.put((agent, got))
 
 
 def http_agent(
-    url: str, token: str, agent: str, out: Path, mode: str, jobs: int, start_at: float
+    url: str, token: str, agent: str, out: Path, mode: str, jobs: int, start_file: Path | None
 ) -> None:
     client = ProdManagerClient(url, token)
     client.register_agent(agent, sites=["TEST"], capacity=jobs)
-    wait_until(start_at)
     with out.open("a") as log:
+        _log_line(log, {"agent": agent, "event": "ready"})
+        wait_for(start_file)
         if mode == "hold":
             for a in client.acquire(agent, jobs=jobs):
                 _log(log, agent, a, "acquired")
@@ -107,9 +109,9 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--mode", choices=["work", "hold"], default="work")
     parser.add_argument("--jobs", type=int, default=3)
-    parser.add_argument("--start-at", type=float, default=0.0)
+    parser.add_argument("--start-file", type=Path, default=None)
     args = parser.parse_args()
-    http_agent(args.url, args.token, args.agent, args.out, args.mode, args.jobs, args.start_at)
+    http_agent(args.url, args.token, args.agent, args.out, args.mode, args.jobs, args.start_file)
 
 
 if __name__ == "__main__":
