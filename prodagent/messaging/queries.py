@@ -15,8 +15,8 @@ from prodagent.db.schema import ms_dead_letter, ms_history, ms_message, ms_proce
 M = ms_message
 
 
-def claimable(agent: str, component: str, now: float, limit: int) -> sa.Select:
-    return (
+def claimable(agent: str, component: str, now: float, limit: int, only: Sequence[int] | None = None) -> sa.Select:
+    query = (
         sa.select(
             M.c.id, M.c.msg_type, M.c.payload, M.c.priority, M.c.source, M.c.created_at,
             M.c.deliveries, M.c.last_error,
@@ -26,6 +26,7 @@ def claimable(agent: str, component: str, now: float, limit: int) -> sa.Select:
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
+    return query.where(M.c.id.in_(only)) if only is not None else query
 
 
 def mark_claimed(ids: Sequence[int], process_id: int, lease_until: float) -> sa.Update:
@@ -43,6 +44,10 @@ def lock_still_mine(ids: Sequence[int], process_id: int) -> sa.Select:
         .order_by(M.c.id)
         .with_for_update()
     )
+
+
+def charge_delivery(ids: Sequence[int]) -> sa.Update:
+    return sa.update(M).where(M.c.id.in_(sorted(ids))).values(deliveries=M.c.deliveries + 1)
 
 
 def delete_messages(ids: Sequence[int]) -> sa.Delete:

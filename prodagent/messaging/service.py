@@ -31,13 +31,18 @@ import sqlalchemy as sa
 from prodagent.config import MessagingSection
 from prodagent.errors import DatabaseUnavailable
 from prodagent.messaging import queries as q
+from prodagent.messaging.journal import InflightJournal
 from prodagent.messaging.message import Message, Outgoing
-from prodagent.messaging.retry import TransactionRunner
+from prodagent.messaging.retry import TransactionRunner, is_connection_lost, is_lock_conflict
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[sa.Connection, Message, list[Outgoing]], None]
 SUBSCRIPTION_TTL_S = 10.0
+
+
+class _HandlerFailed(Exception):
+    """A handler raised inside the fast path; the batch goes the isolating way."""
 
 
 @dataclass
@@ -171,29 +176,80 @@ class MessageService:
     def claim(self, component: str, process_id: int, limit: int | None = None) -> list[Message]:
         """Claim up to `limit` ready messages for `component` under a lease."""
         limit = limit or self.settings.batch_size
-        max_deliveries = self.settings.max_deliveries
 
         def work(conn: sa.Connection) -> list[Message]:
             now = time.time()
-            rows = conn.execute(q.claimable(self.agent, component, now, limit)).all()
-            if not rows:
-                return []
-            worn = [r.id for r in rows if r.deliveries >= max_deliveries]
-            if worn:
-                why = f"delivered {max_deliveries} times without acknowledgement"
-                conn.execute(q.copy_to_dead_letters(worn, now, why))
-                conn.execute(q.delete_messages(worn))
-                log.error("%s: %d message(s) to dead letters: %s", component, len(worn), why)
-            fresh = [r for r in rows if r.deliveries < max_deliveries]
+            fresh = self._fetch(conn, component, now, limit)
             if fresh:
-                conn.execute(q.mark_claimed([r.id for r in fresh], process_id, now + self.settings.lease_s))
-            return [
-                Message(r.id, r.msg_type, json.loads(r.payload), r.priority, r.source,
-                        r.created_at, r.deliveries + 1)
-                for r in fresh
-            ]
+                conn.execute(q.mark_claimed([m.id for m in fresh], process_id, now + self.settings.lease_s))
+            return fresh
 
         return self.tx.run(work)
+
+    def _fetch(self, conn: sa.Connection, component: str, now: float, limit: int,
+               only: Sequence[int] | None = None) -> list[Message]:
+        """Lock up to `limit` ready messages; dead-letter those delivered too often already."""
+        max_deliveries = self.settings.max_deliveries
+        rows = conn.execute(q.claimable(self.agent, component, now, limit, only)).all()
+        worn = [r.id for r in rows if r.deliveries >= max_deliveries]
+        if worn:
+            why = f"delivered {max_deliveries} times without acknowledgement"
+            conn.execute(q.copy_to_dead_letters(worn, now, why))
+            conn.execute(q.delete_messages(worn))
+            log.error("%s: %d message(s) to dead letters: %s", component, len(worn), why)
+        return [
+            Message(r.id, r.msg_type, json.loads(r.payload), r.priority, r.source, r.created_at, r.deliveries + 1)
+            for r in rows if r.deliveries < max_deliveries
+        ]
+
+    def consume(
+        self, component: str, process_id: int, handler: Handler,
+        journal: InflightJournal | None = None, limit: int | None = None, only: Sequence[int] | None = None,
+    ) -> BatchResult:
+        """Claim, handle and acknowledge one batch in a single transaction (the fast path).
+
+        The rows stay locked (`SKIP LOCKED` for the others) while the handlers run; a crash
+        rolls everything back and the messages come back at once. If a handler raises, the
+        batch is rolled back and redone through `claim` + `handle`, which isolate the failing
+        message and count its deliveries.
+        """
+        limit = limit or self.settings.batch_size
+
+        def work(conn: sa.Connection) -> BatchResult:
+            messages = self._fetch(conn, component, time.time(), limit, only)
+            if not messages:
+                return BatchResult()
+            retried = [m for m in messages if m.deliveries > 1]
+            if retried:
+                # A message that failed or crashed its consumer before goes alone, so that if it
+                # fails again, nothing else is blamed or held back with it.
+                messages = retried[:1]
+            if journal:
+                journal.write([m.id for m in messages])
+            outbox: list[Outgoing] = []
+            try:
+                for message in messages:
+                    handler(conn, message, outbox)
+            except Exception as exc:
+                if is_lock_conflict(exc) or is_connection_lost(exc):
+                    raise
+                raise _HandlerFailed from exc
+            self._acknowledge(conn, component, messages, outbox)
+            return BatchResult(handled=len(messages))
+
+        try:
+            return self.tx.run(work)
+        except _HandlerFailed:
+            return self.handle(component, process_id, self.claim(component, process_id, limit), handler)
+        finally:
+            if journal:
+                journal.clear()
+
+    def charge_crashed(self, ids: Sequence[int]) -> int:
+        """Count one delivery for each message a dead consumer was handling."""
+        if not ids:
+            return 0
+        return self.tx.run(lambda conn: conn.execute(q.charge_delivery(ids)).rowcount)
 
     def handle(
         self, component: str, process_id: int, messages: Sequence[Message], handler: Handler
@@ -238,20 +294,24 @@ class MessageService:
         handled = [m for m in messages if m.id in mine]
         for message in handled:
             handler(conn, message, outbox)
+        self._acknowledge(conn, component, handled, outbox)
+        return len(handled), len(messages) - len(handled)
+
+    def _acknowledge(self, conn: sa.Connection, component: str, handled: Sequence[Message],
+                     outbox: list[Outgoing]) -> None:
+        """Publish what the handlers produced, keep history, remove the handled messages."""
         if outbox:
             self.publish_many(conn, outbox, source=component)
-        if handled:
-            ids = [m.id for m in handled]
-            if self.settings.history:
-                now = time.time()
-                conn.execute(q.insert_history, [
-                    {"id": m.id, "agent": self.agent, "component": component, "msg_type": m.msg_type,
-                     "source": m.source, "created_at": m.created_at, "handled_at": now,
-                     "deliveries": m.deliveries}
-                    for m in handled
-                ])
-            conn.execute(q.delete_messages(ids))
-        return len(handled), len(messages) - len(handled)
+        if not handled:
+            return
+        if self.settings.history:
+            now = time.time()
+            conn.execute(q.insert_history, [
+                {"id": m.id, "agent": self.agent, "component": component, "msg_type": m.msg_type,
+                 "source": m.source, "created_at": m.created_at, "handled_at": now, "deliveries": m.deliveries}
+                for m in handled
+            ])
+        conn.execute(q.delete_messages([m.id for m in handled]))
 
     def _failed(self, component: str, process_id: int, message: Message) -> BatchResult:
         error = traceback.format_exc(limit=8)[-4000:]

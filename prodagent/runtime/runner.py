@@ -21,6 +21,7 @@ from prodagent.config import AgentConfig
 from prodagent.db.engine import make_engine
 from prodagent.db.migrate import upgrade
 from prodagent.errors import DatabaseUnavailable
+from prodagent.messaging.journal import InflightJournal
 from prodagent.messaging.message import Message, Outgoing
 from prodagent.messaging.service import MessageService
 from prodagent.runtime.component import Component, Context
@@ -84,10 +85,12 @@ class ComponentRunner:
         service.declare(self.name, cls.subscriptions())
         component = cls(self.config, service)
         component.setup()
+        journal = InflightJournal(self.config.workdir / "run", self.name)
         process_id = service.register(self.name)
+        self._recover_crashed(service, process_id, journal, component)
         log.info("%s started (process %d), subscribed to %s", self.name, process_id, cls.subscriptions())
         try:
-            self._loop(component, service, process_id)
+            self._loop(component, service, process_id, journal)
         finally:
             component.teardown()
             try:
@@ -98,7 +101,8 @@ class ComponentRunner:
             service.engine.dispose()
             log.info("%s stopped after %d messages", self.name, self.handled)
 
-    def _loop(self, component: Component, service: MessageService, process_id: int) -> None:
+    def _loop(self, component: Component, service: MessageService, process_id: int,
+              journal: InflightJournal) -> None:
         settings = self.config.messaging
         next_beat = 0.0
         next_tick = time.monotonic() if component.tick_interval_s else float("inf")
@@ -120,12 +124,12 @@ class ComponentRunner:
                 if now >= next_purge:
                     service.purge_history()
                     next_purge = now + HISTORY_PURGE_EVERY_S
-                messages = service.claim(self.name, process_id)
-                if messages:
-                    result = service.handle(self.name, process_id, messages, dispatch)
+                result = service.consume(self.name, process_id, dispatch, journal)
+                seen = result.handled + result.failed + result.skipped
+                if seen:
                     self.handled += result.handled
                     idle_sleep = settings.poll_min_s
-                    if len(messages) >= settings.batch_size:
+                    if seen >= settings.batch_size:
                         continue
                     wait = settings.poll_min_s
                 else:
@@ -136,6 +140,29 @@ class ComponentRunner:
             except DatabaseUnavailable as exc:
                 log.error("%s: database unavailable, waiting: %s", self.name, exc)
                 self.stop_event.wait(settings.poll_max_s * 4)
+
+    def _recover_crashed(self, service: MessageService, process_id: int, journal: InflightJournal,
+                         component: Component) -> None:
+        """Charge the delivery that killed a dead instance to the message that did it.
+
+        A journal naming one message convicts it. A journal naming a batch does not say which
+        one was fatal, so each suspect is handled alone first; if one kills this process too,
+        this process's journal names only it.
+        """
+        suspects: list[int] = []
+        for path, ids in journal.orphans():
+            if len(ids) == 1:
+                service.charge_crashed(ids)
+                log.warning("%s: message %d was being handled when an instance died; one delivery charged",
+                            self.name, ids[0])
+            else:
+                suspects += ids
+            path.unlink(missing_ok=True)
+        if suspects:
+            log.warning("%s: an instance died handling %d message(s); handling them one at a time",
+                        self.name, len(suspects))
+        for message_id in sorted(suspects):
+            service.consume(self.name, process_id, component.dispatch, journal, limit=1, only=[message_id])
 
     def _tick(self, component: Component, service: MessageService) -> None:
         def work(conn: sa.Connection) -> None:

@@ -39,6 +39,21 @@ class Recorder(Component):
             ctx.publish("Done", {"key": payload["key"]})
 
 
+class Crasher(Component):
+    """`Die` kills its own process in the middle of the handler; `Work` records an effect."""
+
+    name = "Crasher"
+
+    @handles("Die")
+    def on_die(self, ctx: Context, payload: dict[str, Any]) -> None:
+        ctx.conn.execute(effects.insert(), {"msg_key": "died", "pid": os.getpid()})
+        os.kill(os.getpid(), 9)
+
+    @handles("Work")
+    def on_work(self, ctx: Context, payload: dict[str, Any]) -> None:
+        ctx.conn.execute(effects.insert(), {"msg_key": payload["key"], "pid": os.getpid()})
+
+
 class Sink(Component):
     """Receives `Done` messages from Recorder (fan-out and chaining)."""
 
@@ -68,6 +83,7 @@ PLUGINS = {
     "Recorder": "tests.messaging.components:Recorder",
     "Sink": "tests.messaging.components:Sink",
     "Failing": "tests.messaging.components:Failing",
+    "Crasher": "tests.messaging.components:Crasher",
 }
 
 

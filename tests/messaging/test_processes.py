@@ -162,3 +162,27 @@ def test_restart_after_kill_keeps_working(agent: Agent, tmp_path, victim: str) -
         _stop([proc])
     counts = effect_counts(agent.service.engine)
     assert len(counts) == 400 and set(counts.values()) == {1}
+
+
+def test_message_that_keeps_killing_its_consumer_is_dead_lettered(tmp_path, db_url) -> None:
+    agent = make_agent(tmp_path, db_url, enabled=["Crasher"], messaging={"max_deliveries": 3})
+    agent.service.send("Die", {}, priority=5)
+    agent.service.send("Work", {"key": "after"})
+    deaths = 0
+    proc = run_component(agent.path, "Crasher", tmp_path / "c.log")
+    try:
+        deadline = time.monotonic() + 120
+        while not effect_counts(agent.service.engine).get("after") and time.monotonic() < deadline:
+            if proc.poll() is not None:
+                assert proc.returncode == -9
+                deaths += 1
+                proc = run_component(agent.path, "Crasher", tmp_path / "c.log")
+            time.sleep(0.1)
+    finally:
+        _stop([proc])
+    # The first death was in a batch of two: nobody is blamed, both are retried one at a time.
+    # Each later death is charged to the killer alone; the third charge dead-letters it.
+    assert deaths == 4
+    (dead,) = agent.service.dead_letters("Crasher")
+    assert dead["msg_type"] == "Die" and "without acknowledgement" in dead["last_error"]
+    assert effect_counts(agent.service.engine) == {"after": 1}  # the crashing handler left nothing
