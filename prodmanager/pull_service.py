@@ -53,6 +53,7 @@ from prodmanager.states import AllocationState, RequestState
 from prodrequest.spec import Sites
 
 SPEC_CACHE_SIZE = 1000
+TOUCH_S = 5.0
 
 
 class PullService:
@@ -70,6 +71,7 @@ class PullService:
         self._agent_owner: dict[str, str] = {}  # agent name -> token name; a binding never changes
         self._views: dict[int, dict[str, Any]] = {}  # request id -> what agents see of it
         self._running: set[int] = set()  # requests known to be past "assigned"
+        self._touched: dict[str, float] = {}  # agent -> last time its last_seen was written
         self._lock = threading.Lock()
 
     # --- agents ---------------------------------------------------------------------------------
@@ -144,7 +146,7 @@ class PullService:
         now = time.time()
         agent = q.get_agent(conn, agent_name)
         assert agent is not None
-        q.touch_agent(conn, agent_name, now)
+        self._touch(conn, agent_name, now)
         room = agent.capacity - q.held_count(conn, agent_name, now)
         jobs = min(req.jobs or room, room, self.max_jobs_per_acquire)
         if jobs <= 0:
@@ -187,6 +189,14 @@ class PullService:
         order = {allocation_id: n for n, allocation_id in enumerate(taken)}
         return sorted(q.leased_rows(conn, taken, token), key=lambda r: order[int(r.id)])
 
+    def _touch(self, conn: sa.Connection, agent_name: str, now: float) -> None:
+        """Record that the agent is alive (at most every TOUCH_S seconds per server process)."""
+        if now - self._touched.get(agent_name, 0.0) < TOUCH_S:
+            return
+        q.touch_agent(conn, agent_name, now)
+        with self._lock:
+            self._touched[agent_name] = now
+
     def _view(self, request_id: int) -> dict[str, Any]:
         with self._lock:
             view = self._views.get(request_id)
@@ -215,7 +225,7 @@ class PullService:
 
         def work(conn: sa.Connection) -> list[sa.Row[Any]]:
             now = time.time()
-            q.touch_agent(conn, agent_name, now)
+            self._touch(conn, agent_name, now)
             q.renew(conn, agent_name, pairs, now)
             return list(q.lease_status(conn, ids)) if ids else []
 

@@ -33,8 +33,7 @@ def make_engine(url: str) -> sa.Engine:
     return sa.create_engine(
         url,
         isolation_level="READ COMMITTED",
-        pool_pre_ping=True,
-        pool_recycle=3600,
+        pool_recycle=3600,  # no pre-ping round trip: a dropped connection is retried instead
         pool_size=10,
         max_overflow=30,
     )
@@ -69,9 +68,12 @@ def _sqlite_engine(url: str) -> sa.Engine:
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """True for deadlocks and lock-wait timeouts, which a new attempt usually gets past."""
+    """True for deadlocks, lock-wait timeouts and dropped connections (the database restarted),
+    which a new attempt usually gets past."""
     if not isinstance(exc, sa.exc.DBAPIError):
         return False
+    if exc.connection_invalidated:
+        return True
     orig = exc.orig
     args = getattr(orig, "args", ())
     if args and args[0] in RETRYABLE_MYSQL_CODES:
