@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -88,6 +90,11 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self.attempts = attempts
+        # SQLite has one writer at a time and its busy handler polls with sleeps, which starves
+        # some threads under load; threads of one process queue on this lock instead.
+        self._write_lock: AbstractContextManager[Any] = (
+            threading.Lock() if self.dialect == "sqlite" else nullcontext()
+        )
 
     @property
     def dialect(self) -> str:
@@ -104,7 +111,10 @@ class Database:
     def _run(self, work: Callable[[sa.Connection], T], read_only: bool) -> T:
         for attempt in range(1, self.attempts + 1):
             try:
-                with self.engine.connect() as conn:
+                with (
+                    nullcontext() if read_only else self._write_lock,
+                    self.engine.connect() as conn,
+                ):
                     if read_only:
                         conn = conn.execution_options(**{READ_ONLY: True})
                     with conn.begin():
