@@ -9,6 +9,7 @@
          paused  (an operator resubmits or kills)
          exhausted (retries used up; an operator may still resubmit)
     killed: from any live state
+    success -> jobfailed: output refused on acceptance (MergeSensor refuses a merged file)
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     CREATED: frozenset({SUBMITTED, SUBMITFAILED, KILLED}),
     SUBMITTED: frozenset({RUNNING, SUCCESS, JOBFAILED, LOST, KILLED}),
     RUNNING: frozenset({SUCCESS, JOBFAILED, LOST, KILLED}),
-    SUCCESS: frozenset({CLEANED}),
+    SUCCESS: frozenset({CLEANED, JOBFAILED}),  # jobfailed: output refused on acceptance
     SUBMITFAILED: frozenset(_DECIDE),
     JOBFAILED: frozenset(_DECIDE),
     LOST: frozenset(_DECIDE),

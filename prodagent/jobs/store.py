@@ -214,3 +214,107 @@ def workflow_for_request(conn: sa.Connection, request_id: str) -> dict[str, Any]
         sa.select(pa_allocation.c.workflow).where(pa_allocation.c.request_id == request_id).limit(1)
     ).scalar()
     return json.loads(text) if text else None
+
+
+# -- merging and cleanup ------------------------------------------------------------------------
+
+def lock_dataset(conn: sa.Connection, dataset_id: int) -> sa.Row | None:
+    """The dataset's row, locked until commit: one grouping of a dataset at a time."""
+    return conn.execute(
+        sa.select(pa_dataset).where(pa_dataset.c.id == dataset_id).with_for_update()
+    ).first()
+
+
+def datasets_with_new_files(conn: sa.Connection, agent: str) -> list[int]:
+    """Ids of this agent's datasets that hold unmerged files not yet given to a merge."""
+    return sorted(conn.execute(
+        sa.select(pa_file.c.dataset_id).distinct()
+        .select_from(pa_file.join(pa_dataset, pa_dataset.c.id == pa_file.c.dataset_id))
+        .where(pa_dataset.c.agent == agent, pa_file.c.kind == "unmerged", pa_file.c.state == "new")
+    ).scalars())
+
+
+def mergeable_files(conn: sa.Connection, dataset_id: int) -> list[sa.Row]:
+    """Unmerged files of a dataset waiting for a merge, in id order."""
+    return list(conn.execute(
+        sa.select(pa_file.c.id, pa_file.c.size, pa_file.c.events, pa_file.c.created_at)
+        .where(pa_file.c.dataset_id == dataset_id, pa_file.c.kind == "unmerged",
+               pa_file.c.state == "new", pa_file.c.merge_job_id.is_(None))
+        .order_by(pa_file.c.id)
+    ))
+
+
+def request_has_live_work(conn: sa.Connection, agent: str, request_id: str) -> bool:
+    """True while a production job of the request may still produce files in this agent."""
+    live = conn.execute(
+        sa.select(J.c.id).where(J.c.agent == agent, J.c.request_id == request_id,
+                                J.c.job_type == "production", J.c.state.in_(sorted(states.LIVE))).limit(1)
+    ).first()
+    if live is not None:
+        return True
+    # An allocation acquired but not yet cut into jobs is live work too.
+    waiting = conn.execute(
+        sa.select(pa_allocation.c.id).where(pa_allocation.c.agent == agent, pa_allocation.c.request_id == request_id,
+                                            pa_allocation.c.state == "acquired").limit(1)
+    ).first()
+    return waiting is not None
+
+
+def job_names_like(conn: sa.Connection, prefix: str) -> set[str]:
+    """Names of jobs starting with `prefix` (LIKE may over-match on `_`; callers compare exactly)."""
+    return set(conn.execute(sa.select(J.c.name).where(J.c.name.like(prefix + "%"))).scalars())
+
+
+def assign_merge(conn: sa.Connection, file_ids: Sequence[int], merge_job_id: int) -> int:
+    """Give new files to a merge job (state new -> merging); return how many moved."""
+    if not file_ids:
+        return 0
+    return conn.execute(
+        pa_file.update().where(pa_file.c.id.in_(list(file_ids)), pa_file.c.state == "new",
+                               pa_file.c.merge_job_id.is_(None))
+        .values(state="merging", merge_job_id=merge_job_id)
+    ).rowcount
+
+
+def merge_inputs(conn: sa.Connection, merge_job_id: int, lock: bool = False) -> list[sa.Row]:
+    """The input files of a merge job, in id order (the order of its job.json)."""
+    query = sa.select(pa_file).where(pa_file.c.merge_job_id == merge_job_id).order_by(pa_file.c.id)
+    return list(conn.execute(query.with_for_update() if lock else query))
+
+
+def set_file_states(conn: sa.Connection, file_ids: Sequence[int], from_state: str, to_state: str) -> int:
+    """Move files from one state to the next; files in another state are left alone."""
+    if not file_ids:
+        return 0
+    return conn.execute(
+        pa_file.update().where(pa_file.c.id.in_(list(file_ids)), pa_file.c.state == from_state).values(state=to_state)
+    ).rowcount
+
+
+def file_by_lfn(conn: sa.Connection, lfn: str) -> sa.Row | None:
+    return conn.execute(sa.select(pa_file).where(pa_file.c.lfn == lfn)).first()
+
+
+def files_of_jobs(conn: sa.Connection, job_ids: Iterable[int]) -> list[sa.Row]:
+    """The files the given jobs produced (any kind, any state)."""
+    ids = sorted(set(job_ids))
+    if not ids:
+        return []
+    return list(conn.execute(sa.select(pa_file).where(pa_file.c.job_id.in_(ids)).order_by(pa_file.c.id)))
+
+
+def merge_jobs_in(conn: sa.Connection, agent: str, dataset_id: int, job_states: Iterable[str]) -> list[sa.Row]:
+    return list(conn.execute(
+        sa.select(J).where(J.c.agent == agent, J.c.dataset_id == dataset_id, J.c.job_type == "merge",
+                           J.c.state.in_(list(job_states))).order_by(J.c.id)
+    ))
+
+
+def release_merge_inputs(conn: sa.Connection, merge_job_ids: Sequence[int]) -> int:
+    """Give the inputs of failed merge jobs back to the dataset (merging -> new, no merge job)."""
+    if not merge_job_ids:
+        return 0
+    return conn.execute(
+        pa_file.update().where(pa_file.c.merge_job_id.in_(list(merge_job_ids)), pa_file.c.state == "merging")
+        .values(state="new", merge_job_id=None)
+    ).rowcount

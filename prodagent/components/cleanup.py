@@ -1,0 +1,122 @@
+"""Cleanup: after an accepted merge, frees the disk its inputs and jobs used, keeping the logs.
+
+On `MergeAccepted`, for the merge's inputs: the unmerged files are deleted (merged -> cleaned);
+each production job whose files are all merged has its work area (every attempt: job.json,
+job.log, report.json, batch.out/err) archived to `logs/archive/<request>/<job>.tar.gz`, then
+removed, and goes success -> cleaned. The merge job's own work area is archived and removed the
+same way. What was freed is logged and published:
+`CleanupDone {"merge_job_id", "files_removed", "bytes_freed", "file_bytes", "work_area_bytes",
+"jobs_cleaned"}`.
+
+Crash-safe and idempotent: disk work comes first and tolerates what an earlier, interrupted
+delivery already did (a file already gone, an archive already written is kept as it is: it was
+written whole, by rename); the database follows in the handler's transaction. A delivery that
+finds nothing left to do publishes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prodagent.jobs import states, store
+from prodagent.jobs.layout import Layout
+from prodagent.runtime.component import Component, Context, handles
+
+PENDING_FILE_STATES = ("new", "merging")
+DATA_SUFFIXES = (".root", ".part")  # outputs never live in a work area; if one does, it is not a log
+
+
+@dataclass
+class Freed:
+    files: int = 0
+    file_bytes: int = 0
+    work_area_bytes: int = 0
+    jobs: int = 0
+
+    @property
+    def bytes(self) -> int:
+        return self.file_bytes + self.work_area_bytes
+
+
+class Cleanup(Component):
+    name = "Cleanup"
+
+    def setup(self) -> None:
+        self.layout = Layout(self.config)
+
+    @handles("MergeAccepted")
+    def on_merge_accepted(self, ctx: Context, payload: dict[str, Any]) -> None:
+        merge_job_id = int(payload["merge_job_id"])
+        freed = Freed()
+        inputs = store.merge_inputs(ctx.conn, merge_job_id)
+        done = [f for f in inputs if f.state == "merged"]
+        for f in done:
+            freed.file_bytes += remove_file(Path(f.pfn))
+        freed.files = store.set_file_states(ctx.conn, [f.id for f in done], "merged", "cleaned")
+        producers = {f.job_id for f in inputs}
+        # A job with another file still waiting for a merge keeps its work area until that one is merged.
+        waiting = {f.job_id for f in store.files_of_jobs(ctx.conn, producers) if f.state in PENDING_FILE_STATES}
+        jobs = [j for j in store.jobs(ctx.conn, producers | {merge_job_id})
+                if j.state == states.SUCCESS and j.id not in waiting]
+        for job in jobs:
+            freed.work_area_bytes += self.retire_work_area(job)
+        freed.jobs = len(store.transition(ctx.conn, [j.id for j in jobs], states.CLEANED,
+                                          "cleaned after an accepted merge").ids)
+        if not (freed.files or freed.jobs or freed.bytes):
+            return  # an earlier delivery did it all
+        ctx.publish("CleanupDone", {
+            "merge_job_id": merge_job_id, "files_removed": freed.files, "bytes_freed": freed.bytes,
+            "file_bytes": freed.file_bytes, "work_area_bytes": freed.work_area_bytes, "jobs_cleaned": freed.jobs,
+        })
+        self.log.info("merge job %d: removed %d unmerged file(s) (%d bytes) and %d work area(s) (%d bytes); "
+                      "%d bytes freed", merge_job_id, freed.files, freed.file_bytes, freed.jobs,
+                      freed.work_area_bytes, freed.bytes)
+
+    def retire_work_area(self, job: Any) -> int:
+        """Archive the job's logs (unless an archive is already there), remove its work area; bytes freed."""
+        workdir = Path(job.workdir)
+        if not workdir.is_dir():
+            return 0
+        archive = self.layout.log_archive(job.request_id, job.name)
+        if not archive.is_file():
+            write_archive(workdir, archive)
+        size = tree_size(workdir)
+        shutil.rmtree(workdir, ignore_errors=True)
+        return size
+
+
+def remove_file(path: Path) -> int:
+    """Delete a file; its size, or 0 if it was already gone."""
+    try:
+        size = path.stat().st_size
+        path.unlink()
+        return size
+    except FileNotFoundError:
+        return 0
+
+
+def tree_size(root: Path) -> int:
+    total = 0
+    for dirpath, _dirs, names in os.walk(root):
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total
+
+
+def write_archive(workdir: Path, archive: Path) -> None:
+    """`workdir`'s logs as <job name>/attempt-N/... in a .tar.gz, written whole or not at all."""
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    part = archive.with_name(archive.name + ".part")
+    with tarfile.open(part, "w:gz") as tar:
+        for path in sorted(p for p in workdir.rglob("*") if p.is_file()):
+            if path.name.endswith(DATA_SUFFIXES):
+                continue
+            tar.add(path, arcname=str(Path(workdir.name) / path.relative_to(workdir)), recursive=False)
+    os.replace(part, archive)
