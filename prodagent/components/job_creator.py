@@ -24,27 +24,49 @@ class JobCreator(Component):
 
     @handles("AllocationAcquired")
     def on_allocation(self, ctx: Context, payload: dict[str, Any]) -> None:
-        created: list[int] = []
-        for allocation_id in payload["allocation_ids"]:
-            created += self._create_for(ctx, str(allocation_id))
+        created = self._create_for(ctx, [str(a) for a in payload["allocation_ids"]])
         if created:
             ctx.publish("JobCreated", {"job_ids": created})
             self.log.info("created %d job(s) for %d allocation(s)", len(created), len(payload["allocation_ids"]))
 
-    def _create_for(self, ctx: Context, allocation_id: str) -> list[int]:
-        alloc = store.allocation(ctx.conn, allocation_id, lock=True)
-        if alloc is None or alloc.state != "acquired":
-            return []
-        workflow = store.workflow_of(alloc)
-        if workflow.get("kind", "montecarlo") != "montecarlo":
-            store.set_allocation(ctx.conn, allocation_id, state="unsupported")
-            self.log.error("allocation %s: only Monte Carlo workflows are supported yet", allocation_id)
-            return []
-        output = workflow["output"]
-        dataset_id = store.ensure_dataset(
-            ctx.conn, self.config.agent.name, output["dataset"], output["tier"], alloc.request_id,
-            workflow.get("merge", {}),
-        )
+    def _create_for(self, ctx: Context, allocation_ids: list[str]) -> list[int]:
+        """Jobs of every allocation still `acquired`, in bulk: one lock, one insert, one update."""
+        locked = {a.id: a for a in store.allocations(ctx.conn, allocation_ids, lock=True)}
+        workflows: dict[str, dict[str, Any]] = {}  # by the workflow's text: parsed once
+        datasets: dict[str, int] = {}
+        rows: list[dict[str, Any]] = []
+        reasons: list[str] = []
+        active: list[str] = []
+        for allocation_id in dict.fromkeys(allocation_ids):
+            alloc = locked.get(allocation_id)
+            if alloc is None or alloc.state != "acquired":
+                continue
+            if alloc.workflow not in workflows:
+                workflows[alloc.workflow] = store.workflow_of(alloc)
+            workflow = workflows[alloc.workflow]
+            if workflow.get("kind", "montecarlo") != "montecarlo":
+                store.set_allocation(ctx.conn, allocation_id, state="unsupported")
+                self.log.error("allocation %s: only Monte Carlo workflows are supported yet", allocation_id)
+                continue
+            output = workflow["output"]
+            if output["dataset"] not in datasets:
+                datasets[output["dataset"]] = store.ensure_dataset(
+                    ctx.conn, self.config.agent.name, output["dataset"], output["tier"], alloc.request_id,
+                    workflow.get("merge", {}),
+                )
+            fresh = self._rows(alloc, workflow, datasets[output["dataset"]])
+            rows += fresh
+            reasons += [f"allocation {allocation_id}"] * len(fresh)
+            active.append(allocation_id)
+        ids = store.insert_jobs(ctx.conn, rows, reason=reasons)
+        for job in store.jobs(ctx.conn, ids):
+            write_attempt(ctx.conn, self.layout, job, workflows[locked[job.allocation_id].workflow])
+        store.set_allocations(ctx.conn, active, state="active")
+        return ids
+
+    def _rows(self, alloc: Any, workflow: dict[str, Any], dataset_id: int) -> list[dict[str, Any]]:
+        """The job rows of one allocation."""
+        allocation_id = alloc.id
         per_job = int(workflow["events"]["per_job"])
         resources = workflow.get("resources", {})
         rows = []
@@ -59,11 +81,7 @@ class JobCreator(Component):
                 "memory_mb": int(resources.get("memory_mb", 2000)), "time_s": int(resources.get("time_s", 3600)),
                 "workdir": str(self.layout.job_dir(alloc.request_id, name)),
             })
-        ids = store.insert_jobs(ctx.conn, rows, reason=f"allocation {allocation_id}")
-        for job in store.jobs(ctx.conn, ids):
-            write_attempt(ctx.conn, self.layout, job, workflow)
-        store.set_allocation(ctx.conn, allocation_id, state="active")
-        return ids
+        return rows
 
     @handles("RetryJob")
     def on_retry(self, ctx: Context, payload: dict[str, Any]) -> None:

@@ -37,18 +37,22 @@ class Moved:
     previous: dict[int, str]
 
 
-def insert_jobs(conn: sa.Connection, rows: Sequence[dict[str, Any]], reason: str) -> list[int]:
-    """Insert new jobs in state `created`; return their ids in the order given."""
+def insert_jobs(conn: sa.Connection, rows: Sequence[dict[str, Any]], reason: str | Sequence[str]) -> list[int]:
+    """Insert new jobs in state `created`; return their ids in the order given.
+
+    `reason` is recorded on each job's first transition: one for all, or one per row.
+    """
     if not rows:
         return []
+    reasons = [reason] * len(rows) if isinstance(reason, str) else list(reason)
     now = time.time()
     names = [r["name"] for r in rows]
     conn.execute(J.insert(), [{**r, "state": states.CREATED, "created_at": now, "updated_at": now} for r in rows])
     ids_by_name = dict(conn.execute(sa.select(J.c.name, J.c.id).where(J.c.name.in_(names))).all())
     ids = [ids_by_name[n] for n in names]
     conn.execute(pa_job_transition.insert(), [
-        {"job_id": i, "from_state": None, "to_state": states.CREATED, "at": now, "retry": 0, "reason": reason}
-        for i in ids
+        {"job_id": i, "from_state": None, "to_state": states.CREATED, "at": now, "retry": 0, "reason": why}
+        for i, why in zip(ids, reasons, strict=True)
     ])
     return ids
 
@@ -135,6 +139,15 @@ def allocation(conn: sa.Connection, allocation_id: str, lock: bool = False) -> s
     return conn.execute(query.with_for_update() if lock else query).first()
 
 
+def allocations(conn: sa.Connection, allocation_ids: Iterable[str], lock: bool = False) -> list[sa.Row]:
+    """Many allocations at once, in id order (so concurrent lockers cannot deadlock)."""
+    ids = sorted(set(allocation_ids))
+    if not ids:
+        return []
+    query = sa.select(pa_allocation).where(pa_allocation.c.id.in_(ids)).order_by(pa_allocation.c.id)
+    return list(conn.execute(query.with_for_update() if lock else query))
+
+
 def allocations_in(conn: sa.Connection, agent: str, alloc_states: Iterable[str]) -> list[sa.Row]:
     return list(conn.execute(
         sa.select(pa_allocation).where(pa_allocation.c.agent == agent, pa_allocation.c.state.in_(list(alloc_states)))
@@ -144,6 +157,13 @@ def allocations_in(conn: sa.Connection, agent: str, alloc_states: Iterable[str])
 
 def set_allocation(conn: sa.Connection, allocation_id: str, **fields: Any) -> None:
     conn.execute(pa_allocation.update().where(pa_allocation.c.id == allocation_id).values(updated_at=time.time(), **fields))
+
+
+def set_allocations(conn: sa.Connection, allocation_ids: Sequence[str], **fields: Any) -> None:
+    """Set the same fields on many allocations in one statement."""
+    if allocation_ids:
+        conn.execute(pa_allocation.update().where(pa_allocation.c.id.in_(list(allocation_ids)))
+                     .values(updated_at=time.time(), **fields))
 
 
 def workflow_of(row: sa.Row) -> dict[str, Any]:
