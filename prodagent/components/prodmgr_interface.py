@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import sqlalchemy as sa
@@ -34,6 +36,9 @@ class ProdMgrSettings(BaseModel):
     max_acquire: int = Field(1000, ge=1)  # allocations per acquire call
     lease_s: float | None = Field(None, gt=0)  # ask for this lease; None: the server's default
     sites: list[str] = Field(default_factory=list)  # sites announced at registration
+    complete_workers: int = Field(4, ge=1)  # allocations completed with ProdManager concurrently
+    finish_budget_s: float = Field(10.0, gt=0)  # per tick: start no completion after this long
+    renew_interval_s: float = Field(0.0, ge=0)  # renew held leases at most this often; 0: every tick
 
 
 class ProdMgrInterface(Component):
@@ -48,8 +53,11 @@ class ProdMgrInterface(Component):
         self.client = ProdManagerClient(pm.url, token, retries=2, timeout=10.0)
         self.registered_capacity = 0
         self.agent = self.config.agent.name
+        self.pool = ThreadPoolExecutor(self.settings.complete_workers, thread_name_prefix="complete")
+        self.next_renew = 0.0
 
     def teardown(self) -> None:
+        self.pool.shutdown()
         self.client.close()
 
     # -- periodic work ----------------------------------------------------------------------
@@ -86,17 +94,21 @@ class ProdMgrInterface(Component):
         self.log.info("registered with ProdManager at %s, capacity %d", self.config.prodmanager.url, capacity)
 
     def _renew(self, ctx: Context) -> None:
+        if time.monotonic() < self.next_renew:
+            return
         held = store.allocations_in(ctx.conn, self.agent, HELD)
         if not held:
             return
         results = self.client.renew(self.agent, [(int(a.id), a.lease_token) for a in held])
+        self.next_renew = time.monotonic() + self.settings.renew_interval_s
         by_id = {str(r.allocation_id): r for r in results}
+        renewed: dict[float, list[str]] = defaultdict(list)  # new expiry -> allocations
         for alloc in held:
             result = by_id.get(alloc.id)
             if result is None:
                 continue
             if result.status == LeaseStatus.OK:
-                store.set_allocation(ctx.conn, alloc.id, lease_expires_at=result.lease_expires or alloc.lease_expires_at)
+                renewed[result.lease_expires or alloc.lease_expires_at].append(alloc.id)
                 continue
             state = "recalled" if result.status == LeaseStatus.RECALLED else "lost"
             store.set_allocation(ctx.conn, alloc.id, state=state)
@@ -104,70 +116,156 @@ class ProdMgrInterface(Component):
             if live:
                 ctx.publish("KillJobs", {"job_ids": live, "reason": f"allocation {alloc.id} {state} by ProdManager"})
             self.log.warning("allocation %s %s: %d job(s) to kill", alloc.id, state, len(live))
+        for expires, ids in renewed.items():  # one statement per distinct expiry, not per allocation
+            store.set_allocations(ctx.conn, ids, lease_expires_at=expires)
 
     def _jobs_of(self, ctx: Context, allocation_id: str) -> list[Any]:
         return list(ctx.conn.execute(sa.select(store.J).where(store.J.c.allocation_id == allocation_id)))
 
     def _finish(self, ctx: Context) -> None:
-        for alloc in store.allocations_in(ctx.conn, self.agent, ["active"]):
-            jobs = self._jobs_of(ctx, alloc.id)
-            if not jobs:
-                continue
-            lease = (int(alloc.id), alloc.lease_token)
-            if all(j.state in states.DONE_OK for j in jobs):
-                files = self._output_files(ctx, [j.id for j in jobs])
-                events = sum(int(j.events_done) for j in jobs)
-                try:
-                    self.client.complete(self.agent, lease, events, files)
-                except pm_errors.LeaseLost:
-                    self.log.warning("allocation %s: lease lost before completion; its work is refused", alloc.id)
-                    store.set_allocation(ctx.conn, alloc.id, state="lost")
-                    continue
-                store.set_allocation(ctx.conn, alloc.id, state="done", events_reported=events)
-            elif all(j.state in states.DONE_OK | {states.EXHAUSTED, states.KILLED} for j in jobs):
+        """Complete allocations whose jobs all succeeded, release those whose jobs all ended.
+
+        One grouped query finds them; completions go to ProdManager `complete_workers` at a
+        time, and none starts after `finish_budget_s`, so acquiring is never starved.
+        """
+        active = {a.id: a for a in store.allocations_in(ctx.conn, self.agent, ["active"])}
+        if not active:
+            return
+        to_complete: list[tuple[Any, int]] = []
+        for alloc_id, total, ok, ended, events in ctx.conn.execute(self._job_summary()):
+            alloc = active.get(alloc_id)
+            if alloc is None:
+                continue  # became active since the first query: next tick
+            if ok == total:
+                to_complete.append((alloc, int(events or 0)))
+            elif ended == total:
+                jobs = self._jobs_of(ctx, alloc.id)
                 failed = [j.name for j in jobs if j.state in (states.EXHAUSTED, states.KILLED)]
                 with contextlib.suppress(pm_errors.LeaseLost):
-                    self.client.release(self.agent, lease, failed=True, reason=f"jobs failed: {', '.join(failed)}"[:500])
+                    self.client.release(self.agent, (int(alloc.id), alloc.lease_token), failed=True,
+                                        reason=f"jobs failed: {', '.join(failed)}"[:500])
                 store.set_allocation(ctx.conn, alloc.id, state="failed")
+        if to_complete:
+            self._complete(ctx, sorted(to_complete, key=lambda pair: pair[0].acquired_at))
 
-    def _output_files(self, ctx: Context, job_ids: list[int]) -> list[OutputFile]:
-        rows = ctx.conn.execute(
-            sa.select(pa_file).where(pa_file.c.job_id.in_(job_ids), pa_file.c.kind == "unmerged")
+    def _job_summary(self) -> sa.Select:
+        """Per active allocation of this agent: jobs, jobs done, jobs ended, events done."""
+        J, A = store.J, store.pa_allocation
+        ended = states.DONE_OK | {states.EXHAUSTED, states.KILLED}
+        return (
+            sa.select(
+                J.c.allocation_id, sa.func.count(),
+                sa.func.sum(sa.case((J.c.state.in_(list(states.DONE_OK)), 1), else_=0)),
+                sa.func.sum(sa.case((J.c.state.in_(list(ended)), 1), else_=0)),
+                sa.func.sum(J.c.events_done),
+            )
+            .select_from(J.join(A, A.c.id == J.c.allocation_id))
+            .where(A.c.agent == self.agent, A.c.state == "active")
+            .group_by(J.c.allocation_id)
         )
-        return [OutputFile(lfn=r.lfn, size=r.size, checksum=f"adler32:{r.adler32}", events=r.events) for r in rows]
+
+    def _complete(self, ctx: Context, todo: list[tuple[Any, int]]) -> None:
+        deadline = time.monotonic() + self.settings.finish_budget_s
+        chunk = 50 * self.settings.complete_workers
+        for i in range(0, len(todo), chunk):
+            if time.monotonic() > deadline:
+                return  # the rest next tick
+            self._complete_chunk(ctx, todo[i:i + chunk], deadline)
+
+    def _complete_chunk(self, ctx: Context, todo: list[tuple[Any, int]], deadline: float) -> None:
+        files = self._output_files(ctx, [alloc.id for alloc, _events in todo])
+
+        def complete(item: tuple[Any, int]) -> Exception | bool | None:
+            alloc, events = item
+            if time.monotonic() > deadline:
+                return None  # next tick
+            try:
+                self.client.complete(self.agent, (int(alloc.id), alloc.lease_token), events, files.get(alloc.id, []))
+                return True
+            except (pm_errors.ProdManagerError, OSError) as exc:
+                return exc
+
+        done: dict[int, list[str]] = defaultdict(list)  # events -> allocations
+        lost: list[str] = []
+        error: Exception | None = None
+        for (alloc, events), outcome in zip(todo, self.pool.map(complete, todo), strict=True):
+            if outcome is True:
+                done[events].append(alloc.id)
+            elif isinstance(outcome, pm_errors.LeaseLost):
+                self.log.warning("allocation %s: lease lost before completion; its work is refused", alloc.id)
+                lost.append(alloc.id)
+            elif isinstance(outcome, Exception):
+                error = error or outcome
+        for events, ids in done.items():
+            store.set_allocations(ctx.conn, ids, state="done", events_reported=events)
+        store.set_allocations(ctx.conn, lost, state="lost")
+        if error is not None:
+            raise error  # as before: the tick logs it and tries again next time
+
+    def _output_files(self, ctx: Context, allocation_ids: list[str]) -> dict[str, list[OutputFile]]:
+        """The unmerged files of these allocations' jobs, per allocation."""
+        rows = ctx.conn.execute(
+            sa.select(store.J.c.allocation_id, pa_file)
+            .select_from(pa_file.join(store.J, store.J.c.id == pa_file.c.job_id))
+            .where(store.J.c.allocation_id.in_(allocation_ids), pa_file.c.kind == "unmerged")
+            .order_by(pa_file.c.id)
+        )
+        out: dict[str, list[OutputFile]] = defaultdict(list)
+        for r in rows:
+            out[r.allocation_id].append(
+                OutputFile(lfn=r.lfn, size=r.size, checksum=f"adler32:{r.adler32}", events=r.events)
+            )
+        return out
 
     def _acquire(self, ctx: Context) -> None:
-        waiting = sum(
-            n for (job_type, state), n in store.count_by_state(ctx.conn, self.agent).items()
-            if state in states.LIVE and job_type == "production"
-        )
+        J = store.J
+        waiting = int(ctx.conn.execute(
+            sa.select(sa.func.count()).where(J.c.agent == self.agent, J.c.state.in_(sorted(states.LIVE)),
+                                             J.c.job_type == "production")
+        ).scalar() or 0)
         room = min(self.settings.max_acquire, self._capacity(ctx) - waiting)
         if room <= 0:
             return
         allocations = self.client.acquire(self.agent, jobs=room, lease_seconds=self.settings.lease_s)
         if not allocations:
             return
-        fresh = [a for a in allocations if self._store(ctx, a)]
+        fresh = self._store(ctx, allocations)
         if fresh:
             ctx.publish("AllocationAcquired", {"allocation_ids": [str(a.allocation_id) for a in fresh]})
             self.log.info("acquired %d allocation(s) (room for %d)", len(fresh), room)
 
-    def _store(self, ctx: Context, a: Allocation) -> bool:
-        """Record an allocation; False if it is already known under the same lease."""
-        known = store.allocation(ctx.conn, str(a.allocation_id), lock=True)
+    def _store(self, ctx: Context, allocations: list[Allocation]) -> list[Allocation]:
+        """Record allocations in bulk; return the new ones (those already known only take the new lease)."""
+        A = store.pa_allocation
+        ids = sorted({str(a.allocation_id) for a in allocations})
+        known = set(ctx.conn.execute(
+            sa.select(A.c.id).where(A.c.id.in_(ids)).order_by(A.c.id).with_for_update()
+        ).scalars())
         now = time.time()
-        if known is not None:
-            # Handed out again after our lease lapsed: the old attempt's jobs were killed.
-            store.set_allocation(ctx.conn, known.id, lease_token=a.lease_token, lease_expires_at=a.lease_expires)
-            return False
-        ctx.conn.execute(store.pa_allocation.insert().values(
-            id=str(a.allocation_id), agent=self.agent, request_id=str(a.request_id), request_name=a.request_name,
-            lease_token=a.lease_token, lease_expires_at=a.lease_expires, workflow=json.dumps(a.spec),
-            first_event=a.first_event, n_events=a.n_events, run=a.run_number, seed=a.seed, job_index=a.job_index,
-            input_files=json.dumps([f.model_dump() for f in a.input_files]), state="acquired",
-            acquired_at=now, updated_at=now,
-        ))
-        return True
+        specs: dict[int, str] = {}
+        fresh: list[Allocation] = []
+        rows: list[dict[str, Any]] = []
+        for a in allocations:
+            if str(a.allocation_id) in known:
+                # Handed out again after our lease lapsed: the old attempt's jobs were killed.
+                store.set_allocation(ctx.conn, str(a.allocation_id), lease_token=a.lease_token,
+                                     lease_expires_at=a.lease_expires)
+                continue
+            if a.request_id not in specs:
+                specs[a.request_id] = json.dumps(a.spec)
+            rows.append({
+                "id": str(a.allocation_id), "agent": self.agent, "request_id": str(a.request_id),
+                "request_name": a.request_name, "lease_token": a.lease_token, "lease_expires_at": a.lease_expires,
+                "workflow": specs[a.request_id], "first_event": a.first_event, "n_events": a.n_events,
+                "run": a.run_number, "seed": a.seed, "job_index": a.job_index,
+                "input_files": json.dumps([f.model_dump() for f in a.input_files]), "state": "acquired",
+                "acquired_at": now, "updated_at": now,
+            })
+            known.add(str(a.allocation_id))
+            fresh.append(a)
+        if rows:
+            ctx.conn.execute(A.insert(), rows)
+        return fresh
 
     # -- merged files ------------------------------------------------------------------------
 
