@@ -69,12 +69,13 @@ class JobSubmitter(Component):
 
     def _room(self, conn: sa.Connection) -> dict[str, int]:
         """Free places per site: limit minus this agent's jobs already in the batch system there."""
-        in_batch = Counter(
-            site for (site,) in conn.execute(
-                sa.select(store.J.c.site).where(store.J.c.agent == self.config.agent.name,
-                                                store.J.c.state.in_(list(states.IN_BATCH)))
+        in_batch = Counter({
+            site: int(n) for site, n in conn.execute(
+                sa.select(store.J.c.site, sa.func.count()).where(store.J.c.agent == self.config.agent.name,
+                                                                 store.J.c.state.in_(list(states.IN_BATCH)))
+                .group_by(store.J.c.site)
             )
-        )
+        })
         room = {}
         for site in self.plugin.capacity():
             limit = int(site.slots * (1 + self.settings.max_queued_per_slot))
