@@ -23,11 +23,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from prodmanager import lifecycle, splitter
+from prodmanager import lifecycle, outputs, splitter
 from prodmanager.auth import Principal, require_role
 from prodmanager.db import queries as q
 from prodmanager.db.engine import Database
-from prodmanager.errors import Conflict, Forbidden, InvalidInput, LeaseLost, NotFound
+from prodmanager.errors import Forbidden, InvalidInput, LeaseLost, NotFound
 from prodmanager.models import (
     AcquireRequest,
     AcquireResponse,
@@ -39,9 +39,7 @@ from prodmanager.models import (
     InputFileRef,
     LeaseStatus,
     MergedAck,
-    MergedFile,
     MergedReport,
-    OutputFile,
     ProgressReport,
     ReleaseRequest,
     RenewRequest,
@@ -254,7 +252,7 @@ class PullService:
             )
             if not done:
                 raise _lost(conn, allocation_id, report.lease_token, agent_name)
-            accepted, duplicate = _store_files(conn, row, report.files, agent_name, now)
+            accepted, duplicate = outputs.store_files(conn, row, report.files, agent_name, now)
             self._mark_running(conn, row.request_id, agent_name, now)
             return _ack(row, AllocationState.OPEN, report.events_done, accepted, duplicate)
 
@@ -284,7 +282,7 @@ class PullService:
             )
             if not finished:
                 raise _lost(conn, allocation_id, report.lease_token, agent_name)
-            accepted, duplicate = _store_files(conn, row, report.files, agent_name, now)
+            accepted, duplicate = outputs.store_files(conn, row, report.files, agent_name, now)
             self._mark_running(conn, row.request_id, agent_name, now)
             ack = _ack(row, AllocationState.DONE, report.events_done, accepted, duplicate)
             return ack, int(row.request_id)
@@ -370,11 +368,11 @@ class PullService:
                 raise NotFound(f"no request {report.request_id}")
             accepted = duplicate = 0
             for merged in report.files:
-                if _store_merged(conn, report.request_id, merged, agent_name, now):
+                if outputs.store_merged(conn, report.request_id, merged, agent_name, now):
                     accepted += 1
                 else:
                     duplicate += 1
-            state = _close_if_merged(conn, report.request_id, f"agent:{agent_name}", now)
+            state = outputs.close_if_merged(conn, report.request_id, f"agent:{agent_name}", now)
             return MergedAck(
                 request_id=report.request_id,
                 files_accepted=accepted,
@@ -495,112 +493,3 @@ def _ack(
         files_accepted=accepted,
         files_duplicate=duplicate,
     )
-
-
-def _store_files(
-    conn: sa.Connection, row: sa.Row[Any], files: list[OutputFile], agent_name: str, now: float
-) -> tuple[int, int]:
-    """Record output files of a held allocation; a file reported again is a duplicate."""
-    unique = {f.lfn: f for f in files}
-    existing = {e.lfn: e for e in q.files_by_lfn(conn, list(unique))}
-    new_rows = []
-    duplicate = 0
-    for lfn, f in unique.items():
-        values = {"size": f.size, "checksum": f.checksum, "events": f.events, "agent": agent_name}
-        old = existing.get(lfn)
-        if old is None:
-            new_rows.append(
-                {
-                    "lfn": lfn,
-                    "request_id": row.request_id,
-                    "allocation_id": row.id,
-                    "lease_epoch": row.lease_epoch,
-                    "kind": "unmerged",
-                    "state": "valid",
-                    "merged_into": None,
-                    "created_at": now,
-                    **values,
-                }
-            )
-        elif old.allocation_id == row.id and old.lease_epoch == row.lease_epoch:
-            duplicate += 1
-        elif old.allocation_id == row.id and old.state == "superseded":
-            q.revive_file(conn, old.id, row.lease_epoch, values)
-        else:
-            raise Conflict(
-                f"file {lfn} is already registered for request {old.request_id} "
-                f"(allocation {old.allocation_id})",
-                lfn=lfn,
-            )
-    q.insert_files(conn, new_rows)
-    return len(unique) - duplicate, duplicate + len(files) - len(unique)
-
-
-def _store_merged(
-    conn: sa.Connection, request_id: int, merged: MergedFile, agent_name: str, now: float
-) -> bool:
-    """Register one merged file; False when it was registered before (same inputs)."""
-    existing = q.files_by_lfn(conn, [merged.lfn])
-    if existing:
-        old = existing[0]
-        if old.kind == "merged" and old.request_id == request_id:
-            return False
-        raise Conflict(f"file {merged.lfn} is already registered", lfn=merged.lfn)
-    inputs = list(q.files_by_lfn(conn, list(dict.fromkeys(merged.inputs))))
-    _check_merge_inputs(conn, request_id, merged, inputs)
-    merged_id = q.insert_file(
-        conn,
-        lfn=merged.lfn,
-        request_id=request_id,
-        allocation_id=None,
-        lease_epoch=0,
-        kind="merged",
-        state="valid",
-        size=merged.size,
-        checksum=merged.checksum,
-        events=merged.events,
-        merged_into=None,
-        agent=agent_name,
-        created_at=now,
-    )
-    if q.mark_merged(conn, [int(f.id) for f in inputs], merged_id) != len(inputs):
-        raise Conflict(f"inputs of {merged.lfn} were merged concurrently by another report")
-    return True
-
-
-def _check_merge_inputs(
-    conn: sa.Connection, request_id: int, merged: MergedFile, inputs: list[sa.Row[Any]]
-) -> None:
-    found = {f.lfn for f in inputs}
-    unknown = [lfn for lfn in merged.inputs if lfn not in found]
-    if unknown:
-        raise Conflict(f"unknown input files of {merged.lfn}: {', '.join(unknown[:5])}")
-    foreign = [f.lfn for f in inputs if f.request_id != request_id or f.kind != "unmerged"]
-    if foreign:
-        raise Conflict(
-            f"inputs not unmerged files of request {request_id}: {', '.join(foreign[:5])}"
-        )
-    spent = [f"{f.lfn} ({f.state})" for f in inputs if f.state != "valid"]
-    if spent:
-        raise Conflict(f"inputs already merged or superseded: {', '.join(spent[:5])}")
-    states = q.allocation_states(conn, [int(f.allocation_id) for f in inputs])
-    unfinished = [f.lfn for f in inputs if states.get(int(f.allocation_id)) != "done"]
-    if unfinished:
-        raise Conflict(f"inputs from allocations not done: {', '.join(unfinished[:5])}")
-    total = sum(int(f.events) for f in inputs)
-    if total != merged.events:
-        raise InvalidInput(
-            f"merged file {merged.lfn} holds {merged.events} events but its inputs hold {total}",
-            errors=[{"path": "files.events", "message": f"expected {total}"}],
-        )
-
-
-def _close_if_merged(conn: sa.Connection, request_id: int, actor: str, now: float) -> str:
-    request = q.get_request(conn, request_id, lock=True)
-    assert request is not None
-    if request.state == RequestState.COMPLETED and q.count_valid_unmerged(conn, request_id) == 0:
-        lifecycle.transition(
-            conn, request_id, request.state, RequestState.CLOSED, actor, "all output merged", now
-        )
-        return RequestState.CLOSED.value
-    return str(request.state)
