@@ -43,14 +43,15 @@ def load_workflow(path: Path, fail_plan: str | None) -> dict[str, Any]:
 
 def progress_table(request: Any, agent_view: dict[str, Any], elapsed: float) -> Table:
     c = request.counters
-    table = Table(title=f"request {request.id} {request.name}: {request.state}  ({elapsed:.0f} s)")
-    for col in ("requested", "allocated", "produced", "merged", "production jobs", "merge jobs", "decisions"):
-        table.add_column(col)
-    jobs = agent_view["jobs"]
-    fmt = lambda d: " ".join(f"{k}:{v}" for k, v in sorted(d.items())) or "-"  # noqa: E731
-    decisions = {k: sum(v.values()) for k, v in agent_view["decisions"].items()}
-    table.add_row(str(c.events_requested), str(c.events_allocated), str(c.events_produced), str(c.events_merged),
-                  fmt(jobs.get("production", {})), fmt(jobs.get("merge", {})), fmt(decisions))
+    table = Table(title=f"request {request.id}: {request.state} after {elapsed:.0f} s", show_header=False)
+    table.add_column("item", style="bold")
+    table.add_column("value")
+    fmt = lambda d: "  ".join(f"{k} {v}" for k, v in sorted(d.items())) or "-"  # noqa: E731
+    table.add_row("events", f"requested {c.events_requested}  allocated {c.events_allocated}  "
+                            f"produced {c.events_produced}  merged {c.events_merged}")
+    table.add_row("production jobs", fmt(agent_view["jobs"].get("production", {})))
+    table.add_row("merge jobs", fmt(agent_view["jobs"].get("merge", {})))
+    table.add_row("error classes", fmt({k: sum(v.values()) for k, v in agent_view["decisions"].items()}))
     return table
 
 
