@@ -26,8 +26,8 @@ from prodagent.jobs import states, store
 from prodagent.jobs.layout import Layout
 from prodagent.messaging.message import Outgoing
 from prodagent.messaging.service import MessageService
-from prodagent.payload.jobspec import JobSpec, write_spec
-from prodagent.payload.report import JobReport, read_report
+from prodagent.payload.jobspec import JobSpec, read_spec, write_spec
+from prodagent.payload.report import LOG_NAME, JobReport, read_report, write_report
 from prodagent.runtime.component import Component, Context
 from prodagent.runtime.runner import declare_subscriptions, open_service, wait_for_database
 
@@ -56,8 +56,14 @@ def run_wrapper(attempt: Path, timeout: float = 120) -> JobReport:
     return report
 
 
+_PRODUCED: list[Produced] = []  # shared by every test module importing the fixture
+
+
 @pytest.fixture(scope="session")
 def produced_files(tmp_path_factory: pytest.TempPathFactory) -> list[Produced]:
+    """Three real production attempts (50, 60, 50 events; consecutive event numbers), made once."""
+    if _PRODUCED:
+        return _PRODUCED
     root = tmp_path_factory.mktemp("produced")
     attempts = []
     first = 1
@@ -71,13 +77,30 @@ def produced_files(tmp_path_factory: pytest.TempPathFactory) -> list[Produced]:
         first += n
     procs = [subprocess.Popen([sys.executable, "-m", "prodagent.payload.runjob", str(a)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for a in attempts]
-    out = []
     for attempt, proc in zip(attempts, procs, strict=True):
         proc.wait(timeout=120)
         report = read_report(attempt)
         assert report is not None and report.ok, report
-        out.append(Produced(attempt, attempt / "out.root", report))
-    return out
+        _PRODUCED.append(Produced(attempt, attempt / "out.root", report))
+    return _PRODUCED
+
+
+_MERGED: list[Produced] = []
+
+
+def merge_template(produced: list[Produced]) -> Produced:
+    """One real merge of all of `produced`, run once; reused where the merge itself is not tested."""
+    if not _MERGED:
+        attempt = produced[0].attempt.parent.parent / "merge" / "attempt-0"
+        attempt.mkdir(parents=True)
+        write_spec(attempt, JobSpec(job_id="merge", job_type="merge", transformation="merge",
+                                    inputs=[str(p.output) for p in produced],
+                                    input_events=[p.report.outputs[0].events or 0 for p in produced],
+                                    output_path=str(attempt / "merged.root")))
+        report = run_wrapper(attempt)
+        assert report.ok, report
+        _MERGED.append(Produced(attempt, attempt / "merged.root", report))
+    return _MERGED[0]
 
 
 def workflow(**merge: Any) -> dict[str, Any]:
@@ -219,6 +242,23 @@ class MergeWorld:
         self.finish(job_id, report)
         return report
 
+    def replay_merge(self, job_id: int, template: Produced) -> JobReport:
+        """Finish a merge job with a copy of an identical real merge's output, log and report."""
+        job = self.job(job_id)
+        attempt = Layout.attempt_dir(job.workdir, job.retry)
+        output = Path(read_spec(attempt).output_path or "")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(template.output, output)
+        shutil.copy(template.attempt / LOG_NAME, attempt / LOG_NAME)
+        report = template.report.model_copy(update={
+            "job_id": job.name, "log_path": str(attempt / LOG_NAME),
+            "outputs": [template.report.outputs[0].model_copy(update={"path": str(output)})],
+        })
+        write_report(attempt, report)
+        self.tx(lambda conn: store.transition(conn, [job_id], states.SUBMITTED, "test"))
+        self.finish(job_id, report)
+        return report
+
     def finish(self, job_id: int, report: JobReport) -> None:
         def work(conn: sa.Connection) -> None:
             store.transition(conn, [job_id], states.RUNNING, "test")
@@ -232,15 +272,21 @@ def unmerged_files_on_disk(world: MergeWorld) -> list[Path]:
     return [p for p in (world.config.workdir / "data" / "unmerged").rglob("*") if p.is_file()]
 
 
-def accepted_merge(world: MergeWorld, produced: list[Produced]) -> tuple[Any, dict[str, Any]]:
-    """Production jobs of `produced`, merged for real and accepted: (merge job, MergeAccepted payload)."""
+def accepted_merge(world: MergeWorld, produced: list[Produced], replay: bool = False) -> tuple[Any, dict[str, Any]]:
+    """Production jobs of `produced`, merged and accepted: (merge job, MergeAccepted payload).
+
+    The merge runs for real, or with `replay` is a copy of the one real merge of the same files.
+    """
     from prodagent.components.merge_sensor import MergeSensor
 
     prod = world.add_production(produced)
     sensor = world.component(MergeSensor)
     world.call(sensor.on_success, {"job_ids": prod})
     (merge,) = world.jobs("merge")
-    world.run_merge(merge.id)
+    if replay:
+        world.replay_merge(merge.id, merge_template(produced))
+    else:
+        world.run_merge(merge.id)
     out = world.call(sensor.on_success, {"job_ids": [merge.id]})
     assert [m.msg_type for m in out] == ["MergeAccepted"], out
     return world.job(merge.id), out[0].payload

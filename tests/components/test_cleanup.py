@@ -36,7 +36,7 @@ def archive_members(path: Path) -> dict[str, bytes]:
 def test_cleanup_removes_unmerged_files_and_work_areas_and_keeps_the_logs(
     world: MergeWorld, produced_files: list[Produced],  # noqa: F811
 ) -> None:
-    merge, accepted = accepted_merge(world, produced_files)
+    merge, accepted = accepted_merge(world, produced_files, replay=True)
     inputs = world.files(kind="unmerged")
     jobs = world.jobs()
     assert {j.state for j in jobs} == {"success"}
@@ -71,7 +71,7 @@ def test_cleanup_removes_unmerged_files_and_work_areas_and_keeps_the_logs(
 def test_cleanup_finishes_what_an_interrupted_delivery_began(
     world: MergeWorld, produced_files: list[Produced],  # noqa: F811
 ) -> None:
-    merge, accepted = accepted_merge(world, produced_files)
+    merge, accepted = accepted_merge(world, produced_files, replay=True)
     inputs = world.files(kind="unmerged")
     first = world.jobs("production")[0]
     # The crashed delivery removed one file, archived the first job and began removing its area.
