@@ -101,7 +101,7 @@ class MergeSensor(Component):
             })
             reasons.append(f"merge of {len(group.files)} file(s), {group.size} bytes, "
                            f"{group.events} events: {group.reason}")
-        ids = [store.insert_jobs(ctx.conn, [row], reason=why)[0] for row, why in zip(rows, reasons, strict=True)]
+        ids = store.insert_jobs(ctx.conn, rows, reason=reasons)
         for job_id, group in zip(ids, groups, strict=True):
             moved = store.assign_merge(ctx.conn, group.ids, job_id)
             if moved != len(group.ids):  # the dataset lock makes this impossible; never merge half a group
