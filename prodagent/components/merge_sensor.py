@@ -142,12 +142,12 @@ class MergeSensor(Component):
         try:
             report = read_report(Layout.attempt_dir(job.workdir, job.retry))
         except ValueError as exc:
-            self._refuse(ctx, job, None, (codes.WRAPPER_ERROR, f"unreadable report.json: {exc}"))
+            self._refuse(ctx, job, dataset, inputs, None, (codes.WRAPPER_ERROR, f"unreadable report.json: {exc}"))
             return
         output = report.outputs[0] if report and len(report.outputs) == 1 else None
         problem = _output_problem(report, output, expected)
         if problem is not None:
-            self._refuse(ctx, job, report, problem)
+            self._refuse(ctx, job, dataset, inputs, report, problem)
             return
         assert output is not None
         store.insert_files(ctx.conn, [{
@@ -162,11 +162,14 @@ class MergeSensor(Component):
         ctx.publish("MergeAccepted", {"merge_job_id": job.id, "dataset_id": dataset.id, "file_id": merged.id})
         self.log.info("merge job %s accepted: %s, %d events from %d file(s)", job.name, lfn, expected, len(inputs))
 
-    def _refuse(self, ctx: Context, job: Any, report: JobReport | None, problem: tuple[int, str]) -> None:
+    def _refuse(self, ctx: Context, job: Any, dataset: Any, inputs: list[Any], report: JobReport | None,
+                problem: tuple[int, str]) -> None:
         """The merge failed: its output goes, its inputs stay on the job for the retry."""
         code, why = problem
-        for out in report.outputs if report else []:
-            Path(out.path).unlink(missing_ok=True)
+        outputs = {str(self.layout.merged_path(dataset.name, job.name))}
+        outputs |= {out.path for out in report.outputs} if report else set()
+        for path in outputs - {f.pfn for f in inputs}:  # whatever the report says, never an input
+            Path(path).unlink(missing_ok=True)
         moved = store.transition(ctx.conn, [job.id], states.JOBFAILED, f"output refused on acceptance: {why}",
                                  error_class="MergeRefused", error_code=code, error_reason=f"merge refused: {why}")
         if moved.ids:
