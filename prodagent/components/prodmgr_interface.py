@@ -122,17 +122,21 @@ class ProdMgrInterface(Component):
     def _jobs_of(self, ctx: Context, allocation_id: str) -> list[Any]:
         return list(ctx.conn.execute(sa.select(store.J).where(store.J.c.allocation_id == allocation_id)))
 
-    def _finish(self, ctx: Context) -> None:
+    def _finish(self, ctx: Context, only: list[str] | None = None, budget_s: float | None = None) -> None:
         """Complete allocations whose jobs all succeeded, release those whose jobs all ended.
 
-        One grouped query finds them; completions go to ProdManager `complete_workers` at a
-        time, and none starts after `finish_budget_s`, so acquiring is never starved.
+        One grouped query finds them (among `only` if given); completions go to ProdManager
+        `complete_workers` at a time, and none starts after `budget_s` (default
+        `finish_budget_s`), so acquiring is never starved.
         """
-        active = {a.id: a for a in store.allocations_in(ctx.conn, self.agent, ["active"])}
+        if only is None:
+            active = {a.id: a for a in store.allocations_in(ctx.conn, self.agent, ["active"])}
+        else:
+            active = {a.id: a for a in store.allocations(ctx.conn, only) if a.state == "active"}
         if not active:
             return
         to_complete: list[tuple[Any, int]] = []
-        for alloc_id, total, ok, ended, events in ctx.conn.execute(self._job_summary()):
+        for alloc_id, total, ok, ended, events in ctx.conn.execute(self._job_summary(only)):
             alloc = active.get(alloc_id)
             if alloc is None:
                 continue  # became active since the first query: next tick
@@ -146,13 +150,14 @@ class ProdMgrInterface(Component):
                                         reason=f"jobs failed: {', '.join(failed)}"[:500])
                 store.set_allocation(ctx.conn, alloc.id, state="failed")
         if to_complete:
-            self._complete(ctx, sorted(to_complete, key=lambda pair: pair[0].acquired_at))
+            budget = self.settings.finish_budget_s if budget_s is None else budget_s
+            self._complete(ctx, sorted(to_complete, key=lambda pair: pair[0].acquired_at), budget)
 
-    def _job_summary(self) -> sa.Select:
+    def _job_summary(self, only: list[str] | None = None) -> sa.Select:
         """Per active allocation of this agent: jobs, jobs done, jobs ended, events done."""
         J, A = store.J, store.pa_allocation
         ended = states.DONE_OK | {states.EXHAUSTED, states.KILLED}
-        return (
+        query = (
             sa.select(
                 J.c.allocation_id, sa.func.count(),
                 sa.func.sum(sa.case((J.c.state.in_(list(states.DONE_OK)), 1), else_=0)),
@@ -163,9 +168,10 @@ class ProdMgrInterface(Component):
             .where(A.c.agent == self.agent, A.c.state == "active")
             .group_by(J.c.allocation_id)
         )
+        return query if only is None else query.where(J.c.allocation_id.in_(only))
 
-    def _complete(self, ctx: Context, todo: list[tuple[Any, int]]) -> None:
-        deadline = time.monotonic() + self.settings.finish_budget_s
+    def _complete(self, ctx: Context, todo: list[tuple[Any, int]], budget_s: float) -> None:
+        deadline = time.monotonic() + budget_s
         chunk = 50 * self.settings.complete_workers
         for i in range(0, len(todo), chunk):
             if time.monotonic() > deadline:
@@ -274,6 +280,7 @@ class ProdMgrInterface(Component):
         merged = ctx.conn.execute(sa.select(pa_file).where(pa_file.c.id == payload["file_id"])).first()
         if merged is None or merged.reported:
             return
+        self._complete_inputs(ctx, int(payload["merge_job_id"]))
         inputs = ctx.conn.execute(
             sa.select(pa_file.c.lfn).where(pa_file.c.merge_job_id == payload["merge_job_id"]).order_by(pa_file.c.id)
         ).scalars().all()
@@ -287,4 +294,16 @@ class ProdMgrInterface(Component):
         except pm_errors.Conflict as exc:
             self.log.warning("merged file %s: ProdManager says %s (already reported?)", merged.lfn, exc)
         ctx.conn.execute(pa_file.update().where(pa_file.c.id == merged.id).values(reported=True))
+
+    def _complete_inputs(self, ctx: Context, merge_job_id: int) -> None:
+        """ProdManager takes a merged file only when the allocations of all its inputs are done:
+        complete those still active now, rather than wait for a tick to reach them."""
+        J, A = store.J, store.pa_allocation
+        pending = ctx.conn.execute(
+            sa.select(A.c.id).distinct()
+            .select_from(pa_file.join(J, J.c.id == pa_file.c.job_id).join(A, A.c.id == J.c.allocation_id))
+            .where(pa_file.c.merge_job_id == merge_job_id, A.c.state == "active")
+        ).scalars().all()
+        if pending:
+            self._finish(ctx, only=sorted(pending), budget_s=float("inf"))
 
