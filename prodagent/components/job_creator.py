@@ -8,7 +8,10 @@ already has jobs, or a job no longer in cool-off, is left as it is.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from prodagent.jobs import states, store
 from prodagent.jobs.layout import Layout
@@ -16,11 +19,22 @@ from prodagent.jobs.specs import write_attempt
 from prodagent.runtime.component import Component, Context, handles
 
 
+class JobCreatorSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # Job specs written at once: each is fsync'ed, and the waits overlap instead of adding up.
+    write_workers: int = Field(8, ge=1)
+
+
 class JobCreator(Component):
     name = "JobCreator"
+    Settings = JobCreatorSettings
 
     def setup(self) -> None:
         self.layout = Layout(self.config)
+        self.pool = ThreadPoolExecutor(self.settings.write_workers, thread_name_prefix="spec")
+
+    def teardown(self) -> None:
+        self.pool.shutdown()
 
     @handles("AllocationAcquired")
     def on_allocation(self, ctx: Context, payload: dict[str, Any]) -> None:
@@ -59,8 +73,11 @@ class JobCreator(Component):
             reasons += [f"allocation {allocation_id}"] * len(fresh)
             active.append(allocation_id)
         ids = store.insert_jobs(ctx.conn, rows, reason=reasons)
-        for job in store.jobs(ctx.conn, ids):
-            write_attempt(ctx.conn, self.layout, job, workflows[locked[job.allocation_id].workflow])
+        # Production specs only touch the disk (the connection serves merge specs): in parallel.
+        list(self.pool.map(
+            lambda job: write_attempt(ctx.conn, self.layout, job, workflows[locked[job.allocation_id].workflow]),
+            store.jobs(ctx.conn, ids),
+        ))
         store.set_allocations(ctx.conn, active, state="active")
         return ids
 
