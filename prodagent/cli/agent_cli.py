@@ -6,6 +6,7 @@
     prodagent jobs resubmit|kill [ID ...] [--request R] [--error-class C]
     prodagent files list [--dataset ID] [--kind K] [--state S] [--json]
     prodagent datasets list [--json]
+    prodagent datasets remerge DATASET_ID
     prodagent summary [--json]
 """
 
@@ -220,6 +221,18 @@ def datasets_list(ctx: click.Context, as_json: bool) -> None:
         table.add_row(str(r["id"]), r["name"], r["request_id"], str(r["events_produced"]), str(r["events_merged"]),
                       str(r["merged_files"]), str(r["merged_bytes"]))
     console.print(table)
+
+
+@datasets.command("remerge")
+@click.argument("dataset_id", type=int)
+@click.pass_context
+def datasets_remerge(ctx: click.Context, dataset_id: int) -> None:
+    """Give the inputs of failed merge jobs back, to be merged again at the next grouping."""
+    from prodagent.jobs.merging import remerge
+
+    service = _service(ctx)
+    done = service.tx.run(lambda c: remerge(c, service.agent, dataset_id))
+    click.echo(f"{done.files} file(s) from merge job(s) {done.merge_job_ids} will be merged again")
 
 
 @cli.command("summary")
