@@ -150,6 +150,16 @@ def test_production_with_every_failure_class(production: Production) -> None:
     assert all(j.state == "cleaned" for j in jobs.values())
     archives = list((production.workdir / "logs" / "archive").rglob("*.tar.gz"))
     assert len(archives) >= JOBS
+    # The operator's view tells the same story.
+    shown = json.loads(production.agent.cli("jobs", "show", str(jobs[2].id), "--json").stdout)
+    assert [t["to_state"] for t in shown["transitions"]].count("submitted") == 2
+    assert any("OutOfMemory" in (t["reason"] or "") for t in shown["transitions"])
+    (dataset,) = json.loads(production.agent.cli("datasets", "list", "--json").stdout)
+    assert dataset["events_merged"] == dataset["events_produced"] == request.total_events
+    merged = json.loads(production.agent.cli("files", "list", "--kind", "merged", "--json").stdout)
+    assert sum(f["events"] for f in merged) == request.total_events
+    decisions = json.loads(production.agent.cli("summary", "--json").stdout)["decisions"]
+    assert decisions["FatalError"] == {"paused": 1}
 
 
 KILL_ORDER = ["JobCreator", "JobSubmitter", "JobTracker", "ErrorHandler", "MergeSensor"]
