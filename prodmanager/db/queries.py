@@ -194,13 +194,6 @@ def state_before_pause(conn: sa.Connection, request_id: int) -> str | None:
     ).scalar()
 
 
-def count_requests(conn: sa.Connection) -> int:
-    return int(conn.execute(sa.select(sa.func.count()).select_from(request)).scalar_one())
-
-
-# --- allocations: cutting and handing out --------------------------------------------------------
-
-
 def insert_allocations(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
     for start in range(0, len(rows), INSERT_CHUNK):
         conn.execute(allocation.insert(), rows[start : start + INSERT_CHUNK])
@@ -557,15 +550,6 @@ def file_totals(conn: sa.Connection, request_ids: list[int]) -> Sequence[sa.Row[
         .where(file.c.request_id.in_(request_ids))
         .group_by(file.c.request_id, file.c.kind, file.c.state)
     ).all()
-
-
-def files_of_request(
-    conn: sa.Connection, request_id: int, kind: str | None = None
-) -> Sequence[sa.Row[Any]]:
-    query = sa.select(file).where(file.c.request_id == request_id).order_by(file.c.id)
-    if kind is not None:
-        query = query.where(file.c.kind == kind)
-    return conn.execute(query).all()
 
 
 def count_valid_unmerged(conn: sa.Connection, request_id: int) -> int:
