@@ -19,6 +19,9 @@ from prodagent.jobs.layout import Layout
 from prodagent.payload.report import JobReport, read_report
 from prodagent.runtime.component import Component, Context
 
+# What a cycle reads of each active job: at 100,000 active jobs, whole rows cost twice as much.
+ACTIVE_COLUMNS = (store.J.c.id, store.J.c.name, store.J.c.retry, store.J.c.state, store.J.c.job_type,
+                  store.J.c.dataset_id, store.J.c.workdir)
 LOST_CODE = 60400  # the batch system no longer knows the job
 NO_REPORT_CODE = 60401  # the batch system says done, but the job left no report
 
@@ -45,7 +48,7 @@ class JobTracker(Component):
 
     def tick(self, ctx: Context) -> None:
         started = time.perf_counter()
-        active = store.jobs_in(ctx.conn, self.config.agent.name, states.IN_BATCH)
+        active = store.jobs_in(ctx.conn, self.config.agent.name, states.IN_BATCH, columns=ACTIVE_COLUMNS)
         if not active:
             return
         by_name = {Layout.batch_name(j.name, j.retry): j for j in active}

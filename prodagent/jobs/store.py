@@ -106,8 +106,9 @@ def jobs(conn: sa.Connection, job_ids: Iterable[int]) -> list[sa.Row]:
 
 
 def jobs_in(conn: sa.Connection, agent: str, job_states: Iterable[str], limit: int | None = None,
-            job_type: str | None = None) -> list[sa.Row]:
-    query = sa.select(J).where(J.c.agent == agent, J.c.state.in_(list(job_states))).order_by(J.c.id)
+            job_type: str | None = None, columns: Sequence[sa.ColumnElement[Any]] | None = None) -> list[sa.Row]:
+    """The agent's jobs in these states, in id order: whole rows, or only `columns`."""
+    query = sa.select(*(columns or [J])).where(J.c.agent == agent, J.c.state.in_(list(job_states))).order_by(J.c.id)
     if job_type:
         query = query.where(J.c.job_type == job_type)
     if limit:
