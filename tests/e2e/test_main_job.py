@@ -1,0 +1,32 @@
+"""The main job, run the way README.md tells a new user to: it must complete on its own."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_main_job_completes_and_stops_what_it_started(tmp_path) -> None:
+    workdir = tmp_path / "demo"
+    out = subprocess.run(
+        [sys.executable, "-m", "prodagent.demo", "--workdir", str(workdir)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    text = out.stdout
+    assert "production complete: every requested event is merged" in text
+    assert "events in merged ROOT files" in text and "5000" in text
+    for error_class in ("PayloadError", "OutOfMemory", "MissingOutput", "EmptyOutput", "NoEndOfJob", "FatalError"):
+        assert error_class in text
+    assert not [p for p in (workdir / "agent" / "data" / "unmerged").rglob("*") if p.is_file()]
+    left = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if str(workdir) in cmd:
+            left.append(cmd)
+    assert left == []  # the manager, the agent's daemons and the payloads are all gone
