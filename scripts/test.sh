@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/mariadb.sh
 if [ -x scripts/slurm/start-slurm.sh ]; then
-  SLURM_INSTALL=1 scripts/slurm/start-slurm.sh || echo "warning: Slurm did not start; Slurm tests will say why"
+  scripts/slurm/start-slurm.sh || echo "warning: Slurm did not start; the Slurm tests will say why"
 fi
 .venv/bin/ruff check .
 set +e
