@@ -27,6 +27,7 @@ from prodmanager.client import ProdManagerClient
 from prodmanager.models import Allocation, LeaseStatus, MergedFile, OutputFile
 
 HELD = ("acquired", "active")
+RENEW_CHUNK = 5000  # leases per renew call (ProdManager takes at most 10,000)
 
 
 class ProdMgrSettings(BaseModel):
@@ -99,7 +100,9 @@ class ProdMgrInterface(Component):
         held = store.allocations_in(ctx.conn, self.agent, HELD)
         if not held:
             return
-        results = self.client.renew(self.agent, [(int(a.id), a.lease_token) for a in held])
+        leases = [(int(a.id), a.lease_token) for a in held]
+        results = [r for i in range(0, len(leases), RENEW_CHUNK)
+                   for r in self.client.renew(self.agent, leases[i:i + RENEW_CHUNK])]
         self.next_renew = time.monotonic() + self.settings.renew_interval_s
         by_id = {str(r.allocation_id): r for r in results}
         renewed: dict[float, list[str]] = defaultdict(list)  # new expiry -> allocations
