@@ -56,6 +56,7 @@ class ProdMgrInterface(Component):
         self.agent = self.config.agent.name
         self.pool = ThreadPoolExecutor(self.settings.complete_workers, thread_name_prefix="complete")
         self.next_renew = 0.0
+        self.unsettled: dict[str, Allocation] = {}  # acquired, not yet seen committed
 
     def teardown(self) -> None:
         self.pool.shutdown()
@@ -227,6 +228,7 @@ class ProdMgrInterface(Component):
         return out
 
     def _acquire(self, ctx: Context) -> None:
+        self._record_unsettled(ctx)
         J = store.J
         waiting = int(ctx.conn.execute(
             sa.select(sa.func.count()).where(J.c.agent == self.agent, J.c.state.in_(sorted(states.LIVE)),
@@ -238,10 +240,32 @@ class ProdMgrInterface(Component):
         allocations = self.client.acquire(self.agent, jobs=room, lease_seconds=self.settings.lease_s)
         if not allocations:
             return
+        self.unsettled.update({str(a.allocation_id): a for a in allocations})
         fresh = self._store(ctx, allocations)
         if fresh:
             ctx.publish("AllocationAcquired", {"allocation_ids": [str(a.allocation_id) for a in fresh]})
             self.log.info("acquired %d allocation(s) (room for %d)", len(fresh), room)
+
+    def _record_unsettled(self, ctx: Context) -> None:
+        """Record again what an earlier acquire got if its transaction was rolled back.
+
+        A lock conflict re-runs the whole tick (or message batch) after the rollback; without
+        this, the allocations of the first try would stay leased to this agent, unknown to it,
+        until their leases ran out. Allocations found committed are settled.
+        """
+        if not self.unsettled:
+            return
+        A = store.pa_allocation
+        for known in ctx.conn.execute(sa.select(A.c.id).where(A.c.id.in_(sorted(self.unsettled)))).scalars():
+            self.unsettled.pop(known, None)
+        if not self.unsettled:
+            return
+        lost = list(self.unsettled.values())
+        fresh = self._store(ctx, lost)
+        if fresh:
+            ctx.publish("AllocationAcquired", {"allocation_ids": [str(a.allocation_id) for a in fresh]})
+            self.log.warning("recorded again %d allocation(s) acquired in a transaction that was rolled back",
+                             len(fresh))
 
     def _store(self, ctx: Context, allocations: list[Allocation]) -> list[Allocation]:
         """Record allocations in bulk; return the new ones (those already known only take the new lease)."""
