@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from prodagent.batch.base import BatchPlugin
+from prodagent.config import AgentConfig
 from prodagent.errors import ConfigError
 
 PLUGINS: dict[str, str] = {
@@ -35,3 +36,8 @@ def load_plugin(name: str, options: dict[str, Any], workdir: Path) -> BatchPlugi
     except ValidationError as exc:
         raise ConfigError.from_validation(exc, prefix="batch.options") from None
     return cls(parsed, workdir)
+
+
+def configured_plugin(config: AgentConfig) -> BatchPlugin:
+    """The plugin the agent's `batch` section names, with its options."""
+    return load_plugin(config.batch.plugin, config.batch.options, config.workdir)

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
 
 from prodagent.batch.base import BatchJob, BatchPlugin
-from prodagent.batch.registry import load_plugin
+from prodagent.batch.registry import configured_plugin
 from prodagent.jobs import states, store
 from prodagent.jobs.layout import Layout
 from prodagent.runtime.component import Component, Context, handles
@@ -46,13 +46,11 @@ def batch_job(job: Any, site: str, python: str) -> BatchJob:
 class JobSubmitter(Component):
     name = "JobSubmitter"
     Settings = SubmitterSettings
-    tick_interval_s = 2.0
 
     def setup(self) -> None:
         import sys
 
-        self.tick_interval_s = self.settings.tick_s  # type: ignore[misc]
-        self.plugin: BatchPlugin = load_plugin(self.config.batch.plugin, self.config.batch.options, self.config.workdir)
+        self.plugin: BatchPlugin = configured_plugin(self.config)
         self.python = sys.executable
 
     def teardown(self) -> None:

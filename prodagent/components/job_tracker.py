@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from prodagent.batch.base import BatchPlugin, BatchState, BatchStatus
-from prodagent.batch.registry import load_plugin
+from prodagent.batch.registry import configured_plugin
 from prodagent.jobs import states, store
 from prodagent.jobs.layout import Layout
 from prodagent.payload.report import JobReport, read_report
@@ -35,11 +35,9 @@ class TrackerSettings(BaseModel):
 class JobTracker(Component):
     name = "JobTracker"
     Settings = TrackerSettings
-    tick_interval_s = 2.0
 
     def setup(self) -> None:
-        self.tick_interval_s = self.settings.tick_s  # type: ignore[misc]
-        self.plugin: BatchPlugin = load_plugin(self.config.batch.plugin, self.config.batch.options, self.config.workdir)
+        self.plugin: BatchPlugin = configured_plugin(self.config)
         self.layout = Layout(self.config)
         self.last_cycle_s = 0.0
 

@@ -40,10 +40,8 @@ class MergeSensorSettings(BaseModel):
 class MergeSensor(Component):
     name = "MergeSensor"
     Settings = MergeSensorSettings
-    tick_interval_s = 5.0
 
     def setup(self) -> None:
-        self.tick_interval_s = self.settings.tick_s  # type: ignore[misc]
         self.layout = Layout(self.config)
 
     @property

@@ -15,16 +15,12 @@ from prodagent.runtime.component import Component, Context, handles
 
 class PingSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    interval_s: float = Field(5.0, gt=0)
+    tick_s: float = Field(5.0, gt=0)  # how often to ping
 
 
 class Ping(Component):
     name = "Ping"
     Settings = PingSettings
-    tick_interval_s = 5.0
-
-    def setup(self) -> None:
-        self.tick_interval_s = self.settings.interval_s  # type: ignore[misc]
 
     def tick(self, ctx: Context) -> None:
         ctx.publish("Ping", {"sent_at": time.time()})

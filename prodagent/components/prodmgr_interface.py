@@ -45,10 +45,8 @@ class ProdMgrSettings(BaseModel):
 class ProdMgrInterface(Component):
     name = "ProdMgrInterface"
     Settings = ProdMgrSettings
-    tick_interval_s = 3.0
 
     def setup(self) -> None:
-        self.tick_interval_s = self.settings.tick_s  # type: ignore[misc]
         pm = self.config.prodmanager
         token = pm.token or (pm.token_file.read_text().strip() if pm.token_file else None)
         self.client = ProdManagerClient(pm.url, token, retries=2, timeout=10.0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from prodagent.batch.base import BatchPlugin
-from prodagent.batch.registry import load_plugin
+from prodagent.batch.registry import configured_plugin
 from prodagent.jobs import store
 from prodagent.runtime.component import Component, Context
 
@@ -22,11 +22,9 @@ class ResourceMonitorSettings(BaseModel):
 class ResourceMonitor(Component):
     name = "ResourceMonitor"
     Settings = ResourceMonitorSettings
-    tick_interval_s = 5.0
 
     def setup(self) -> None:
-        self.tick_interval_s = self.settings.tick_s  # type: ignore[misc]
-        self.plugin: BatchPlugin = load_plugin(self.config.batch.plugin, self.config.batch.options, self.config.workdir)
+        self.plugin: BatchPlugin = configured_plugin(self.config)
         self.last_free: dict[str, int] | None = None
 
     def teardown(self) -> None:

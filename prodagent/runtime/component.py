@@ -57,7 +57,7 @@ class Component:
 
     name: ClassVar[str]
     Settings: ClassVar[type[BaseModel]] = NoSettings
-    tick_interval_s: ClassVar[float | None] = None
+    tick_interval_s: float | None = None  # from `Settings.tick_s` when the component has one
 
     def __init__(self, config: AgentConfig, service: MessageService) -> None:
         self.config = config
@@ -65,6 +65,10 @@ class Component:
         self.settings: Any = config.component_settings(self.name, self.Settings)
         self.log = logging.getLogger(f"prodagent.{self.name}")
         self._handlers = self.handler_table()
+        # A component ticks when its settings have `tick_s`: the default lives in its Settings.
+        tick = getattr(self.settings, "tick_s", None)
+        if tick:
+            self.tick_interval_s = float(tick)
 
     @classmethod
     def handler_table(cls) -> dict[str, str]:
@@ -87,7 +91,7 @@ class Component:
         """Called once on the way out."""
 
     def tick(self, ctx: Context) -> None:
-        """Periodic work; runs every `tick_interval_s` in its own transaction."""
+        """Periodic work; runs every `Settings.tick_s` seconds in its own transaction."""
 
     def dispatch(self, conn: sa.Connection, message: Message, outbox: list[Outgoing]) -> None:
         method = self._handlers.get(message.msg_type)
