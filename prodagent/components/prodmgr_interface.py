@@ -68,6 +68,7 @@ class ProdMgrInterface(Component):
                 return  # ResourceMonitor has not measured the batch system yet
             if self._capacity(ctx) != self.registered_capacity:
                 self._register(ctx)
+            self._record_unsettled(ctx)
             self._renew(ctx)
             self._finish(ctx)
             self._acquire(ctx)
@@ -226,7 +227,6 @@ class ProdMgrInterface(Component):
         return out
 
     def _acquire(self, ctx: Context) -> None:
-        self._record_unsettled(ctx)
         J = store.J
         waiting = int(ctx.conn.execute(
             sa.select(sa.func.count()).where(J.c.agent == self.agent, J.c.state.in_(sorted(states.LIVE)),
@@ -249,7 +249,9 @@ class ProdMgrInterface(Component):
 
         A lock conflict re-runs the whole tick (or message batch) after the rollback; without
         this, the allocations of the first try would stay leased to this agent, unknown to it,
-        until their leases ran out. Allocations found committed are settled.
+        until their leases ran out. Called first thing in a tick, whose transaction has written
+        nothing yet, so what it finds was committed: those allocations are settled. (Not from a
+        handler: an earlier message of the same batch may have written them, uncommitted.)
         """
         if not self.unsettled:
             return
