@@ -123,9 +123,11 @@ def measure_consume(url: str, workdir: Path, n: int, consumers: int) -> dict[str
     procs = start_consumers(config, consumers)
     service = open_service(config)
     payload = {"job_ids": list(range(10)), "note": "x" * 100}
+    # Published not yet due, then released at once: the consumers see the whole queue together.
     for i in range(0, n, 5000):
-        batch = [Outgoing("BenchWork", payload) for _ in range(min(5000, n - i))]
+        batch = [Outgoing("BenchWork", payload, delay=3600) for _ in range(min(5000, n - i))]
         service.tx.run(lambda conn, b=batch: service.publish_many(conn, b))
+    service.tx.run(lambda conn: conn.execute(sa.text("UPDATE ms_message SET available_at = :t"), {"t": time.time()}))
     start = time.perf_counter()
     while True:
         with service.engine.connect() as conn:
