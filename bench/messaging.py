@@ -110,6 +110,25 @@ def start_consumers(config: AgentConfig, count: int, latency_file: str | None = 
     return procs
 
 
+def server_process() -> psutil.Process | None:
+    """The local MariaDB server, to charge its CPU time to the measurement (None if not local)."""
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] in ("mariadbd", "mysqld"):
+            return proc
+    return None
+
+
+def cpu_seconds(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            pass
+    return total
+
+
 def stop_consumers(procs: list[mp.Process]) -> None:
     for p in procs:
         if p.pid:
@@ -118,27 +137,40 @@ def stop_consumers(procs: list[mp.Process]) -> None:
         p.join(30)
 
 
-def measure_consume(url: str, workdir: Path, n: int, consumers: int) -> dict[str, float]:
-    config = prepare(url, workdir, poll_max_s=0.02)
+def measure_consume(url: str, workdir: Path, n: int, consumers: int, history: bool = True) -> dict[str, float]:
+    config = prepare(url, workdir, poll_max_s=0.02, history=history)
     procs = start_consumers(config, consumers)
     service = open_service(config)
     payload = {"job_ids": list(range(10)), "note": "x" * 100}
-    # Published not yet due, then released at once: the consumers see the whole queue together.
+    # Every message falls due at one moment after the publishing ends, so the consumers see the
+    # whole queue together (no UPDATE to release them: that would leave the claim index full of
+    # old versions for the server to purge while it is being measured).
+    due = time.time() + 2.0 + n / 10000
     for i in range(0, n, 5000):
-        batch = [Outgoing("BenchWork", payload, delay=3600) for _ in range(min(5000, n - i))]
+        delay = due - time.time()
+        batch = [Outgoing("BenchWork", payload, delay=delay) for _ in range(min(5000, n - i))]
         service.tx.run(lambda conn, b=batch: service.publish_many(conn, b))
-    service.tx.run(lambda conn: conn.execute(sa.text("UPDATE ms_message SET available_at = :t"), {"t": time.time()}))
+    if time.time() > due:
+        raise RuntimeError("publishing took longer than the time allowed for it; measure with a smaller --n")
+    time.sleep(due - time.time())
+    clients = [psutil.Process(p.pid) for p in procs]
+    server = [s] if (s := server_process()) and url != "sqlite" else []
+    client0, server0 = cpu_seconds(clients), cpu_seconds(server)
     start = time.perf_counter()
+    # A cheap probe (not COUNT(*), which scans the table and would load the server it measures).
+    probe = sa.text("SELECT id FROM ms_message LIMIT 1")
     while True:
         with service.engine.connect() as conn:
-            left = conn.execute(sa.text("SELECT COUNT(*) FROM ms_message")).scalar()
-        if not left:
+            left = conn.execute(probe).first()
+        if left is None:
             break
         time.sleep(0.02)
     elapsed = time.perf_counter() - start
+    client_cpu, server_cpu = cpu_seconds(clients) - client0, cpu_seconds(server) - server0
     stop_consumers(procs)
     service.engine.dispose()
-    return {"msgs_per_s": n / elapsed, "seconds": elapsed}
+    return {"msgs_per_s": n / elapsed, "seconds": elapsed,
+            "client_cpu_us": client_cpu / n * 1e6, "server_cpu_us": server_cpu / n * 1e6 if server else None}
 
 
 def measure_latency(url: str, workdir: Path, rate: float, seconds: float) -> dict[str, float]:
@@ -180,6 +212,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument("--no-history", action="store_true", help="consume with messaging.history off")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     urls = args.url or ["sqlite", f"{MARIADB_SERVER}/bench"]
@@ -200,8 +233,10 @@ def main() -> None:
                 config = prepare(url, workdir)
                 record("publish_batch", measure_publish(config, args.n, 100), "msgs/s")
                 for consumers in (1, 4):
-                    out = measure_consume(url, workdir, args.n, consumers)
-                    record(f"consume_c{consumers}", out["msgs_per_s"], "msgs/s")
+                    out = measure_consume(url, workdir, args.n, consumers, history=not args.no_history)
+                    record(f"consume_c{consumers}", out["msgs_per_s"], "msgs/s",
+                           client_cpu_us_per_msg=round(out["client_cpu_us"], 1),
+                           server_cpu_us_per_msg=out["server_cpu_us"] and round(out["server_cpu_us"], 1))
                 lat = measure_latency(url, workdir, args.rate, args.latency_seconds)
                 record("latency_p50", lat["p50_ms"], "ms", rate=round(lat["achieved_rate"], 1))
                 record("latency_p99", lat["p99_ms"], "ms", cpu_share=round(lat["consumer_cpu_share"], 3),

@@ -83,8 +83,18 @@ def copy_to_dead_letters(ids: Sequence[int], now: float, error: str | None) -> s
     )
 
 
+def copy_to_history(ids: Sequence[int], now: float, uncounted: int) -> sa.Insert:
+    """Record handled messages server-side; `uncounted` deliveries are not in the row yet."""
+    src = sa.select(
+        M.c.id, M.c.agent, M.c.component, M.c.msg_type, M.c.source, M.c.created_at,
+        sa.literal(now, sa.Double()), M.c.deliveries + uncounted,
+    ).where(M.c.id.in_(ids))
+    return sa.insert(ms_history).from_select(
+        ["id", "agent", "component", "msg_type", "source", "created_at", "handled_at", "deliveries"], src
+    )
+
+
 insert_message = sa.insert(M)
-insert_history = sa.insert(ms_history)
 
 
 def subscribers(agent: str) -> sa.Select:

@@ -234,7 +234,7 @@ class MessageService:
                 if is_lock_conflict(exc) or is_connection_lost(exc):
                     raise
                 raise _HandlerFailed from exc
-            self._acknowledge(conn, component, messages, outbox)
+            self._acknowledge(conn, component, messages, outbox, uncounted=1)
             return BatchResult(handled=len(messages))
 
         try:
@@ -294,24 +294,24 @@ class MessageService:
         handled = [m for m in messages if m.id in mine]
         for message in handled:
             handler(conn, message, outbox)
-        self._acknowledge(conn, component, handled, outbox)
+        self._acknowledge(conn, component, handled, outbox, uncounted=0)
         return len(handled), len(messages) - len(handled)
 
     def _acknowledge(self, conn: sa.Connection, component: str, handled: Sequence[Message],
-                     outbox: list[Outgoing]) -> None:
-        """Publish what the handlers produced, keep history, remove the handled messages."""
+                     outbox: list[Outgoing], uncounted: int) -> None:
+        """Publish what the handlers produced, keep history, remove the handled messages.
+
+        `uncounted` is 1 when the rows' delivery count does not include this delivery yet (the
+        fast path never updates the rows it consumes).
+        """
         if outbox:
             self.publish_many(conn, outbox, source=component)
         if not handled:
             return
+        ids = [m.id for m in handled]
         if self.settings.history:
-            now = time.time()
-            conn.execute(q.insert_history, [
-                {"id": m.id, "agent": self.agent, "component": component, "msg_type": m.msg_type,
-                 "source": m.source, "created_at": m.created_at, "handled_at": now, "deliveries": m.deliveries}
-                for m in handled
-            ])
-        conn.execute(q.delete_messages([m.id for m in handled]))
+            conn.execute(q.copy_to_history(ids, time.time(), uncounted))
+        conn.execute(q.delete_messages(ids))
 
     def _failed(self, component: str, process_id: int, message: Message) -> BatchResult:
         error = traceback.format_exc(limit=8)[-4000:]
