@@ -12,16 +12,17 @@ OUT=bench/results
 mkdir -p "$OUT"
 mariadb -uroot -h127.0.0.1 -e 'CREATE DATABASE IF NOT EXISTS bench'
 N=${N:-20000}
+RUNS=${RUNS:-3}  # each figure is the median of RUNS runs
 echo "== db_limits (dequeue, k=100, 1 and 4 consumers, MariaDB)"
 $PY $SHARED/db_limits.py --url mysql+pymysql://root@127.0.0.1:3306/bench --tests dequeue --k 100 \
-  --consumers 1,4 --modes delete --runs 1 --n-batch "$N" --json "$OUT/db_limits.json" > "$OUT/db_limits.log"
+  --consumers 1,4 --modes delete --runs "$RUNS" --n-batch "$N" --json "$OUT/db_limits.json" > "$OUT/db_limits.log"
 grep SUMMARY "$OUT/db_limits.log"
 echo "== kombu SQL transport (MariaDB)"
-$PY $SHARED/peer_kombu.py --url sqla+mysql+pymysql://root@127.0.0.1:3306/bench --n 5000 --runs 1 \
+$PY $SHARED/peer_kombu.py --url sqla+mysql+pymysql://root@127.0.0.1:3306/bench --n 5000 --runs "$RUNS" \
   --tests throughput --no-raw --deadline 120 --json "$OUT/peer_kombu.json" > "$OUT/peer_kombu.log"
 grep SUMMARY "$OUT/peer_kombu.log"
 echo "== prodagent message service"
-$PY -m bench.messaging --n "$N" --json "$OUT/messaging.json" | tail -13
+$PY -m bench.messaging --n "$N" --runs "$RUNS" --json "$OUT/messaging.json" | tail -13
 $PY - <<'PYEOF'
 import json
 import re

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 
-@dataclass(frozen=True)
-class Message:
+class Message(NamedTuple):
+    """Immutable; a named tuple because a consumer builds one per message, thousands a second."""
+
     id: int
     msg_type: str
     payload: dict[str, Any]

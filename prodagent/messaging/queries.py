@@ -15,18 +15,35 @@ from prodagent.db.schema import ms_dead_letter, ms_history, ms_message, ms_proce
 M = ms_message
 
 
-def claimable(agent: str, component: str, now: float, limit: int, only: Sequence[int] | None = None) -> sa.Select:
-    query = (
-        sa.select(
-            M.c.id, M.c.msg_type, M.c.payload, M.c.priority, M.c.source, M.c.created_at,
-            M.c.deliveries, M.c.last_error,
-        )
-        .where(M.c.agent == agent, M.c.component == component, M.c.available_at <= now)
-        .order_by(M.c.priority.desc(), M.c.available_at, M.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    return query.where(M.c.id.in_(only)) if only is not None else query
+# The statements a consumer runs for every batch are built once, with bound parameters, so
+# that a batch costs no statement construction (the ids go in an expanding IN parameter).
+_CLAIM_COLUMNS = (M.c.id, M.c.msg_type, M.c.payload, M.c.priority, M.c.source, M.c.created_at, M.c.deliveries)
+_CLAIM = (
+    sa.select(*_CLAIM_COLUMNS)
+    .where(M.c.agent == sa.bindparam("agent"), M.c.component == sa.bindparam("component"),
+           M.c.available_at <= sa.bindparam("now"))
+    .order_by(M.c.priority.desc(), M.c.available_at, M.c.id)
+    .limit(sa.bindparam("limit", type_=sa.Integer))
+    .with_for_update(skip_locked=True)
+)
+_CLAIM_ONLY = _CLAIM.where(M.c.id.in_(sa.bindparam("ids", expanding=True)))
+_DELETE = sa.delete(M).where(M.c.id.in_(sa.bindparam("ids", expanding=True)))
+_TO_HISTORY = sa.insert(ms_history).from_select(
+    ["id", "agent", "component", "msg_type", "source", "created_at", "handled_at", "deliveries"],
+    sa.select(
+        M.c.id, M.c.agent, M.c.component, M.c.msg_type, M.c.source, M.c.created_at,
+        sa.bindparam("now", type_=sa.Double()), M.c.deliveries + sa.bindparam("uncounted", type_=sa.Integer),
+    ).where(M.c.id.in_(sa.bindparam("ids", expanding=True))),
+)
+
+Statement = tuple[sa.Executable, dict[str, object]]
+
+
+def claimable(agent: str, component: str, now: float, limit: int, only: Sequence[int] | None = None) -> Statement:
+    params: dict[str, object] = {"agent": agent, "component": component, "now": now, "limit": limit}
+    if only is None:
+        return _CLAIM, params
+    return _CLAIM_ONLY, {**params, "ids": list(only)}
 
 
 def mark_claimed(ids: Sequence[int], process_id: int, lease_until: float) -> sa.Update:
@@ -50,8 +67,8 @@ def charge_delivery(ids: Sequence[int]) -> sa.Update:
     return sa.update(M).where(M.c.id.in_(sorted(ids))).values(deliveries=M.c.deliveries + 1)
 
 
-def delete_messages(ids: Sequence[int]) -> sa.Delete:
-    return sa.delete(M).where(M.c.id.in_(ids))
+def delete_messages(ids: Sequence[int]) -> Statement:
+    return _DELETE, {"ids": list(ids)}
 
 
 def release(ids: Sequence[int], available_at: float, error: str | None) -> sa.Update:
@@ -83,15 +100,9 @@ def copy_to_dead_letters(ids: Sequence[int], now: float, error: str | None) -> s
     )
 
 
-def copy_to_history(ids: Sequence[int], now: float, uncounted: int) -> sa.Insert:
+def copy_to_history(ids: Sequence[int], now: float, uncounted: int) -> Statement:
     """Record handled messages server-side; `uncounted` deliveries are not in the row yet."""
-    src = sa.select(
-        M.c.id, M.c.agent, M.c.component, M.c.msg_type, M.c.source, M.c.created_at,
-        sa.literal(now, sa.Double()), M.c.deliveries + uncounted,
-    ).where(M.c.id.in_(ids))
-    return sa.insert(ms_history).from_select(
-        ["id", "agent", "component", "msg_type", "source", "created_at", "handled_at", "deliveries"], src
-    )
+    return _TO_HISTORY, {"ids": list(ids), "now": now, "uncounted": uncounted}
 
 
 insert_message = sa.insert(M)

@@ -190,16 +190,18 @@ class MessageService:
                only: Sequence[int] | None = None) -> list[Message]:
         """Lock up to `limit` ready messages; dead-letter those delivered too often already."""
         max_deliveries = self.settings.max_deliveries
-        rows = conn.execute(q.claimable(self.agent, component, now, limit, only)).all()
-        worn = [r.id for r in rows if r.deliveries >= max_deliveries]
+        rows = conn.execute(*q.claimable(self.agent, component, now, limit, only)).all()
+        worn = [r[0] for r in rows if r[6] >= max_deliveries]
         if worn:
             why = f"delivered {max_deliveries} times without acknowledgement"
             conn.execute(q.copy_to_dead_letters(worn, now, why))
-            conn.execute(q.delete_messages(worn))
+            conn.execute(*q.delete_messages(worn))
             log.error("%s: %d message(s) to dead letters: %s", component, len(worn), why)
+        loads = json.loads
         return [
-            Message(r.id, r.msg_type, json.loads(r.payload), r.priority, r.source, r.created_at, r.deliveries + 1)
-            for r in rows if r.deliveries < max_deliveries
+            Message(id_, msg_type, loads(payload), priority, source, created_at, deliveries + 1)
+            for id_, msg_type, payload, priority, source, created_at, deliveries in rows
+            if deliveries < max_deliveries
         ]
 
     def consume(
@@ -310,8 +312,8 @@ class MessageService:
             return
         ids = [m.id for m in handled]
         if self.settings.history:
-            conn.execute(q.copy_to_history(ids, time.time(), uncounted))
-        conn.execute(q.delete_messages(ids))
+            conn.execute(*q.copy_to_history(ids, time.time(), uncounted))
+        conn.execute(*q.delete_messages(ids))
 
     def _failed(self, component: str, process_id: int, message: Message) -> BatchResult:
         error = traceback.format_exc(limit=8)[-4000:]
@@ -326,7 +328,7 @@ class MessageService:
             now = time.time()
             if dead:
                 conn.execute(q.copy_to_dead_letters([message.id], now, error))
-                conn.execute(q.delete_messages([message.id]))
+                conn.execute(*q.delete_messages([message.id]))
             else:
                 retry_at = now + self.settings.retry_backoff_s * message.deliveries
                 conn.execute(q.release([message.id], retry_at, error))
