@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[sa.Connection, Message, list[Outgoing]], None]
 SUBSCRIPTION_TTL_S = 10.0
+# MariaDB claims look at most this many batches deep for one not held by other consumers.
+CANDIDATE_WINDOWS = 16
 
 
 class _HandlerFailed(Exception):
@@ -70,6 +72,7 @@ class MessageService:
         self.tx = TransactionRunner(engine, connect_retries, retry_wait_s)
         self._fanout: dict[str, list[str]] = {}
         self._fanout_loaded_at = 0.0
+        self._mysql = engine.dialect.name in ("mysql", "mariadb")
 
     # -- subscriptions -------------------------------------------------------------------------
 
@@ -190,12 +193,12 @@ class MessageService:
                only: Sequence[int] | None = None) -> list[Message]:
         """Lock up to `limit` ready messages; dead-letter those delivered too often already."""
         max_deliveries = self.settings.max_deliveries
-        rows = conn.execute(*q.claimable(self.agent, component, now, limit, only)).all()
+        rows = self._lock_ready(conn, component, now, limit, only)
         worn = [r[0] for r in rows if r[6] >= max_deliveries]
         if worn:
             why = f"delivered {max_deliveries} times without acknowledgement"
             conn.execute(q.copy_to_dead_letters(worn, now, why))
-            conn.execute(*q.delete_messages(worn))
+            conn.execute(*q.delete_messages(worn, self._mysql))
             log.error("%s: %d message(s) to dead letters: %s", component, len(worn), why)
         loads = json.loads
         return [
@@ -203,6 +206,22 @@ class MessageService:
             for id_, msg_type, payload, priority, source, created_at, deliveries in rows
             if deliveries < max_deliveries
         ]
+
+    def _lock_ready(self, conn: sa.Connection, component: str, now: float, limit: int,
+                    only: Sequence[int] | None) -> Sequence[sa.Row[Any]]:
+        if only is not None:
+            return conn.execute(*q.lock_ready(only, now, self._mysql)).all()
+        if not self._mysql:
+            return conn.execute(*q.claimable(self.agent, component, now, limit)).all()
+        # Candidates come a batch at a time; a batch that other consumers hold is skipped.
+        for offset in range(0, limit * CANDIDATE_WINDOWS, limit):
+            ids = conn.execute(*q.candidates(self.agent, component, now, limit, offset)).scalars().all()
+            if not ids:
+                break
+            rows = conn.execute(*q.lock_ready(ids, now, self._mysql)).all()
+            if rows:
+                return rows
+        return []
 
     def consume(
         self, component: str, process_id: int, handler: Handler,
@@ -291,7 +310,7 @@ class MessageService:
     ) -> tuple[int, int]:
         # Lock the rows still claimed by this process: a row gone (acknowledged by a commit whose
         # answer was lost) or taken by another process after the lease ended is skipped.
-        mine = set(conn.execute(q.lock_still_mine([m.id for m in messages], process_id)).scalars())
+        mine = set(conn.execute(*q.lock_still_mine([m.id for m in messages], process_id, self._mysql)).scalars())
         outbox: list[Outgoing] = []
         handled = [m for m in messages if m.id in mine]
         for message in handled:
@@ -312,8 +331,8 @@ class MessageService:
             return
         ids = [m.id for m in handled]
         if self.settings.history:
-            conn.execute(*q.copy_to_history(ids, time.time(), uncounted))
-        conn.execute(*q.delete_messages(ids))
+            conn.execute(*q.copy_to_history(ids, time.time(), uncounted, self._mysql))
+        conn.execute(*q.delete_messages(ids, self._mysql))
 
     def _failed(self, component: str, process_id: int, message: Message) -> BatchResult:
         error = traceback.format_exc(limit=8)[-4000:]
@@ -323,12 +342,12 @@ class MessageService:
                   "; moved to dead letters" if dead else "", error)
 
         def work(conn: sa.Connection) -> None:
-            if not conn.execute(q.lock_still_mine([message.id], process_id)).first():
+            if not conn.execute(*q.lock_still_mine([message.id], process_id, self._mysql)).first():
                 return
             now = time.time()
             if dead:
                 conn.execute(q.copy_to_dead_letters([message.id], now, error))
-                conn.execute(*q.delete_messages([message.id]))
+                conn.execute(*q.delete_messages([message.id], self._mysql))
             else:
                 retry_at = now + self.settings.retry_backoff_s * message.deliveries
                 conn.execute(q.release([message.id], retry_at, error))

@@ -138,3 +138,40 @@ def test_history_is_kept_and_purged(agent: Agent) -> None:
         assert conn.execute(sa.select(sa.func.count()).select_from(ms_history)).scalar() == 1
     assert svc.purge_history(older_than_s=3600) == 0
     assert svc.purge_history(older_than_s=-1) == 1
+
+
+def test_a_consumer_takes_the_next_batch_while_another_holds_the_first(tmp_path, make_mysql_db) -> None:
+    # MariaDB only: SQLite serialises consumers. The second consumer neither waits for the
+    # first one's locks nor gets any of its messages, and still takes its batch in order.
+    agent = make_agent(tmp_path, make_mysql_db())
+    svc = agent.service
+    for i in range(30):
+        svc.send("Work", {"key": f"k{i:02}"})
+    svc.send("Work", {"key": "urgent"}, priority=9)
+    a, b = svc.register("Recorder"), svc.register("Recorder")
+    holding, release = threading.Event(), threading.Event()
+    seen_a: list[str] = []
+    seen_b: list[str] = []
+
+    def slow(conn: sa.Connection, message, outbox) -> None:  # noqa: ANN001
+        seen_a.append(message.payload["key"])
+        holding.set()
+        release.wait(30)
+
+    first = threading.Thread(target=lambda: svc.consume("Recorder", a, slow, limit=10))
+    first.start()
+    assert holding.wait(10)
+    second = threading.Thread(
+        target=lambda: svc.consume("Recorder", b, lambda conn, m, out: seen_b.append(m.payload["key"]), limit=10)
+    )
+    second.start()
+    second.join(10)
+    finished_while_held = not second.is_alive()
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert finished_while_held
+    assert seen_a == ["urgent"] + [f"k{i:02}" for i in range(9)]
+    assert seen_b == [f"k{i:02}" for i in range(9, 19)]
+    assert sum(s["pending"] for s in svc.queue_stats()) == 11
+    svc.engine.dispose()
