@@ -16,6 +16,7 @@ from prodagent.batch.base import BatchJob, BatchState
 from prodagent.batch.local import LocalExecutor
 from prodagent.batch.local_spool import process_alive
 from prodagent.batch.registry import load_plugin
+from tests.agent_helpers import wait_until
 from tests.batch.helpers import wait_final, wait_state
 
 
@@ -121,7 +122,9 @@ def test_killed_launcher_makes_the_job_lost(tmp_path: Path) -> None:
     assert status.state is BatchState.LOST
     assert "launcher died" in (status.reason or "")
     assert plugin.capacity()[0].running == 0
-    assert not process_alive(int(started["pid"]), started["create_time"])  # killed with it
+    # Killed with it (SIGKILL is delivered asynchronously: allow it a moment).
+    wait_until(lambda: not process_alive(int(started["pid"]), started["create_time"]), 5, 0.02,
+               "the payload killed with its launcher")
 
 
 SUBMIT_AND_DIE = """
