@@ -29,5 +29,9 @@ class DatabaseUnavailable(ProdAgentError):
     """The database could not be reached after the configured retries."""
 
 
+class DatabaseUnsupported(ProdAgentError):
+    """The database server is of a version the agent cannot run on."""
+
+
 class IllegalTransition(ProdAgentError):
     """A state change that the transition table does not allow."""

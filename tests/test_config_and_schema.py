@@ -8,6 +8,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from prodagent.config import DEFAULT_CONFIG, load_config
+from prodagent.db.engine import unsupported_server
 from prodagent.db.migrate import VERSION_TABLE, head_revision, upgrade
 from prodagent.db.schema import metadata
 from prodagent.errors import ConfigError
@@ -73,3 +74,30 @@ def _is_desc_index(diff) -> bool:
 def _is_foreign_table(diff) -> bool:
     # Other parts of the system (ProdManager) may share the database; only our tables count.
     return diff[0] == "remove_table" or (diff[0] == "remove_index" and not diff[1].table.name.startswith(("ms_", "pa_")))
+
+
+@pytest.mark.parametrize(("is_mariadb", "version", "refused"), [
+    (True, (10, 5, 22), True),
+    (True, (10, 6, 0), False),
+    (True, (10, 11, 19), False),
+    (False, (5, 7, 44), True),
+    (False, (8, 0, 36), False),
+])
+def test_servers_too_old_for_the_message_statements_are_named(is_mariadb, version, refused) -> None:
+    why = unsupported_server(is_mariadb, version)
+    assert (why is not None) == refused
+    if why:
+        assert ("MariaDB" if is_mariadb else "MySQL") in why and ".".join(map(str, version)) in why
+
+
+def test_this_mariadb_passes_the_version_check_and_runs_the_id_join(make_mysql_db) -> None:
+    url = make_mysql_db()
+    upgrade(url)  # checks the server first
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        assert unsupported_server(True, engine.dialect.server_version_info) is None
+        ids = conn.execute(sa.text(
+            "SELECT t.id FROM JSON_TABLE(:ids, '$[*]' COLUMNS (id BIGINT PATH '$')) AS t"
+        ), {"ids": "[3,1,2]"}).scalars().all()
+    engine.dispose()
+    assert ids == [3, 1, 2]

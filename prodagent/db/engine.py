@@ -12,10 +12,39 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from prodagent.errors import DatabaseUnsupported
+
 
 def is_sqlite(engine_or_url: Engine | str) -> bool:
     url = engine_or_url.url if isinstance(engine_or_url, Engine) else sa.make_url(engine_or_url)
     return url.get_backend_name() == "sqlite"
+
+
+# The message service joins id lists as JSON_TABLE (see prodagent/messaging/queries.py).
+MIN_MARIADB = (10, 6)
+MIN_MYSQL = (8, 0)
+
+
+def unsupported_server(is_mariadb: bool, version: tuple[int, ...] | None) -> str | None:
+    """Why a MariaDB/MySQL server of this version cannot serve the agent (None if it can)."""
+    if version is None:
+        return None
+    least, name = (MIN_MARIADB, "MariaDB") if is_mariadb else (MIN_MYSQL, "MySQL")
+    if tuple(version[:2]) >= least:
+        return None
+    have = ".".join(map(str, version[:3]))
+    need = ".".join(map(str, least))
+    return f"{name} {have} is too old for prodagent: it needs {name} >= {need} (JSON_TABLE)"
+
+
+def check_server(engine: Engine, conn: sa.Connection) -> None:
+    """Refuse a MariaDB/MySQL server too old for the agent's statements, with a clear message."""
+    if is_sqlite(engine):
+        return
+    dialect = engine.dialect
+    why = unsupported_server(bool(getattr(dialect, "is_mariadb", False)), dialect.server_version_info)
+    if why:
+        raise DatabaseUnsupported(why)
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]

@@ -17,7 +17,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from prodagent.db.engine import is_sqlite, make_engine
+from prodagent.db.engine import check_server, is_sqlite, make_engine
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 VERSION_TABLE = "prodagent_alembic_version"
@@ -67,6 +67,7 @@ def upgrade(url: str, revision: str = "head") -> str | None:
     engine = make_engine(url, pool_size=1)
     try:
         with _migration_lock(engine) as conn:
+            check_server(engine, conn)
             if current_revision(conn) != head_revision() or revision != "head":
                 command.upgrade(alembic_config(conn), revision)
                 conn.commit()
