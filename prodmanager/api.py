@@ -1,5 +1,5 @@
-"""HTTP routes of the pull protocol (agents): register, acquire, renew, report, complete,
-release, merged. Every route needs a bearer token of role `agent` (or `operator`)."""
+"""HTTP routes of the pull protocol (agents): register, acquire, renew, report, complete (one
+allocation, or many in one call), release, merged. Every route needs a bearer token of role `agent` (or `operator`)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from prodmanager.models import (
     AgentInfo,
     AgentRegistration,
     AllocationAck,
+    CompleteMany,
+    CompleteManyAck,
     CompleteReport,
     ErrorBody,
     MergedAck,
@@ -65,6 +67,11 @@ def complete(
     agent: str, allocation_id: int, body: CompleteReport, caller: Caller, pull: Pull
 ) -> AllocationAck:
     return pull.complete(caller, agent, allocation_id, body)
+
+
+@router.post("/agents/{agent}/completions", response_model=CompleteManyAck)
+def complete_many(agent: str, body: CompleteMany, caller: Caller, pull: Pull) -> CompleteManyAck:
+    return pull.complete_many(caller, agent, body)
 
 
 @router.post("/agents/{agent}/allocations/{allocation_id}/release", response_model=AllocationAck)

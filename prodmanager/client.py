@@ -34,6 +34,8 @@ from prodmanager.models import (
     Allocation,
     AllocationAck,
     AllocationInfo,
+    CompleteManyAck,
+    CompleteOutcome,
     MergedAck,
     MergedFile,
     OutputFile,
@@ -165,6 +167,20 @@ class ProdManagerClient:
         }
         path = f"/agents/{agent}/allocations/{allocation_id}/complete"
         return self._call("POST", path, AllocationAck, json=body)
+
+    def complete_many(
+        self, agent: str, items: Iterable[tuple[LeaseLike, int, Iterable[OutputFile]]]
+    ) -> list[CompleteOutcome]:
+        """Complete many allocations in one call: (lease, events done, files) each. An item
+        that cannot be completed comes back with the error the single call would raise."""
+        body: dict[str, list[dict[str, Any]]] = {"items": []}
+        for lease, events_done, files in items:
+            allocation_id, token = _lease(lease)
+            body["items"].append({
+                "allocation_id": allocation_id, "lease_token": token, "events_done": events_done,
+                "files": [f.model_dump() for f in files],
+            })
+        return self._call("POST", f"/agents/{agent}/completions", CompleteManyAck, json=body).results
 
     def release(
         self, agent: str, lease: LeaseLike, failed: bool = False, reason: str = ""

@@ -170,6 +170,32 @@ class AllocationAck(Wire):
     files_duplicate: int
 
 
+class CompleteItem(CompleteReport):
+    """One allocation in a bulk completion."""
+
+    allocation_id: int
+
+
+class CompleteMany(Wire):
+    """Completions of many allocations in one call (and one ProdManager transaction)."""
+
+    items: list[CompleteItem] = Field(min_length=1, max_length=500)
+
+
+class CompleteOutcome(Wire):
+    """What became of one item of a bulk completion: `ack`, or the error the single call gives."""
+
+    allocation_id: int
+    ack: AllocationAck | None = None
+    error: str | None = None  # the error code: lease_lost, not_found, invalid
+    status: str | None = None  # for lease_lost: expired | recalled
+    detail: str = ""
+
+
+class CompleteManyAck(Wire):
+    results: list[CompleteOutcome]
+
+
 class MergedFile(OutputFile):
     inputs: list[str] = Field(min_length=1, max_length=100_000)
 

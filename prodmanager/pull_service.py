@@ -35,6 +35,9 @@ from prodmanager.models import (
     AgentRegistration,
     Allocation,
     AllocationAck,
+    CompleteMany,
+    CompleteManyAck,
+    CompleteOutcome,
     CompleteReport,
     InputFileRef,
     LeaseStatus,
@@ -262,35 +265,71 @@ class PullService:
         self, principal: Principal, agent_name: str, allocation_id: int, report: CompleteReport
     ) -> AllocationAck:
         self._agent(principal, agent_name)
-
-        def work(conn: sa.Connection) -> tuple[AllocationAck, int]:
-            now = time.time()
-            row = q.get_allocation(conn, allocation_id)
-            if _already(row, report.lease_token, agent_name, AllocationState.DONE):
-                return _ack(row, AllocationState.DONE, row.events_done, 0, len(report.files)), -1
-            row = _held(conn, row, report.lease_token, agent_name)
-            self._check_events(row, report.events_done)
-            finished = q.finish(
-                conn,
-                allocation_id,
-                report.lease_token,
-                agent_name,
-                AllocationState.DONE.value,
-                report.events_done,
-                None,
-                now,
-            )
-            if not finished:
-                raise _lost(conn, allocation_id, report.lease_token, agent_name)
-            accepted, duplicate = outputs.store_files(conn, row, report.files, agent_name, now)
-            self._mark_running(conn, row.request_id, agent_name, now)
-            ack = _ack(row, AllocationState.DONE, report.events_done, accepted, duplicate)
-            return ack, int(row.request_id)
-
-        ack, request_id = self.db.transaction(work)
+        ack, request_id = self.db.transaction(
+            lambda conn: self._complete_in(conn, agent_name, allocation_id, report, time.time())
+        )
         if request_id >= 0:
             self._settle(request_id, agent_name)
         return ack
+
+    def complete_many(
+        self, principal: Principal, agent_name: str, batch: CompleteMany
+    ) -> CompleteManyAck:
+        """Complete many allocations in one transaction; each item succeeds or fails alone.
+
+        An item whose lease is lost, that does not exist or reports too many events gets the
+        error the single call would raise, and changes nothing (those checks come before any
+        write); the others are committed together.
+        """
+        self._agent(principal, agent_name)
+
+        def work(conn: sa.Connection) -> tuple[list[CompleteOutcome], set[int]]:
+            now = time.time()
+            results: list[CompleteOutcome] = []
+            settle: set[int] = set()
+            for item in batch.items:
+                try:
+                    ack, request_id = self._complete_in(conn, agent_name, item.allocation_id, item, now)
+                except (LeaseLost, NotFound, InvalidInput) as exc:
+                    results.append(CompleteOutcome(
+                        allocation_id=item.allocation_id, error=exc.code,
+                        status=exc.details.get("status"), detail=exc.message,
+                    ))
+                    continue
+                results.append(CompleteOutcome(allocation_id=item.allocation_id, ack=ack))
+                if request_id >= 0:
+                    settle.add(request_id)
+            return results, settle
+
+        results, settle = self.db.transaction(work)
+        for request_id in sorted(settle):
+            self._settle(request_id, agent_name)
+        return CompleteManyAck(results=results)
+
+    def _complete_in(
+        self, conn: sa.Connection, agent_name: str, allocation_id: int, report: CompleteReport, now: float
+    ) -> tuple[AllocationAck, int]:
+        """Finish one allocation; the request id to settle afterwards (-1: a repeated call)."""
+        row = q.get_allocation(conn, allocation_id)
+        if _already(row, report.lease_token, agent_name, AllocationState.DONE):
+            return _ack(row, AllocationState.DONE, row.events_done, 0, len(report.files)), -1
+        row = _held(conn, row, report.lease_token, agent_name)
+        self._check_events(row, report.events_done)
+        finished = q.finish(
+            conn,
+            allocation_id,
+            report.lease_token,
+            agent_name,
+            AllocationState.DONE.value,
+            report.events_done,
+            None,
+            now,
+        )
+        if not finished:
+            raise _lost(conn, allocation_id, report.lease_token, agent_name)
+        accepted, duplicate = outputs.store_files(conn, row, report.files, agent_name, now)
+        self._mark_running(conn, row.request_id, agent_name, now)
+        return _ack(row, AllocationState.DONE, report.events_done, accepted, duplicate), int(row.request_id)
 
     def release(
         self, principal: Principal, agent_name: str, allocation_id: int, req: ReleaseRequest

@@ -24,10 +24,11 @@ from prodagent.jobs import states, store
 from prodagent.runtime.component import Component, Context, handles
 from prodmanager import errors as pm_errors
 from prodmanager.client import ProdManagerClient
-from prodmanager.models import Allocation, LeaseStatus, MergedFile, OutputFile
+from prodmanager.models import Allocation, CompleteOutcome, LeaseStatus, MergedFile, OutputFile
 
 HELD = ("acquired", "active")
 RENEW_CHUNK = 5000  # leases per renew call (ProdManager takes at most 10,000)
+COMPLETE_PER_CALL = 100  # allocations per bulk completion call (ProdManager takes at most 500)
 
 
 class ProdMgrSettings(BaseModel):
@@ -37,7 +38,7 @@ class ProdMgrSettings(BaseModel):
     max_acquire: int = Field(1000, ge=1)  # allocations per acquire call
     lease_s: float | None = Field(None, gt=0)  # ask for this lease; None: the server's default
     sites: list[str] = Field(default_factory=list)  # sites announced at registration
-    complete_workers: int = Field(4, ge=1)  # allocations completed with ProdManager concurrently
+    complete_workers: int = Field(4, ge=1)  # bulk completion calls to ProdManager at once
     finish_budget_s: float = Field(10.0, gt=0)  # per tick: start no completion after this long
     renew_interval_s: float = Field(0.0, ge=0)  # renew held leases at most this often; 0: every tick
 
@@ -128,8 +129,8 @@ class ProdMgrInterface(Component):
     def _finish(self, ctx: Context, only: list[str] | None = None, budget_s: float | None = None) -> None:
         """Complete allocations whose jobs all succeeded, release those whose jobs all ended.
 
-        One grouped query finds them (among `only` if given); completions go to ProdManager
-        `complete_workers` at a time, and none starts after `budget_s` (default
+        One grouped query finds them (among `only` if given); completions go to ProdManager in
+        bulk calls, `complete_workers` at a time, and none starts after `budget_s` (default
         `finish_budget_s`), so acquiring is never starved.
         """
         if only is None:
@@ -175,36 +176,45 @@ class ProdMgrInterface(Component):
 
     def _complete(self, ctx: Context, todo: list[tuple[Any, int]], budget_s: float) -> None:
         deadline = time.monotonic() + budget_s
-        chunk = 50 * self.settings.complete_workers
+        chunk = COMPLETE_PER_CALL * self.settings.complete_workers
         for i in range(0, len(todo), chunk):
             if time.monotonic() > deadline:
                 return  # the rest next tick
             self._complete_chunk(ctx, todo[i:i + chunk], deadline)
 
     def _complete_chunk(self, ctx: Context, todo: list[tuple[Any, int]], deadline: float) -> None:
+        """Complete with ProdManager, `COMPLETE_PER_CALL` allocations per call, calls in parallel."""
         files = self._output_files(ctx, [alloc.id for alloc, _events in todo])
+        calls = [todo[i:i + COMPLETE_PER_CALL] for i in range(0, len(todo), COMPLETE_PER_CALL)]
 
-        def complete(item: tuple[Any, int]) -> Exception | bool | None:
-            alloc, events = item
+        def complete(call: list[tuple[Any, int]]) -> list[CompleteOutcome] | Exception | None:
             if time.monotonic() > deadline:
                 return None  # next tick
             try:
-                self.client.complete(self.agent, (int(alloc.id), alloc.lease_token), events, files.get(alloc.id, []))
-                return True
+                return self.client.complete_many(self.agent, [
+                    ((int(alloc.id), alloc.lease_token), events, files.get(alloc.id, [])) for alloc, events in call
+                ])
             except (pm_errors.ProdManagerError, OSError) as exc:
                 return exc
 
         done: dict[int, list[str]] = defaultdict(list)  # events -> allocations
         lost: list[str] = []
         error: Exception | None = None
-        for (alloc, events), outcome in zip(todo, self.pool.map(complete, todo), strict=True):
-            if outcome is True:
-                done[events].append(alloc.id)
-            elif isinstance(outcome, pm_errors.LeaseLost):
-                self.log.warning("allocation %s: lease lost before completion; its work is refused", alloc.id)
-                lost.append(alloc.id)
-            elif isinstance(outcome, Exception):
-                error = error or outcome
+        for call, answer in zip(calls, self.pool.map(complete, calls), strict=True):
+            if answer is None:
+                continue
+            if isinstance(answer, Exception):
+                error = error or answer
+                continue
+            for (alloc, events), outcome in zip(call, answer, strict=True):
+                if outcome.ack is not None:
+                    done[events].append(alloc.id)
+                elif outcome.error == pm_errors.LeaseLost.code:
+                    self.log.warning("allocation %s: lease lost before completion; its work is refused", alloc.id)
+                    lost.append(alloc.id)
+                else:  # kept active: tried again next tick, the others are not held back
+                    self.log.error("allocation %s: ProdManager refused its completion (%s): %s",
+                                   alloc.id, outcome.error, outcome.detail)
         for events, ids in done.items():
             store.set_allocations(ctx.conn, ids, state="done", events_reported=events)
         store.set_allocations(ctx.conn, lost, state="lost")
