@@ -137,3 +137,26 @@ def test_client_maps_errors_to_exceptions() -> None:
     with pytest.raises(LeaseLost) as info:
         client.complete("a1", (7, "token"), events_done=10)
     assert info.value.status == 409 and info.value.details == {"status": "expired"}
+
+
+def test_bulk_completion_over_http(server: Server) -> None:
+    from prodmanager.models import OutputFile
+    from tests.prodmanager.conftest import mc_workflow, submit
+
+    env = server.env
+    rid = submit(env, "alice", mc_workflow("bulk-http", 300, 100))
+    client = ProdManagerClient(server.url, env.tokens["agent1"])
+    client.register_agent("a1", capacity=10)
+    allocs = client.acquire("a1", jobs=3)
+
+    def out(a) -> list[OutputFile]:  # noqa: ANN001
+        return [OutputFile(lfn=f"/store/unmerged/bulk/{a.job_index}.root", size=10, checksum="adler32:1", events=a.n_events)]
+
+    results = client.complete_many("a1", [
+        ((allocs[0].allocation_id, allocs[0].lease_token), allocs[0].n_events, out(allocs[0])),
+        ((allocs[1].allocation_id, "stale"), allocs[1].n_events, out(allocs[1])),
+        ((allocs[2].allocation_id, allocs[2].lease_token), allocs[2].n_events, out(allocs[2])),
+    ])
+    assert [(r.ack is not None, r.error) for r in results] == [(True, None), (False, "lease_lost"), (True, None)]
+    assert results[2].ack.files_accepted == 1
+    assert env.requests.summary(rid).counters.events_produced == 200
