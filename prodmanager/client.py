@@ -159,12 +159,7 @@ class ProdManagerClient:
     def complete(
         self, agent: str, lease: LeaseLike, events_done: int, files: Iterable[OutputFile] = ()
     ) -> AllocationAck:
-        allocation_id, token = _lease(lease)
-        body = {
-            "lease_token": token,
-            "events_done": events_done,
-            "files": [f.model_dump() for f in files],
-        }
+        allocation_id, body = _completion(lease, events_done, files)
         path = f"/agents/{agent}/allocations/{allocation_id}/complete"
         return self._call("POST", path, AllocationAck, json=body)
 
@@ -173,14 +168,11 @@ class ProdManagerClient:
     ) -> list[CompleteOutcome]:
         """Complete many allocations in one call: (lease, events done, files) each. An item
         that cannot be completed comes back with the error the single call would raise."""
-        body: dict[str, list[dict[str, Any]]] = {"items": []}
+        bodies = []
         for lease, events_done, files in items:
-            allocation_id, token = _lease(lease)
-            body["items"].append({
-                "allocation_id": allocation_id, "lease_token": token, "events_done": events_done,
-                "files": [f.model_dump() for f in files],
-            })
-        return self._call("POST", f"/agents/{agent}/completions", CompleteManyAck, json=body).results
+            allocation_id, body = _completion(lease, events_done, files)
+            bodies.append({"allocation_id": allocation_id, **body})
+        return self._call("POST", f"/agents/{agent}/completions", CompleteManyAck, json={"items": bodies}).results
 
     def release(
         self, agent: str, lease: LeaseLike, failed: bool = False, reason: str = ""
@@ -289,6 +281,12 @@ def _lease(lease: LeaseLike) -> tuple[int, str]:
     if isinstance(lease, Allocation):
         return lease.allocation_id, lease.lease_token
     return int(lease[0]), str(lease[1])
+
+
+def _completion(lease: LeaseLike, events_done: int, files: Iterable[OutputFile]) -> tuple[int, dict[str, Any]]:
+    """The allocation id and the body of a completion."""
+    allocation_id, token = _lease(lease)
+    return allocation_id, {"lease_token": token, "events_done": events_done, "files": [f.model_dump() for f in files]}
 
 
 def _error(response: httpx.Response) -> errors.ProdManagerError:

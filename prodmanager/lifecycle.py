@@ -62,14 +62,15 @@ def settle(conn: sa.Connection, request_id: int, actor: str, now: float) -> str 
 
 
 def mark_running(conn: sa.Connection, request_id: int, actor: str, now: float) -> bool:
-    """First progress: assigned -> running. True once the request is past assigned (it never
-    goes back, except through paused, which resume handles)."""
+    """First progress: assigned -> running. True when the request was already past assigned
+    before this call (it never goes back, except through paused, which resume handles), so a
+    caller may remember it; False when this call made the change (not committed yet) or none."""
     row = q.get_request(conn, request_id)
     if row is None:
         return False
     if row.state == RequestState.ASSIGNED:
         transition(conn, request_id, row.state, RequestState.RUNNING, actor, "first progress", now)
-        return True
+        return False
     return row.state in (
         RequestState.RUNNING,
         RequestState.COMPLETED,

@@ -27,7 +27,7 @@ from prodmanager import lifecycle, outputs, splitter
 from prodmanager.auth import Principal, require_role
 from prodmanager.db import queries as q
 from prodmanager.db.engine import Database
-from prodmanager.errors import Forbidden, InvalidInput, LeaseLost, NotFound
+from prodmanager.errors import Forbidden, InvalidInput, LeaseLost, NotFound, ProdManagerError
 from prodmanager.models import (
     AcquireRequest,
     AcquireResponse,
@@ -242,7 +242,7 @@ class PullService:
 
         def work(conn: sa.Connection) -> AllocationAck:
             now = time.time()
-            row = _held(conn, q.get_allocation(conn, allocation_id), report.lease_token, agent_name)
+            row = _held(conn, allocation_id, q.get_allocation(conn, allocation_id), report.lease_token, agent_name)
             self._check_events(row, report.events_done)
             done = q.record_progress(
                 conn,
@@ -277,9 +277,9 @@ class PullService:
     ) -> CompleteManyAck:
         """Complete many allocations in one transaction; each item succeeds or fails alone.
 
-        An item whose lease is lost, that does not exist or reports too many events gets the
-        error the single call would raise, and changes nothing (those checks come before any
-        write); the others are committed together.
+        Each item runs in a savepoint: one that is refused (lease lost, unknown, too many
+        events, a file registered elsewhere) gets the error the single call would raise and
+        leaves nothing behind; the others are committed together.
         """
         self._agent(principal, agent_name)
 
@@ -289,8 +289,9 @@ class PullService:
             settle: set[int] = set()
             for item in batch.items:
                 try:
-                    ack, request_id = self._complete_in(conn, agent_name, item.allocation_id, item, now)
-                except (LeaseLost, NotFound, InvalidInput) as exc:
+                    with conn.begin_nested():
+                        ack, request_id = self._complete_in(conn, agent_name, item.allocation_id, item, now)
+                except ProdManagerError as exc:
                     results.append(CompleteOutcome(
                         allocation_id=item.allocation_id, error=exc.code,
                         status=exc.details.get("status"), detail=exc.message,
@@ -313,7 +314,7 @@ class PullService:
         row = q.get_allocation(conn, allocation_id)
         if _already(row, report.lease_token, agent_name, AllocationState.DONE):
             return _ack(row, AllocationState.DONE, row.events_done, 0, len(report.files)), -1
-        row = _held(conn, row, report.lease_token, agent_name)
+        row = _held(conn, allocation_id, row, report.lease_token, agent_name)
         self._check_events(row, report.events_done)
         finished = q.finish(
             conn,
@@ -342,7 +343,7 @@ class PullService:
             row = q.get_allocation(conn, allocation_id)
             if req.failed and _already(row, req.lease_token, agent_name, AllocationState.FAILED):
                 return _ack(row, AllocationState.FAILED, 0, 0, 0), -1
-            row = _held(conn, row, req.lease_token, agent_name)
+            row = _held(conn, allocation_id, row, req.lease_token, agent_name)
             reason = req.reason or ("failed" if req.failed else "released")
             if req.failed:
                 changed = q.finish(
@@ -373,6 +374,8 @@ class PullService:
         two allocations at once, the later one sees both finished; no request-row lock is
         taken while other allocations are still open.
         """
+        if self.db.read(lambda conn: q.has_open(conn, request_id)):
+            return  # the common case, without taking a write transaction
         actor = f"agent:{agent_name}"
         self.db.transaction(lambda conn: lifecycle.settle(conn, request_id, actor, time.time()))
 
@@ -381,6 +384,7 @@ class PullService:
     ) -> None:
         if request_id in self._running:
             return
+        # Remembered only once seen committed: a change made here may still be rolled back.
         if lifecycle.mark_running(conn, request_id, f"agent:{agent_name}", now):
             with self._lock:
                 self._running.add(request_id)
@@ -482,7 +486,7 @@ def _renew_result(
 
 
 def _held(
-    conn: sa.Connection, row: sa.Row[Any] | None, lease_token: str, agent_name: str
+    conn: sa.Connection, allocation_id: int, row: sa.Row[Any] | None, lease_token: str, agent_name: str
 ) -> sa.Row[Any]:
     """The allocation row, if this agent holds it under this token; LeaseLost otherwise."""
     if (
@@ -491,7 +495,7 @@ def _held(
         or row.lease_token != lease_token
         or row.agent != agent_name
     ):
-        raise _lost(conn, row.id if row is not None else -1, lease_token, agent_name)
+        raise _lost(conn, allocation_id, lease_token, agent_name)
     return row
 
 

@@ -37,11 +37,11 @@ def unsupported_server(is_mariadb: bool, version: tuple[int, ...] | None) -> str
     return f"{name} {have} is too old for prodagent: it needs {name} >= {need} (JSON_TABLE)"
 
 
-def check_server(engine: Engine, conn: sa.Connection) -> None:
+def check_server(conn: sa.Connection) -> None:
     """Refuse a MariaDB/MySQL server too old for the agent's statements, with a clear message."""
-    if is_sqlite(engine):
+    dialect = conn.dialect
+    if dialect.name == "sqlite":
         return
-    dialect = engine.dialect
     why = unsupported_server(bool(getattr(dialect, "is_mariadb", False)), dialect.server_version_info)
     if why:
         raise DatabaseUnsupported(why)

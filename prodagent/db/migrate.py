@@ -67,7 +67,7 @@ def upgrade(url: str, revision: str = "head") -> str | None:
     engine = make_engine(url, pool_size=1)
     try:
         with _migration_lock(engine) as conn:
-            check_server(engine, conn)
+            check_server(conn)
             if current_revision(conn) != head_revision() or revision != "head":
                 command.upgrade(alembic_config(conn), revision)
                 conn.commit()

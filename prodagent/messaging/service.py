@@ -29,6 +29,7 @@ import psutil
 import sqlalchemy as sa
 
 from prodagent.config import MessagingSection
+from prodagent.db.engine import is_sqlite
 from prodagent.errors import DatabaseUnavailable
 from prodagent.messaging import queries as q
 from prodagent.messaging.journal import InflightJournal
@@ -72,7 +73,7 @@ class MessageService:
         self.tx = TransactionRunner(engine, connect_retries, retry_wait_s)
         self._fanout: dict[str, list[str]] = {}
         self._fanout_loaded_at = 0.0
-        self._mysql = engine.dialect.name in ("mysql", "mariadb")
+        self._mysql = not is_sqlite(engine)  # MariaDB or MySQL
 
     # -- subscriptions -------------------------------------------------------------------------
 
@@ -194,7 +195,7 @@ class MessageService:
         """Lock up to `limit` ready messages; dead-letter those delivered too often already."""
         max_deliveries = self.settings.max_deliveries
         rows = self._lock_ready(conn, component, now, limit, only)
-        worn = [r[0] for r in rows if r[6] >= max_deliveries]
+        worn = [r.id for r in rows if r.deliveries >= max_deliveries]
         if worn:
             why = f"delivered {max_deliveries} times without acknowledgement"
             conn.execute(q.copy_to_dead_letters(worn, now, why))

@@ -363,9 +363,9 @@ def test_agents_are_bound_to_their_token(env: Env) -> None:
 
 
 def test_bulk_completion_takes_each_item_alone(env: Env) -> None:
-    rid = submit(env, "alice", mc_workflow("bulk", 500, 100))
+    rid = submit(env, "alice", mc_workflow("bulk", 600, 100))
     register(env)
-    allocs = acquire(env, jobs=5)
+    allocs = acquire(env, jobs=6)
     complete(env, allocs[0], files=[out(allocs[0])])  # done before: a repeat is acknowledged
     items = [
         CompleteItem(allocation_id=allocs[0].allocation_id, lease_token=allocs[0].lease_token,
@@ -379,19 +379,22 @@ def test_bulk_completion_takes_each_item_alone(env: Env) -> None:
         CompleteItem(allocation_id=999_999, lease_token="x", events_done=1),
         CompleteItem(allocation_id=allocs[4].allocation_id, lease_token=allocs[4].lease_token,
                      events_done=allocs[4].n_events, files=[out(allocs[4])]),
+        # Refused after it was finished: its file is allocs[1]'s. The savepoint undoes it.
+        CompleteItem(allocation_id=allocs[5].allocation_id, lease_token=allocs[5].lease_token,
+                     events_done=allocs[5].n_events, files=[out(allocs[1])]),
     ]
     results = env.pull.complete_many(env.who("agent1"), "a1", CompleteMany(items=items)).results
     assert [(r.allocation_id, r.error) for r in results] == [
         (allocs[0].allocation_id, None), (allocs[1].allocation_id, None),
         (allocs[2].allocation_id, "lease_lost"), (allocs[3].allocation_id, "invalid"),
-        (999_999, "not_found"), (allocs[4].allocation_id, None),
+        (999_999, "not_found"), (allocs[4].allocation_id, None), (allocs[5].allocation_id, "conflict"),
     ]
     assert results[0].ack.files_accepted == 0 and results[1].ack.files_accepted == 1
-    assert results[2].status == "expired" and "at most" not in results[2].detail
+    assert results[2].status == "expired" and "more than the allocation's" in results[3].detail
     counters = env.requests.summary(rid).counters
-    # Three done (one of them before), two still leased: nothing of the refused items counted.
+    # Three done (one of them before), three still leased: nothing of the refused items counted.
     assert (counters.events_produced, counters.files_unmerged) == (300, 3)
-    for a in allocs[2:4]:
+    for a in allocs[2:4] + allocs[5:]:
         complete(env, a, files=[out(a)])
     assert env.requests.summary(rid).state == "completed"
     with pytest.raises(Forbidden):
