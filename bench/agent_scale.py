@@ -42,6 +42,8 @@ import psutil
 import sqlalchemy as sa
 import yaml
 
+from bench.db import create_database, drop_database
+from bench.messaging import server_process
 from prodagent.components.registry import BUILTIN
 from prodagent.config import DEFAULT_COMPONENTS, AgentConfig, load_config
 from prodagent.db.schema import ms_dead_letter, ms_message, pa_allocation, pa_job, pa_job_transition
@@ -49,28 +51,9 @@ from prodagent.demo.stack import AgentProcesses, Manager, write_agent_config
 from prodagent.runtime import pidfiles
 from prodagent.runtime.logs import log_path
 
-MARIADB_SERVER = "mysql+pymysql://root@127.0.0.1:3306"
 EVENTS_PER_JOB = 10
 OUTPUT_BYTES = 1024
 CYCLE_LINE = re.compile(r"^(\S+ \S+) .*cycle over (\d+) active job\(s\) in ([\d.]+)s")
-
-
-# -- databases -----------------------------------------------------------------------------------
-
-def create_database(name: str) -> str:
-    admin = sa.create_engine(MARIADB_SERVER + "/", poolclass=sa.pool.NullPool)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
-        conn.execute(sa.text(f"CREATE DATABASE {name} CHARACTER SET utf8mb4"))
-    admin.dispose()
-    return f"{MARIADB_SERVER}/{name}"
-
-
-def drop_database(name: str) -> None:
-    admin = sa.create_engine(MARIADB_SERVER + "/", poolclass=sa.pool.NullPool)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
-    admin.dispose()
 
 
 # -- the request and the agent -------------------------------------------------------------------
@@ -157,7 +140,9 @@ class RssSampler(threading.Thread):
         while not self.stop.wait(1.0):
             if time.monotonic() >= next_lookup:
                 pids = self._pids()
-                next_lookup = time.monotonic() + 10.0
+                # Every second until every component is up, then every 10 s.
+                all_up = len(pids) == len(self.extra) + len(self.components)
+                next_lookup = time.monotonic() + (10.0 if all_up else 0.0)
             for name, pid in pids.items():
                 try:
                     proc = psutil.Process(pid)
@@ -167,7 +152,9 @@ class RssSampler(threading.Thread):
                     next_lookup = 0.0
                     continue
                 self.peak_mb[name] = max(self.peak_mb.get(name, 0.0), rss)
-                self.cpu_start.setdefault(name, times.user + times.system)
+                # Components start during the run: all their CPU counts. The extra processes
+                # ran before it: only what they use from the first sample on.
+                self.cpu_start.setdefault(name, times.user + times.system if name in self.extra else 0.0)
                 self.cpu_s[name] = times.user + times.system - self.cpu_start[name]
 
 
@@ -260,9 +247,8 @@ def run_production(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         client = manager.client("requester", "scale")
         assert manager.proc is not None
         extra = {"prodmanager": manager.proc.pid}
-        servers = [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] in ("mariadbd", "mysqld")]
-        if servers:
-            extra["mariadbd"] = servers[0]
+        if server := server_process():
+            extra["mariadbd"] = server.pid
         sampler = RssSampler(config, components, extra)
         sampler.start()
         started = time.monotonic()

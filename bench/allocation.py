@@ -36,11 +36,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.db import create_database, drop_database  # noqa: E402
 from prodmanager.auth import Principal, create_token  # noqa: E402
 from prodmanager.client import ProdManagerClient  # noqa: E402
 from prodmanager.db import migrate  # noqa: E402
@@ -57,8 +57,6 @@ from prodmanager.models import (  # noqa: E402
 from prodmanager.pull_service import PullService  # noqa: E402
 from prodmanager.request_service import RequestService  # noqa: E402
 from prodrequest.loader import validate_workflow  # noqa: E402
-
-MYSQL_SERVER = os.environ.get("PRODAGENT_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306")
 
 
 @dataclass
@@ -165,16 +163,12 @@ def fresh_database(backend: str) -> Iterator[str]:
         with tempfile.TemporaryDirectory(prefix="pm-bench-") as tmp:
             yield f"sqlite:///{tmp}/bench.db"
         return
-    admin = sa.create_engine(MYSQL_SERVER + "/", poolclass=sa.pool.NullPool)
     name = f"pm_bench_{uuid.uuid4().hex[:10]}"
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE {name} CHARACTER SET utf8mb4"))
+    url = create_database(name)
     try:
-        yield f"{MYSQL_SERVER}/{name}"
+        yield url
     finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
-        admin.dispose()
+        drop_database(name)
 
 
 def prepare(db_url: str, agents: int, jobs: int) -> tuple[str, int]:

@@ -28,6 +28,7 @@ import psutil
 import sqlalchemy as sa
 
 from bench.components import PLUGINS
+from bench.db import MARIADB_SERVER, create_database, drop_database
 from prodagent.config import AgentConfig, config_from_dict
 from prodagent.db.schema import ms_process
 from prodagent.messaging.message import Outgoing
@@ -38,21 +39,13 @@ from prodagent.runtime.runner import (
     wait_for_database,
 )
 
-MARIADB_SERVER = "mysql+pymysql://root@127.0.0.1:3306"
-
 
 def fresh_database(url: str, workdir: Path) -> str:
+    """A new SQLite file, or this process's MariaDB scratch database emptied (dropped at exit)."""
     if url == "sqlite":
         path = workdir / f"bench-{time.time_ns()}.db"
         return f"sqlite:///{path}"
-    server = url.rsplit("/", 1)[0]
-    name = f"pa_bench_{os.getpid()}"
-    admin = sa.create_engine(server + "/", poolclass=sa.pool.NullPool)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
-        conn.execute(sa.text(f"CREATE DATABASE {name}"))
-    admin.dispose()
-    return f"{server}/{name}"
+    return create_database(f"pa_bench_{os.getpid()}", url.rsplit("/", 1)[0])
 
 
 def make_config(db_url: str, workdir: Path, **messaging: Any) -> AgentConfig:
@@ -205,6 +198,31 @@ def measure_latency(url: str, workdir: Path, rate: float, seconds: float) -> dic
     }
 
 
+def _measure_all(args: argparse.Namespace, urls: list[str], workdir: Path, results: list[dict[str, Any]]) -> None:
+    for run in range(args.runs):
+        for url in urls:
+            backend = "sqlite" if url == "sqlite" else "mariadb"
+
+            def record(name: str, value: float, unit: str, run: int = run, backend: str = backend, **extra: Any) -> None:
+                row = {"run": run, "backend": backend, "measure": name, "value": round(value, 2), "unit": unit, **extra}
+                results.append(row)
+                print(f"{backend:8} run {run} {name:16} {value:12.1f} {unit} {extra or ''}", flush=True)
+
+            config = prepare(url, workdir)
+            record("publish_single", measure_publish(config, min(args.n, 3000), 1), "msgs/s")
+            config = prepare(url, workdir)
+            record("publish_batch", measure_publish(config, args.n, 100), "msgs/s")
+            for consumers in (1, 4):
+                out = measure_consume(url, workdir, args.n, consumers, history=not args.no_history)
+                record(f"consume_c{consumers}", out["msgs_per_s"], "msgs/s",
+                       client_cpu_us_per_msg=round(out["client_cpu_us"], 1),
+                       server_cpu_us_per_msg=out["server_cpu_us"] and round(out["server_cpu_us"], 1))
+            lat = measure_latency(url, workdir, args.rate, args.latency_seconds)
+            record("latency_p50", lat["p50_ms"], "ms", rate=round(lat["achieved_rate"], 1))
+            record("latency_p99", lat["p99_ms"], "ms", cpu_share=round(lat["consumer_cpu_share"], 3),
+                   delivered=lat["delivered"], sent=lat["sent"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", action="append", help="'sqlite' or a MariaDB URL (repeatable)")
@@ -218,29 +236,12 @@ def main() -> None:
     urls = args.url or ["sqlite", f"{MARIADB_SERVER}/bench"]
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="pa-bench-") as tmp:
-        workdir = Path(tmp)
-        for run in range(args.runs):
+        try:
+            _measure_all(args, urls, Path(tmp), results)
+        finally:
             for url in urls:
-                backend = "sqlite" if url == "sqlite" else "mariadb"
-
-                def record(name: str, value: float, unit: str, run: int = run, backend: str = backend, **extra: Any) -> None:
-                    row = {"run": run, "backend": backend, "measure": name, "value": round(value, 2), "unit": unit, **extra}
-                    results.append(row)
-                    print(f"{backend:8} run {run} {name:16} {value:12.1f} {unit} {extra or ''}", flush=True)
-
-                config = prepare(url, workdir)
-                record("publish_single", measure_publish(config, min(args.n, 3000), 1), "msgs/s")
-                config = prepare(url, workdir)
-                record("publish_batch", measure_publish(config, args.n, 100), "msgs/s")
-                for consumers in (1, 4):
-                    out = measure_consume(url, workdir, args.n, consumers, history=not args.no_history)
-                    record(f"consume_c{consumers}", out["msgs_per_s"], "msgs/s",
-                           client_cpu_us_per_msg=round(out["client_cpu_us"], 1),
-                           server_cpu_us_per_msg=out["server_cpu_us"] and round(out["server_cpu_us"], 1))
-                lat = measure_latency(url, workdir, args.rate, args.latency_seconds)
-                record("latency_p50", lat["p50_ms"], "ms", rate=round(lat["achieved_rate"], 1))
-                record("latency_p99", lat["p99_ms"], "ms", cpu_share=round(lat["consumer_cpu_share"], 3),
-                       delivered=lat["delivered"], sent=lat["sent"])
+                if url != "sqlite":
+                    drop_database(f"pa_bench_{os.getpid()}", url.rsplit("/", 1)[0])
     print("SUMMARY (median over runs)")
     for key in sorted({(r["backend"], r["measure"]) for r in results}):
         values = [r["value"] for r in results if (r["backend"], r["measure"]) == key]

@@ -7,14 +7,13 @@ output path, event count and numbering come from it; otherwise a generic output 
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 from prodagent.payload import codes
 from prodagent.payload.files import adler32_of
 from prodagent.payload.jobspec import JobSpec, read_spec
-from prodagent.payload.report import LOG_NAME, REPORT_NAME, JobReport, OutputFile
+from prodagent.payload.report import LOG_NAME, JobReport, OutputFile, write_report
 
 DEFAULT_OUTPUT = "output.dat"
 
@@ -96,7 +95,5 @@ def write_job_result(
     # Atomic (a reader never sees half a report) but not fsync'ed like a real job's report:
     # these are written in the tracker's process, and one fsync per job would make the emulator,
     # not the agent, set the tracker's pace at scale.
-    tmp = jobdir / f".{REPORT_NAME}.emu"
-    tmp.write_text(report.model_dump_json(indent=2) + "\n")
-    os.replace(tmp, jobdir / REPORT_NAME)
+    write_report(jobdir, report, fsync=False)
     return report

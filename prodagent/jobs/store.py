@@ -149,9 +149,14 @@ def allocations(conn: sa.Connection, allocation_ids: Iterable[str], lock: bool =
     return list(conn.execute(query.with_for_update() if lock else query))
 
 
+# What renewing and completing leases needs of an allocation (not its workflow document).
+LEASE_COLUMNS = tuple(pa_allocation.c[n] for n in ("id", "state", "lease_token", "lease_expires_at", "acquired_at"))
+
+
 def allocations_in(conn: sa.Connection, agent: str, alloc_states: Iterable[str]) -> list[sa.Row]:
+    """The agent's allocations in these states, oldest first: their lease columns only."""
     return list(conn.execute(
-        sa.select(pa_allocation).where(pa_allocation.c.agent == agent, pa_allocation.c.state.in_(list(alloc_states)))
+        sa.select(*LEASE_COLUMNS).where(pa_allocation.c.agent == agent, pa_allocation.c.state.in_(list(alloc_states)))
         .order_by(pa_allocation.c.acquired_at)
     ))
 

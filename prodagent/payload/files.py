@@ -10,14 +10,16 @@ from pathlib import Path
 _CHUNK = 1 << 20
 
 
-def atomic_write_text(target: Path, text: str) -> None:
-    """Readers see the old file or the whole new one, never a partial one."""
+def atomic_write_text(target: Path, text: str, fsync: bool = True) -> None:
+    """Readers see the old file or the whole new one, never a partial one (and, with `fsync`,
+    neither does anyone after a crash of the machine)."""
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
+            if fsync:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -204,10 +204,10 @@ def _events_processed(log: LogSummary) -> int:
     return log.last_processed or 0
 
 
-def write_report(jobdir: str | os.PathLike[str], report: JobReport) -> Path:
+def write_report(jobdir: str | os.PathLike[str], report: JobReport, fsync: bool = True) -> Path:
     """Write JOBDIR/report.json atomically, so a reader never sees half a report."""
     target = Path(jobdir) / REPORT_NAME
-    atomic_write_text(target, report.model_dump_json(indent=2) + "\n")
+    atomic_write_text(target, report.model_dump_json(indent=2) + "\n", fsync)
     return target
 
 
