@@ -74,6 +74,7 @@ class Result:
     cycle_p50_ms: float
     cycle_p99_ms: float
     exact: bool  # every completed allocation was completed once
+    ran_dry: bool  # every prepared allocation was done before the end: the rate is a lower bound
 
 
 # --- agent processes ----------------------------------------------------------------------------
@@ -248,7 +249,8 @@ def _wait_ready(url: str) -> None:
 
 
 def run(backend: str, via: str, agents: int, batch: int, duration: float, n_servers: int) -> Result:
-    jobs = max(5_000, int(agents * batch * 400))
+    # Enough that the pool does not run dry (ran_dry says if it did anyway).
+    jobs = max(5_000, int(agents * batch * 400), int(3_000 * duration))
     with fresh_database(backend) as db_url:
         token, request_id = prepare(db_url, agents, jobs)
         context = multiprocessing.get_context("spawn")
@@ -265,7 +267,7 @@ def run(backend: str, via: str, agents: int, batch: int, duration: float, n_serv
                 ]
                 outs = pool.starmap(http_agent, args2)
         exact = _check(db_url, request_id, outs)
-    return _summarise(backend, via, agents, batch, duration, outs, exact)
+    return _summarise(backend, via, agents, batch, duration, outs, exact, jobs)
 
 
 @contextmanager
@@ -293,6 +295,7 @@ def _summarise(
     duration: float,
     outs: list[dict[str, Any]],
     exact: bool,
+    prepared: int,
 ) -> Result:
     done = sum(len(o["done"]) for o in outs)
     acquire = sorted(x for o in outs for x in o["acquire_s"])
@@ -311,6 +314,7 @@ def _summarise(
         cycle_p50_ms=round(_pct(cycles, 50) * 1000, 2),
         cycle_p99_ms=round(_pct(cycles, 99) * 1000, 2),
         exact=exact,
+        ran_dry=done >= prepared,
     )
 
 
@@ -337,7 +341,7 @@ def main() -> None:
     backends = ["mariadb", "sqlite"] if args.backend == "both" else [args.backend]
     results = []
     print(
-        f"{'backend':8} {'via':4} {'agents':>6} {'alloc/s':>9} {'calls/s':>9} {'acq p50':>8} {'acq p99':>8} {'cycle p50':>9} exact"
+        f"{'backend':8} {'via':4} {'agents':>6} {'alloc/s':>9} {'calls/s':>9} {'acq p50':>8} {'acq p99':>8} {'cycle p50':>9} exact ran-dry"
     )
     for backend in backends:
         for agents in (int(n) for n in args.agents.split(",")):
@@ -346,7 +350,7 @@ def main() -> None:
             results.append(r)
             print(
                 f"{r.backend:8} {r.via:4} {r.agents:>6} {r.allocations_per_s:>9.1f} {r.calls_per_s:>9.1f} "
-                f"{r.acquire_p50_ms:>6.1f}ms {r.acquire_p99_ms:>6.1f}ms {r.cycle_p50_ms:>7.1f}ms {r.exact}",
+                f"{r.acquire_p50_ms:>6.1f}ms {r.acquire_p99_ms:>6.1f}ms {r.cycle_p50_ms:>7.1f}ms {r.exact} {r.ran_dry}",
                 flush=True,
             )
     if args.json:
