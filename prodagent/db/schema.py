@@ -112,6 +112,7 @@ pa_allocation = sa.Table(
     sa.Column("input_files", JsonText, nullable=True),
     sa.Column("state", sa.String(20), nullable=False),  # acquired|active|done|recalled|released
     sa.Column("events_reported", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("reason", sa.Text, nullable=True),  # why it was given up (unrunnable, failed, lost)
     sa.Column("acquired_at", Time, nullable=False),
     sa.Column("updated_at", Time, nullable=False),
     sa.Index("ix_pa_allocation_state", "agent", "state"),
