@@ -32,6 +32,8 @@ def _mysql_code(exc: BaseException) -> int | None:
 
 
 def is_lock_conflict(exc: BaseException) -> bool:
+    if not isinstance(exc, sa_exc.SQLAlchemyError):
+        return False  # e.g. an HTTP "connection refused" of a remote service is not the database's
     if _mysql_code(exc) in LOCK_CONFLICT_CODES:
         return True
     text = str(getattr(exc, "orig", exc)).lower()
@@ -39,6 +41,8 @@ def is_lock_conflict(exc: BaseException) -> bool:
 
 
 def is_connection_lost(exc: BaseException) -> bool:
+    if not isinstance(exc, sa_exc.SQLAlchemyError):
+        return False
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return True
     if _mysql_code(exc) in CONNECTION_LOST_CODES:

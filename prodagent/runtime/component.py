@@ -3,7 +3,9 @@
 A subclass declares its handlers with `@handles("Type")`. Each handler gets a `Context` (the
 open transaction and a `publish` that commits with it) and the message; it must be idempotent,
 because a message can come back after a crash. `tick` runs every `tick_interval_s` seconds in a
-transaction of its own, for polling work (tracking jobs, merging, resource figures).
+transaction of its own, for polling work (tracking jobs, merging, resource figures). A component
+that calls remote services sets `tick_in_transaction = False`: its tick then gets no transaction
+and opens short ones itself with `transaction()` (read, then call, then record).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     from prodagent.messaging.service import MessageService
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 class NoSettings(BaseModel):
@@ -58,6 +61,8 @@ class Component:
     name: ClassVar[str]
     Settings: ClassVar[type[BaseModel]] = NoSettings
     tick_interval_s: float | None = None  # from `Settings.tick_s` when the component has one
+    tick_in_transaction: ClassVar[bool] = True  # False: tick(None), transactions via `transaction()`
+    tick_now: bool = False  # set by a handler to have the runner tick at once (reset by the runner)
 
     def __init__(self, config: AgentConfig, service: MessageService) -> None:
         self.config = config
@@ -92,6 +97,20 @@ class Component:
 
     def tick(self, ctx: Context) -> None:
         """Periodic work; runs every `Settings.tick_s` seconds in its own transaction."""
+
+    def transaction(self, work: Callable[[Context], T]) -> T:
+        """Run `work(ctx)` in one short transaction of its own; what it publishes commits with it.
+
+        Retried as a whole on lock conflicts, like every transaction: `work` must be idempotent.
+        """
+        def run(conn: sa.Connection) -> T:
+            ctx = Context(conn)
+            result = work(ctx)
+            if ctx.outbox:
+                self.service.publish_many(conn, ctx.outbox, source=self.name)
+            return result
+
+        return self.service.tx.run(run)
 
     def dispatch(self, conn: sa.Connection, message: Message, outbox: list[Outgoing]) -> None:
         method = self._handlers.get(message.msg_type)

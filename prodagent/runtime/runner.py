@@ -118,7 +118,8 @@ class ComponentRunner:
                 if now >= next_beat:
                     service.heartbeat(process_id, self.handled)
                     next_beat = now + settings.heartbeat_s
-                if now >= next_tick:
+                if now >= next_tick or component.tick_now:
+                    component.tick_now = False
                     self._tick(component, service)
                     next_tick = time.monotonic() + (component.tick_interval_s or 1.0)
                 if now >= next_purge:
@@ -135,7 +136,7 @@ class ComponentRunner:
                 else:
                     wait = idle_sleep
                     idle_sleep = min(idle_sleep * 2, settings.poll_max_s)
-                wait = min(wait, max(0.0, next_tick - time.monotonic()))
+                wait = 0.0 if component.tick_now else min(wait, max(0.0, next_tick - time.monotonic()))
                 self.stop_event.wait(wait)
             except DatabaseUnavailable as exc:
                 log.error("%s: database unavailable, waiting: %s", self.name, exc)
@@ -165,6 +166,15 @@ class ComponentRunner:
             service.consume(self.name, process_id, component.dispatch, journal, limit=1, only=[message_id])
 
     def _tick(self, component: Component, service: MessageService) -> None:
+        if not component.tick_in_transaction:
+            try:
+                component.tick(None)  # type: ignore[arg-type]  # opens its own short transactions
+            except DatabaseUnavailable:
+                raise
+            except Exception:  # noqa: BLE001 - a failing tick is logged and tried again next time
+                log.exception("%s: tick failed", self.name)
+            return
+
         def work(conn: sa.Connection) -> None:
             ctx = Context(conn)
             component.tick(ctx)
