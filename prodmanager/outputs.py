@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from prodmanager import lifecycle
 from prodmanager.db import queries as q
-from prodmanager.errors import Conflict, InvalidInput
+from prodmanager.errors import Conflict, Forbidden, InvalidInput
 from prodmanager.models import MergedFile, OutputFile
 from prodmanager.states import RequestState
 
@@ -64,11 +64,11 @@ def store_merged(
     existing = q.files_by_lfn(conn, [merged.lfn])
     if existing:
         old = existing[0]
-        if old.kind == "merged" and old.request_id == request_id:
+        if old.kind == "merged" and old.request_id == request_id and old.agent == agent_name:
             return False
         raise Conflict(f"file {merged.lfn} is already registered", lfn=merged.lfn)
     inputs = list(q.files_by_lfn(conn, list(dict.fromkeys(merged.inputs))))
-    _check_merge_inputs(conn, request_id, merged, inputs)
+    _check_merge_inputs(conn, request_id, merged, inputs, agent_name)
     merged_id = q.insert_file(
         conn,
         lfn=merged.lfn,
@@ -90,8 +90,14 @@ def store_merged(
 
 
 def _check_merge_inputs(
-    conn: sa.Connection, request_id: int, merged: MergedFile, inputs: list[sa.Row[Any]]
+    conn: sa.Connection,
+    request_id: int,
+    merged: MergedFile,
+    inputs: list[sa.Row[Any]],
+    agent_name: str,
 ) -> None:
+    """Each input must be an unmerged file of this request, still valid, that this agent
+    registered for an allocation it completed under the lease that produced the file."""
     found = {f.lfn for f in inputs}
     unknown = [lfn for lfn in merged.inputs if lfn not in found]
     if unknown:
@@ -101,19 +107,35 @@ def _check_merge_inputs(
         raise Conflict(
             f"inputs not unmerged files of request {request_id}: {', '.join(foreign[:5])}"
         )
+    others = [f.lfn for f in inputs if f.agent != agent_name]
+    if others:
+        raise Forbidden(
+            f"inputs of {merged.lfn} were produced by another agent, not '{agent_name}': "
+            f"{', '.join(others[:5])}",
+            lfn=others[0],
+        )
     spent = [f"{f.lfn} ({f.state})" for f in inputs if f.state != "valid"]
     if spent:
         raise Conflict(f"inputs already merged or superseded: {', '.join(spent[:5])}")
-    states = q.allocation_states(conn, [int(f.allocation_id) for f in inputs])
-    unfinished = [f.lfn for f in inputs if states.get(int(f.allocation_id)) != "done"]
+    leases = {int(r.id): r for r in q.allocation_leases(conn, [int(f.allocation_id) for f in inputs])}
+    unfinished = [f.lfn for f in inputs if _lease_of(leases, f) != ("done", agent_name, f.lease_epoch)]
     if unfinished:
-        raise Conflict(f"inputs from allocations not done: {', '.join(unfinished[:5])}")
+        raise Conflict(
+            f"inputs from allocations this agent has not completed under the lease that produced "
+            f"them: {', '.join(unfinished[:5])}",
+            lfn=unfinished[0],
+        )
     total = sum(int(f.events) for f in inputs)
     if total != merged.events:
         raise InvalidInput(
             f"merged file {merged.lfn} holds {merged.events} events but its inputs hold {total}",
             errors=[{"path": "files.events", "message": f"expected {total}"}],
         )
+
+
+def _lease_of(leases: dict[int, sa.Row[Any]], f: sa.Row[Any]) -> tuple[str, str, int] | None:
+    row = leases.get(int(f.allocation_id))
+    return None if row is None else (str(row.state), str(row.agent), int(row.lease_epoch))
 
 
 def close_if_merged(conn: sa.Connection, request_id: int, actor: str, now: float) -> str:

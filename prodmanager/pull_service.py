@@ -16,6 +16,7 @@ Guarantees, all enforced in the database so that several server processes can sh
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import threading
 import time
@@ -53,6 +54,7 @@ from prodmanager.models import (
 from prodmanager.states import AllocationState, RequestState
 from prodrequest.spec import Sites
 
+log = logging.getLogger(__name__)
 SPEC_CACHE_SIZE = 1000
 TOUCH_S = 5.0
 
@@ -135,15 +137,13 @@ class PullService:
     ) -> AcquireResponse:
         self._agent(principal, agent_name)
         lease_s = min(req.lease_seconds or self.lease_seconds, self.max_lease_seconds)
-        rows = self.db.transaction(lambda conn: self._acquire(conn, agent_name, req, lease_s))
-        views = {r.request_id: self._view(r.request_id) for r in rows}
-        return AcquireResponse(
-            allocations=[_allocation(r, views[r.request_id]) for r in rows], lease_seconds=lease_s
-        )
+        # The whole answer is built inside the transaction: what is leased is what is delivered.
+        allocations = self.db.transaction(lambda conn: self._acquire(conn, agent_name, req, lease_s))
+        return AcquireResponse(allocations=allocations, lease_seconds=lease_s)
 
     def _acquire(
         self, conn: sa.Connection, agent_name: str, req: AcquireRequest, lease_s: float
-    ) -> list[sa.Row[Any]]:
+    ) -> list[Allocation]:
         now = time.time()
         agent = q.get_agent(conn, agent_name)
         assert agent is not None
@@ -155,9 +155,14 @@ class PullService:
         agent_sites = json.loads(agent.sites)
         budget = req.events
         token = secrets.token_hex(16)
-        taken: list[int] = []
+        taken: list[Allocation] = []
         for request in q.acquirable_requests(conn):
             if not Sites.model_validate_json(request.sites).admits(agent_sites):
+                continue
+            try:
+                view = self._view(request.id, conn)
+            except (ValueError, KeyError, TypeError) as exc:  # UnicodeEncodeError is a ValueError
+                _unservable(conn, request, exc, now)
                 continue
             rows = list(q.lock_available(conn, request.id, now, jobs - len(taken)))
             if budget is not None:
@@ -167,28 +172,46 @@ class PullService:
                 # Safety net: finish a request whose last completion could not settle it.
                 lifecycle.settle(conn, request.id, "prodmanager", now)
             if rows:
-                ids = [int(r.id) for r in rows]
-                q.lease(conn, ids, agent_name, token, lease_s, now)
-                taken += ids
-                relet = [int(r.id) for r in rows if r.lease_epoch > 0]
-                if relet:
-                    q.supersede_files(conn, relet)
-                if request.state == RequestState.NEW:
-                    lifecycle.transition(
-                        conn,
-                        request.id,
-                        request.state,
-                        RequestState.ASSIGNED,
-                        f"agent:{agent_name}",
-                        "first allocation handed out",
-                        now,
-                    )
+                try:
+                    with conn.begin_nested():  # a row that cannot be delivered leases nothing
+                        taken += self._lease(conn, request, rows, view, agent_name, token, lease_s, now)
+                except (ValueError, KeyError, TypeError) as exc:  # pydantic's ValidationError too
+                    _unservable(conn, request, exc, now)
+                    continue
             if len(taken) >= jobs or (budget is not None and budget <= 0):
                 break
-        if not taken:
-            return []
-        order = {allocation_id: n for n, allocation_id in enumerate(taken)}
-        return sorted(q.leased_rows(conn, taken, token), key=lambda r: order[int(r.id)])
+        return taken
+
+    def _lease(
+        self,
+        conn: sa.Connection,
+        request: sa.Row[Any],
+        rows: list[sa.Row[Any]],
+        view: dict[str, Any],
+        agent_name: str,
+        token: str,
+        lease_s: float,
+        now: float,
+    ) -> list[Allocation]:
+        """Lease these rows of one request to the agent; the allocations as delivered."""
+        ids = [int(r.id) for r in rows]
+        q.lease(conn, ids, agent_name, token, lease_s, now)
+        relet = [int(r.id) for r in rows if r.lease_epoch > 0]
+        if relet:
+            q.supersede_files(conn, relet)
+        if request.state == RequestState.NEW:
+            lifecycle.transition(
+                conn,
+                request.id,
+                request.state,
+                RequestState.ASSIGNED,
+                f"agent:{agent_name}",
+                "first allocation handed out",
+                now,
+            )
+        order = {allocation_id: n for n, allocation_id in enumerate(ids)}
+        leased = sorted(q.leased_rows(conn, ids, token), key=lambda r: order[int(r.id)])
+        return [_allocation(r, view) for r in leased]
 
     def _touch(self, conn: sa.Connection, agent_name: str, now: float) -> None:
         """Record that the agent is alive (at most every TOUCH_S seconds per server process)."""
@@ -198,12 +221,15 @@ class PullService:
         with self._lock:
             self._touched[agent_name] = now
 
-    def _view(self, request_id: int) -> dict[str, Any]:
+    def _view(self, request_id: int, conn: sa.Connection | None = None) -> dict[str, Any]:
+        """What agents see of a request; ValueError (or KeyError) when it cannot be served."""
         with self._lock:
             view = self._views.get(request_id)
         if view is None:
-            row = self.db.read(lambda conn: q.request_spec(conn, request_id))
-            assert row is not None
+            read = lambda c: q.request_spec(c, request_id)  # noqa: E731
+            row = read(conn) if conn is not None else self.db.read(read)
+            if row is None:
+                raise KeyError(f"no request {request_id}")
             spec = json.loads(row.spec)
             view = {
                 "name": row.name,
@@ -211,6 +237,9 @@ class PullService:
                 "kind": spec["kind"],
                 "spec": splitter.agent_view(spec),
             }
+            # What the answer will be encoded as: a lone surrogate or NaN fails here, not after
+            # the allocations were leased.
+            json.dumps(view, ensure_ascii=False, allow_nan=False).encode("utf-8")
             with self._lock:
                 if len(self._views) >= SPEC_CACHE_SIZE:
                     self._views.clear()
@@ -465,6 +494,16 @@ def _allocation(row: sa.Row[Any], view: dict[str, Any]) -> Allocation:
         seed=row.seed,
         input_files=[InputFileRef(**f) for f in files],
         spec=view["spec"],
+    )
+
+
+def _unservable(conn: sa.Connection, request: sa.Row[Any], exc: Exception, now: float) -> None:
+    """A request whose stored spec cannot be delivered: paused, with why, so it blocks no one."""
+    reason = f"its stored workflow cannot be delivered to agents: {exc.__class__.__name__}: {exc}"
+    reason = reason.encode("utf-8", "backslashreplace").decode("utf-8")
+    log.error("request %s %s", request.id, reason)
+    lifecycle.transition(
+        conn, request.id, request.state, RequestState.PAUSED, lifecycle.SYSTEM, reason[:500], now
     )
 
 

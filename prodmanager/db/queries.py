@@ -527,13 +527,12 @@ def mark_merged(conn: sa.Connection, file_ids: list[int], merged_id: int) -> int
     ).rowcount
 
 
-def allocation_states(conn: sa.Connection, allocation_ids: list[int]) -> dict[int, str]:
+def allocation_leases(conn: sa.Connection, allocation_ids: list[int]) -> Sequence[sa.Row[Any]]:
+    """(id, state, agent, lease_epoch) of these allocations: who finished them, under which lease."""
     if not allocation_ids:
-        return {}
-    rows = conn.execute(
-        sa.select(allocation.c.id, allocation.c.state).where(allocation.c.id.in_(allocation_ids))
-    ).all()
-    return {int(i): s for i, s in rows}
+        return []
+    cols = [allocation.c.id, allocation.c.state, allocation.c.agent, allocation.c.lease_epoch]
+    return conn.execute(sa.select(*cols).where(allocation.c.id.in_(sorted(set(allocation_ids))))).all()
 
 
 def file_totals(conn: sa.Connection, request_ids: list[int]) -> Sequence[sa.Row[Any]]:
