@@ -1,34 +1,46 @@
 """ProdMgrInterface: the agent's side of the pull protocol with ProdManager.
 
 Each tick it renews the leases of the allocations it holds (an expired or recalled lease kills
-their jobs), completes allocations whose jobs are done (reporting events and files) or releases
-them as failed when their jobs exhausted retries, and acquires new work: only as much as the
-agent can run soon (room per site minus jobs already waiting), so it never hoards. Merged files
-are reported as they are accepted.
+their jobs), gives up allocations whose jobs could not be built (released as failed, with the
+reason), completes allocations whose jobs are done (reporting events and files) or releases
+them as failed when their jobs exhausted retries, acquires new work (only as much as the agent
+can run soon: room per site minus jobs already waiting, so it never hoards) and reports merged
+files.
+
+Read, then call, then record: no HTTP call runs inside a database transaction. Each step reads
+what to do in one short transaction, calls ProdManager with none open, and records the outcome
+in another (idempotently: a lock conflict re-runs only the recording). The tick therefore runs
+outside the runner's transaction (`tick_in_transaction = False`); handlers only ask for a tick.
+
+ProdManager unreachable is an ordinary condition: the tick stops at the first call that cannot
+get through, waits (backoff doubling up to `outage_backoff_max_s`) and tries again; one warning
+when the outage starts, one line when it ends. Everything else in the agent goes on.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
+import re
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
 
-from prodagent.db.schema import pa_file
+from prodagent.jobs import allocations as allocs
 from prodagent.jobs import states, store
 from prodagent.runtime.component import Component, Context, handles
 from prodmanager import errors as pm_errors
-from prodmanager.client import ProdManagerClient
+from prodmanager.client import ProdManagerClient, ServerUnavailable
 from prodmanager.models import Allocation, CompleteOutcome, LeaseStatus, MergedFile, OutputFile
 
-HELD = ("acquired", "active")
 RENEW_CHUNK = 5000  # leases per renew call (ProdManager takes at most 10,000)
 COMPLETE_PER_CALL = 100  # allocations per bulk completion call (ProdManager takes at most 500)
+REASON_MAX = 500  # ProdManager's limit on a release reason
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+ENDED = states.DONE_OK | {states.EXHAUSTED, states.KILLED}
 
 
 class ProdMgrSettings(BaseModel):
@@ -41,21 +53,35 @@ class ProdMgrSettings(BaseModel):
     complete_workers: int = Field(4, ge=1)  # bulk completion calls to ProdManager at once
     finish_budget_s: float = Field(10.0, gt=0)  # per tick: start no completion after this long
     renew_interval_s: float = Field(0.0, ge=0)  # renew held leases at most this often; 0: every tick
+    http_timeout_s: float = Field(10.0, gt=0)  # per HTTP attempt
+    http_retries: int = Field(2, ge=0)  # quick retries of one call before it counts as an outage
+    outage_backoff_max_s: float = Field(30.0, gt=0)  # longest wait between tries while unreachable
+
+
+@dataclass
+class Outage:
+    """ProdManager unreachable since `since` (monotonic); next try not before `next_try`."""
+
+    since: float | None = None
+    next_try: float = 0.0
+    backoff: float = 0.0
 
 
 class ProdMgrInterface(Component):
     name = "ProdMgrInterface"
     Settings = ProdMgrSettings
+    tick_in_transaction = False
 
     def setup(self) -> None:
         pm = self.config.prodmanager
         token = pm.token or (pm.token_file.read_text().strip() if pm.token_file else None)
-        self.client = ProdManagerClient(pm.url, token, retries=2, timeout=10.0)
+        self.client = ProdManagerClient(pm.url, token, retries=self.settings.http_retries,
+                                        timeout=self.settings.http_timeout_s)
         self.registered_capacity = 0
         self.agent = self.config.agent.name
         self.pool = ThreadPoolExecutor(self.settings.complete_workers, thread_name_prefix="complete")
         self.next_renew = 0.0
-        self.unsettled: dict[str, Allocation] = {}  # acquired, not yet seen committed
+        self.outage = Outage()
 
     def teardown(self) -> None:
         self.pool.shutdown()
@@ -63,128 +89,159 @@ class ProdMgrInterface(Component):
 
     # -- periodic work ----------------------------------------------------------------------
 
-    def tick(self, ctx: Context) -> None:
+    def tick(self, _ctx: Context | None = None) -> None:
+        if time.monotonic() < self.outage.next_try:
+            return
         try:
-            if not store.sites(ctx.conn, self.agent):
+            sites, capacity = self.transaction(self._sites)
+            if not sites:
                 return  # ResourceMonitor has not measured the batch system yet
-            if self._capacity(ctx) != self.registered_capacity:
-                self._register(ctx)
-            self._record_unsettled(ctx)
-            self._renew(ctx)
-            self._finish(ctx)
-            self._acquire(ctx)
-        except (pm_errors.ProdManagerError, OSError) as exc:
-            self.log.warning("ProdManager call failed (%s); will retry: %s", exc.__class__.__name__, exc)
+            if capacity != self.registered_capacity:
+                self._register(sites, capacity)
+            self._renew()
+            self._give_up()
+            self._finish()
+            self._acquire(capacity)
+            self._report_merged()
+        except ServerUnavailable as exc:
+            self._unreachable(exc)
+        except pm_errors.ProdManagerError as exc:
+            self._reachable()
+            self.log.warning("ProdManager refused a call (%s); will retry: %s", exc.code, exc)
+        else:
+            self._reachable()
 
     @handles("ResourcesAvailable")
     def on_resources(self, ctx: Context, payload: dict[str, Any]) -> None:
-        try:
-            if self.registered_capacity:
-                self._acquire(ctx)
-        except (pm_errors.ProdManagerError, OSError) as exc:
-            self.log.warning("acquire failed: %s", exc)
+        self.tick_now = True  # acquire from the tick: no HTTP call inside the handler's transaction
 
-    def _capacity(self, ctx: Context) -> int:
-        slots = sum(s.slots for s in store.sites(ctx.conn, self.agent))
-        return max(1, int(slots * (1 + self.settings.queue_factor)))
+    @handles("MergeAccepted")
+    def on_merge_accepted(self, ctx: Context, payload: dict[str, Any]) -> None:
+        self.tick_now = True  # the tick reports every merged file not yet reported
 
-    def _register(self, ctx: Context) -> None:
-        sites = self.settings.sites or [s.site for s in store.sites(ctx.conn, self.agent)] or ["local"]
-        capacity = self._capacity(ctx)
-        self.client.register_agent(self.agent, sites, capacity)
+    def _unreachable(self, exc: Exception) -> None:
+        now = time.monotonic()
+        outage = self.outage
+        outage.backoff = min(max(outage.backoff * 2, self.settings.tick_s), self.settings.outage_backoff_max_s)
+        outage.next_try = now + outage.backoff
+        if outage.since is None:
+            outage.since = now
+            self.log.warning("ProdManager unreachable (%s); the agent goes on, retrying with backoff up to %.0f s",
+                             exc, self.settings.outage_backoff_max_s)
+
+    def _reachable(self) -> None:
+        if self.outage.since is not None:
+            self.log.warning("ProdManager reachable again after %.0f s", time.monotonic() - self.outage.since)
+        self.outage = Outage()
+
+    # -- registration -----------------------------------------------------------------------------
+
+    def _sites(self, ctx: Context) -> tuple[list[str], int]:
+        rows = store.sites(ctx.conn, self.agent)
+        slots = sum(s.slots for s in rows)
+        return [s.site for s in rows], max(1, int(slots * (1 + self.settings.queue_factor)))
+
+    def _register(self, sites: list[str], capacity: int) -> None:
+        self.client.register_agent(self.agent, self.settings.sites or sites or ["local"], capacity)
         self.registered_capacity = capacity
         self.log.info("registered with ProdManager at %s, capacity %d", self.config.prodmanager.url, capacity)
 
-    def _renew(self, ctx: Context) -> None:
+    # -- leases -----------------------------------------------------------------------------------
+
+    def _renew(self) -> None:
         if time.monotonic() < self.next_renew:
             return
-        held = store.allocations_in(ctx.conn, self.agent, HELD)
+        held = self.transaction(lambda ctx: allocs.allocations_in(ctx.conn, self.agent, allocs.HELD))
         if not held:
             return
-        leases = [(int(a.id), a.lease_token) for a in held]
-        results = [r for i in range(0, len(leases), RENEW_CHUNK)
-                   for r in self.client.renew(self.agent, leases[i:i + RENEW_CHUNK])]
+        results = []
+        for i in range(0, len(held), RENEW_CHUNK):
+            chunk = held[i:i + RENEW_CHUNK]
+            results += self.client.renew(self.agent, [(int(a.pm_id), a.lease_token) for a in chunk])
         self.next_renew = time.monotonic() + self.settings.renew_interval_s
-        by_id = {str(r.allocation_id): r for r in results}
-        renewed: dict[float, list[str]] = defaultdict(list)  # new expiry -> allocations
-        for alloc in held:
-            result = by_id.get(alloc.id)
-            if result is None:
-                continue
+        renewed: dict[str, float] = {}
+        ended: list[tuple[Any, str]] = []
+        for alloc, result in zip(held, results, strict=True):  # ProdManager answers in the order asked
             if result.status == LeaseStatus.OK:
-                renewed[result.lease_expires or alloc.lease_expires_at].append(alloc.id)
+                renewed[alloc.id] = result.lease_expires or alloc.lease_expires_at
+            else:
+                ended.append((alloc, allocs.RECALLED if result.status == LeaseStatus.RECALLED else allocs.LOST))
+        self.transaction(lambda ctx: self._record_renewal(ctx, renewed, ended))
+
+    def _record_renewal(self, ctx: Context, renewed: dict[str, float], ended: list[tuple[Any, str]]) -> None:
+        allocs.set_leases(ctx.conn, renewed)
+        for alloc, state in ended:
+            why = f"allocation {alloc.pm_id} (lease {alloc.lease_epoch}) {state} by ProdManager"
+            if not allocs.move(ctx.conn, [alloc.id], state, reason=why):
                 continue
-            state = "recalled" if result.status == LeaseStatus.RECALLED else "lost"
-            store.set_allocation(ctx.conn, alloc.id, state=state)
-            live = [j.id for j in self._jobs_of(ctx, alloc.id) if j.state not in states.TERMINAL | states.DONE_OK]
-            if live:
-                ctx.publish("KillJobs", {"job_ids": live, "reason": f"allocation {alloc.id} {state} by ProdManager"})
-            self.log.warning("allocation %s %s: %d job(s) to kill", alloc.id, state, len(live))
-        for expires, ids in renewed.items():  # one statement per distinct expiry, not per allocation
-            store.set_allocations(ctx.conn, ids, lease_expires_at=expires)
+            self._kill_jobs(ctx, alloc.id, why)
 
-    def _jobs_of(self, ctx: Context, allocation_id: str) -> list[Any]:
-        return list(ctx.conn.execute(sa.select(store.J).where(store.J.c.allocation_id == allocation_id)))
+    def _kill_jobs(self, ctx: Context, allocation_id: str, why: str) -> None:
+        live = [j.id for j in allocs.jobs_of(ctx.conn, allocation_id)
+                if j.state not in states.TERMINAL | states.DONE_OK]
+        if live:
+            ctx.publish("KillJobs", {"job_ids": live, "reason": why})
+        self.log.warning("%s: %d job(s) to kill", why, len(live))
 
-    def _finish(self, ctx: Context, only: list[str] | None = None, budget_s: float | None = None) -> None:
+    # -- giving up, completing, releasing ------------------------------------------------------------
+
+    def _give_up(self) -> None:
+        """Release as failed the allocations whose jobs could not be built, with the reason."""
+        todo = self.transaction(lambda ctx: allocs.allocations_in(ctx.conn, self.agent, allocs.TO_GIVE_UP))
+        for alloc in todo:
+            reason = _reason(alloc.reason or f"allocation {alloc.state}")
+            state = self._release_failed(alloc, reason)
+            self.transaction(lambda ctx, a=alloc, s=state: allocs.move(ctx.conn, [a.id], s))
+            self.log.warning("allocation %s given up (%s): %s", alloc.pm_id, state, reason)
+
+    def _release_failed(self, alloc: Any, reason: str) -> str:
+        """Release to ProdManager as failed; the state to record (failed, or lost/recalled)."""
+        try:
+            self.client.release(self.agent, (int(alloc.pm_id), alloc.lease_token), failed=True, reason=reason)
+        except pm_errors.LeaseLost as exc:
+            return allocs.RECALLED if exc.details.get("status") == "recalled" else allocs.LOST
+        return allocs.FAILED
+
+    def _finish(self) -> None:
         """Complete allocations whose jobs all succeeded, release those whose jobs all ended.
 
-        One grouped query finds them (among `only` if given); completions go to ProdManager in
-        bulk calls, `complete_workers` at a time, and none starts after `budget_s` (default
-        `finish_budget_s`), so acquiring is never starved.
+        One grouped query finds them; completions go to ProdManager in bulk calls,
+        `complete_workers` at a time, and none starts after `finish_budget_s`, so acquiring is
+        never starved.
         """
-        if only is None:
-            active = {a.id: a for a in store.allocations_in(ctx.conn, self.agent, ["active"])}
-        else:
-            active = {a.id: a for a in store.allocations(ctx.conn, only) if a.state == "active"}
+        to_complete, to_fail = self.transaction(self._finish_plan)
+        for alloc, reason in to_fail:
+            state = self._release_failed(alloc, reason)
+            self.transaction(lambda ctx, a=alloc, s=state, r=reason: allocs.move(ctx.conn, [a.id], s, reason=r))
+        deadline = time.monotonic() + self.settings.finish_budget_s
+        chunk = COMPLETE_PER_CALL * self.settings.complete_workers
+        for i in range(0, len(to_complete), chunk):
+            if time.monotonic() > deadline:
+                return  # the rest next tick
+            self._complete_chunk(to_complete[i:i + chunk], deadline)
+
+    def _finish_plan(self, ctx: Context) -> tuple[list[tuple[Any, int]], list[tuple[Any, str]]]:
+        active = {a.id: a for a in allocs.allocations_in(ctx.conn, self.agent, [allocs.ACTIVE])}
         if not active:
-            return
+            return [], []
         to_complete: list[tuple[Any, int]] = []
-        for alloc_id, total, ok, ended, events in ctx.conn.execute(self._job_summary(only)):
+        to_fail: list[tuple[Any, str]] = []
+        for alloc_id, total, ok, ended, events in allocs.job_summary(ctx.conn, self.agent, states.DONE_OK, ENDED):
             alloc = active.get(alloc_id)
             if alloc is None:
                 continue  # became active since the first query: next tick
             if ok == total:
                 to_complete.append((alloc, int(events or 0)))
             elif ended == total:
-                jobs = self._jobs_of(ctx, alloc.id)
-                failed = [j.name for j in jobs if j.state in (states.EXHAUSTED, states.KILLED)]
-                with contextlib.suppress(pm_errors.LeaseLost):
-                    self.client.release(self.agent, (int(alloc.id), alloc.lease_token), failed=True,
-                                        reason=f"jobs failed: {', '.join(failed)}"[:500])
-                store.set_allocation(ctx.conn, alloc.id, state="failed")
-        if to_complete:
-            budget = self.settings.finish_budget_s if budget_s is None else budget_s
-            self._complete(ctx, sorted(to_complete, key=lambda pair: pair[0].acquired_at), budget)
+                failed = [j.name for j in allocs.jobs_of(ctx.conn, alloc.id)
+                          if j.state in (states.EXHAUSTED, states.KILLED)]
+                to_fail.append((alloc, _reason(f"jobs failed: {', '.join(failed)}")))
+        to_complete.sort(key=lambda pair: pair[0].acquired_at)
+        return to_complete, to_fail
 
-    def _job_summary(self, only: list[str] | None = None) -> sa.Select:
-        """Per active allocation of this agent: jobs, jobs done, jobs ended, events done."""
-        J, A = store.J, store.pa_allocation
-        ended = states.DONE_OK | {states.EXHAUSTED, states.KILLED}
-        query = (
-            sa.select(
-                J.c.allocation_id, sa.func.count(),
-                sa.func.sum(sa.case((J.c.state.in_(list(states.DONE_OK)), 1), else_=0)),
-                sa.func.sum(sa.case((J.c.state.in_(list(ended)), 1), else_=0)),
-                sa.func.sum(J.c.events_done),
-            )
-            .select_from(J.join(A, A.c.id == J.c.allocation_id))
-            .where(A.c.agent == self.agent, A.c.state == "active")
-            .group_by(J.c.allocation_id)
-        )
-        return query if only is None else query.where(J.c.allocation_id.in_(only))
-
-    def _complete(self, ctx: Context, todo: list[tuple[Any, int]], budget_s: float) -> None:
-        deadline = time.monotonic() + budget_s
-        chunk = COMPLETE_PER_CALL * self.settings.complete_workers
-        for i in range(0, len(todo), chunk):
-            if time.monotonic() > deadline:
-                return  # the rest next tick
-            self._complete_chunk(ctx, todo[i:i + chunk], deadline)
-
-    def _complete_chunk(self, ctx: Context, todo: list[tuple[Any, int]], deadline: float) -> None:
+    def _complete_chunk(self, todo: list[tuple[Any, int]], deadline: float) -> None:
         """Complete with ProdManager, `COMPLETE_PER_CALL` allocations per call, calls in parallel."""
-        files = self._output_files(ctx, [alloc.id for alloc, _events in todo])
+        files = self.transaction(lambda ctx: self._output_files(ctx, [alloc.id for alloc, _events in todo]))
         calls = [todo[i:i + COMPLETE_PER_CALL] for i in range(0, len(todo), COMPLETE_PER_CALL)]
 
         def complete(call: list[tuple[Any, int]]) -> list[CompleteOutcome] | Exception | None:
@@ -192,13 +249,14 @@ class ProdMgrInterface(Component):
                 return None  # next tick
             try:
                 return self.client.complete_many(self.agent, [
-                    ((int(alloc.id), alloc.lease_token), events, files.get(alloc.id, [])) for alloc, events in call
+                    ((int(alloc.pm_id), alloc.lease_token), events, files.get(alloc.id, []))
+                    for alloc, events in call
                 ])
             except (pm_errors.ProdManagerError, OSError) as exc:
                 return exc
 
         done: dict[int, list[str]] = defaultdict(list)  # events -> allocations
-        lost: list[str] = []
+        ended: list[tuple[Any, str]] = []
         error: Exception | None = None
         for call, answer in zip(calls, self.pool.map(complete, calls), strict=True):
             if answer is None:
@@ -210,137 +268,104 @@ class ProdMgrInterface(Component):
                 if outcome.ack is not None:
                     done[events].append(alloc.id)
                 elif outcome.error == pm_errors.LeaseLost.code:
-                    self.log.warning("allocation %s: lease lost before completion; its work is refused", alloc.id)
-                    lost.append(alloc.id)
+                    self.log.warning("allocation %s: lease lost before completion; its work is void", alloc.pm_id)
+                    ended.append((alloc, allocs.RECALLED if outcome.status == "recalled" else allocs.LOST))
                 else:  # kept active: tried again next tick, the others are not held back
                     self.log.error("allocation %s: ProdManager refused its completion (%s): %s",
-                                   alloc.id, outcome.error, outcome.detail)
-        for events, ids in done.items():
-            store.set_allocations(ctx.conn, ids, state="done", events_reported=events)
-        store.set_allocations(ctx.conn, lost, state="lost")
+                                   alloc.pm_id, outcome.error, outcome.detail)
+
+        def record(ctx: Context) -> None:
+            for events, ids in done.items():
+                allocs.move(ctx.conn, ids, allocs.DONE, events_reported=events)
+            self._record_renewal(ctx, {}, ended)
+
+        self.transaction(record)
         if error is not None:
-            raise error  # as before: the tick logs it and tries again next time
+            raise error  # the tick logs it (or waits out the outage) and tries again
 
     def _output_files(self, ctx: Context, allocation_ids: list[str]) -> dict[str, list[OutputFile]]:
         """The unmerged files of these allocations' jobs, per allocation."""
-        rows = ctx.conn.execute(
-            sa.select(store.J.c.allocation_id, pa_file)
-            .select_from(pa_file.join(store.J, store.J.c.id == pa_file.c.job_id))
-            .where(store.J.c.allocation_id.in_(allocation_ids), pa_file.c.kind == "unmerged")
-            .order_by(pa_file.c.id)
-        )
         out: dict[str, list[OutputFile]] = defaultdict(list)
-        for r in rows:
+        for r in allocs.unmerged_outputs(ctx.conn, allocation_ids):
             out[r.allocation_id].append(
                 OutputFile(lfn=r.lfn, size=r.size, checksum=f"adler32:{r.adler32}", events=r.events)
             )
         return out
 
-    def _acquire(self, ctx: Context) -> None:
-        J = store.J
-        waiting = int(ctx.conn.execute(
-            sa.select(sa.func.count()).where(J.c.agent == self.agent, J.c.state.in_(sorted(states.LIVE)),
-                                             J.c.job_type == "production")
-        ).scalar() or 0)
-        room = min(self.settings.max_acquire, self._capacity(ctx) - waiting)
+    # -- acquiring --------------------------------------------------------------------------------
+
+    def _acquire(self, capacity: int) -> None:
+        counts = self.transaction(lambda ctx: store.count_by_state(ctx.conn, self.agent))
+        waiting = sum(n for (kind, state), n in counts.items() if kind == "production" and state in states.LIVE)
+        room = min(self.settings.max_acquire, capacity - waiting)
         if room <= 0:
             return
         allocations = self.client.acquire(self.agent, jobs=room, lease_seconds=self.settings.lease_s)
         if not allocations:
             return
-        self.unsettled.update({str(a.allocation_id): a for a in allocations})
-        fresh = self._store(ctx, allocations)
+        # Leased already: recorded (and announced) in one transaction right after the call. If
+        # recording fails for good, the leases lapse on ProdManager and the work goes out again.
+        fresh = self.transaction(lambda ctx: self._record_acquired(ctx, allocations))
         if fresh:
-            ctx.publish("AllocationAcquired", {"allocation_ids": [str(a.allocation_id) for a in fresh]})
             self.log.info("acquired %d allocation(s) (room for %d)", len(fresh), room)
 
-    def _record_unsettled(self, ctx: Context) -> None:
-        """Record again what an earlier acquire got if its transaction was rolled back.
-
-        A lock conflict re-runs the whole tick (or message batch) after the rollback; without
-        this, the allocations of the first try would stay leased to this agent, unknown to it,
-        until their leases ran out. Called first thing in a tick, whose transaction has written
-        nothing yet, so what it finds was committed: those allocations are settled. (Not from a
-        handler: an earlier message of the same batch may have written them, uncommitted.)
-        """
-        if not self.unsettled:
-            return
-        A = store.pa_allocation
-        for known in ctx.conn.execute(sa.select(A.c.id).where(A.c.id.in_(sorted(self.unsettled)))).scalars():
-            self.unsettled.pop(known, None)
-        if not self.unsettled:
-            return
-        lost = list(self.unsettled.values())
-        fresh = self._store(ctx, lost)
-        if fresh:
-            ctx.publish("AllocationAcquired", {"allocation_ids": [str(a.allocation_id) for a in fresh]})
-            self.log.warning("recorded again %d allocation(s) acquired in a transaction that was rolled back",
-                             len(fresh))
-
-    def _store(self, ctx: Context, allocations: list[Allocation]) -> list[Allocation]:
-        """Record allocations in bulk; return the new ones (those already known only take the new lease)."""
-        A = store.pa_allocation
-        ids = sorted({str(a.allocation_id) for a in allocations})
-        known = set(ctx.conn.execute(
-            sa.select(A.c.id).where(A.c.id.in_(ids)).order_by(A.c.id).with_for_update()
-        ).scalars())
+    def _record_acquired(self, ctx: Context, allocations: list[Allocation]) -> list[str]:
+        """Record each lease as a row of its own; announce the new ones. Idempotent."""
+        keys = {allocs.key(a.allocation_id, a.lease_epoch): a for a in allocations}
+        known = allocs.known_leases(ctx.conn, list(keys))
+        foreign = sorted(k for k, agent in known.items() if agent != self.agent)
+        if foreign:
+            self.log.error("leases %s are recorded for another agent on this database; not taken",
+                           ", ".join(foreign[:5]))
         now = time.time()
-        specs: dict[int, str] = {}
-        fresh: list[Allocation] = []
+        workflows: dict[int, str] = {}
         rows: list[dict[str, Any]] = []
-        for a in allocations:
-            if str(a.allocation_id) in known:
-                # Handed out again after our lease lapsed: the old attempt's jobs were killed.
-                store.set_allocation(ctx.conn, str(a.allocation_id), lease_token=a.lease_token,
-                                     lease_expires_at=a.lease_expires)
+        for k, a in keys.items():
+            if k in known:
                 continue
-            if a.request_id not in specs:
-                specs[a.request_id] = json.dumps(a.spec)
+            if a.request_id not in workflows:
+                workflows[a.request_id] = _json(a.spec)
             rows.append({
-                "id": str(a.allocation_id), "agent": self.agent, "request_id": str(a.request_id),
-                "request_name": a.request_name, "lease_token": a.lease_token, "lease_expires_at": a.lease_expires,
-                "workflow": specs[a.request_id], "first_event": a.first_event, "n_events": a.n_events,
-                "run": a.run_number, "seed": a.seed, "job_index": a.job_index,
-                "input_files": json.dumps([f.model_dump() for f in a.input_files]), "state": "acquired",
-                "acquired_at": now, "updated_at": now,
+                "id": k, "pm_id": a.allocation_id, "lease_epoch": a.lease_epoch, "agent": self.agent,
+                "request_id": str(a.request_id), "request_name": a.request_name, "lease_token": a.lease_token,
+                "lease_expires_at": a.lease_expires, "workflow": workflows[a.request_id],
+                "first_event": a.first_event, "n_events": a.n_events, "run": a.run_number, "seed": a.seed,
+                "job_index": a.job_index, "input_files": _json([f.model_dump() for f in a.input_files]),
+                "state": allocs.ACQUIRED, "acquired_at": now, "updated_at": now,
             })
-            known.add(str(a.allocation_id))
-            fresh.append(a)
-        if rows:
-            ctx.conn.execute(A.insert(), rows)
+        allocs.insert(ctx.conn, rows)
+        fresh = [r["id"] for r in rows]
+        if fresh:
+            ctx.publish("AllocationAcquired", {"allocation_ids": fresh})
         return fresh
 
-    # -- merged files ------------------------------------------------------------------------
+    # -- merged files -----------------------------------------------------------------------------
 
-    @handles("MergeAccepted")
-    def on_merge_accepted(self, ctx: Context, payload: dict[str, Any]) -> None:
-        merged = ctx.conn.execute(sa.select(pa_file).where(pa_file.c.id == payload["file_id"])).first()
-        if merged is None or merged.reported:
-            return
-        self._complete_inputs(ctx, int(payload["merge_job_id"]))
-        inputs = ctx.conn.execute(
-            sa.select(pa_file.c.lfn).where(pa_file.c.merge_job_id == payload["merge_job_id"]).order_by(pa_file.c.id)
-        ).scalars().all()
-        dataset = store.dataset(ctx.conn, merged.dataset_id)
-        assert dataset is not None
-        try:
-            self.client.report_merged(self.agent, int(dataset.request_id), [MergedFile(
-                lfn=merged.lfn, size=merged.size, checksum=f"adler32:{merged.adler32}", events=merged.events,
-                inputs=list(inputs),
-            )])
-        except pm_errors.Conflict as exc:
-            self.log.warning("merged file %s: ProdManager says %s (already reported?)", merged.lfn, exc)
-        ctx.conn.execute(pa_file.update().where(pa_file.c.id == merged.id).values(reported=True))
+    def _report_merged(self) -> None:
+        """Report merged files not yet reported; a refusal is recorded as one, not as success."""
+        todo = self.transaction(self._merged_to_report)
+        for merged, request_id, inputs in todo:
+            refused: str | None = None
+            try:
+                self.client.report_merged(self.agent, int(request_id), [MergedFile(
+                    lfn=merged.lfn, size=merged.size, checksum=f"adler32:{merged.adler32}", events=merged.events,
+                    inputs=inputs,
+                )])
+            except (pm_errors.Conflict, pm_errors.InvalidInput, pm_errors.NotFound, pm_errors.Forbidden) as exc:
+                # A duplicate is acknowledged (files_duplicate), never refused: this is a refusal.
+                refused = f"{exc.code}: {exc}"[:2000]
+                self.log.error("merged file %s refused by ProdManager: %s", merged.lfn, refused)
+            self.transaction(lambda ctx, f=merged.id, r=refused: allocs.record_merged_report(ctx.conn, f, r))
 
-    def _complete_inputs(self, ctx: Context, merge_job_id: int) -> None:
-        """ProdManager takes a merged file only when the allocations of all its inputs are done:
-        complete those still active now, rather than wait for a tick to reach them."""
-        J, A = store.J, store.pa_allocation
-        pending = ctx.conn.execute(
-            sa.select(A.c.id).distinct()
-            .select_from(pa_file.join(J, J.c.id == pa_file.c.job_id).join(A, A.c.id == J.c.allocation_id))
-            .where(pa_file.c.merge_job_id == merge_job_id, A.c.state == "active")
-        ).scalars().all()
-        if pending:
-            self._finish(ctx, only=sorted(pending), budget_s=float("inf"))
+    def _merged_to_report(self, ctx: Context) -> list[tuple[Any, str, list[str]]]:
+        return [(f, f.request_id, allocs.merge_input_lfns(ctx.conn, f.job_id))
+                for f in allocs.unreported_merged(ctx.conn, self.agent)]
 
+
+def _reason(text: str) -> str:
+    """A reason ProdManager takes: one line, no control characters, at most REASON_MAX."""
+    return CONTROL.sub(" ", text).strip()[:REASON_MAX] or "failed"
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value)

@@ -97,7 +97,8 @@ JsonText = LongText
 pa_allocation = sa.Table(
     "pa_allocation",
     metadata,
-    sa.Column("id", sa.String(64), primary_key=True),  # ProdManager's allocation id
+    # One lease of a ProdManager allocation: "{pm_id}.{lease_epoch}" (prodagent.jobs.allocations)
+    sa.Column("id", sa.String(64), primary_key=True),
     sa.Column("agent", Name, nullable=False),
     sa.Column("request_id", sa.String(64), nullable=False),
     sa.Column("request_name", sa.String(200), nullable=False),
@@ -110,12 +111,15 @@ pa_allocation = sa.Table(
     sa.Column("seed", sa.BigInteger, nullable=False, server_default="1"),
     sa.Column("job_index", sa.Integer, nullable=False, server_default="0"),
     sa.Column("input_files", JsonText, nullable=True),
-    sa.Column("state", sa.String(20), nullable=False),  # acquired|active|done|recalled|released
+    sa.Column("state", sa.String(20), nullable=False),  # table in prodagent.jobs.allocations
     sa.Column("events_reported", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("reason", sa.Text, nullable=True),  # why it was given up (unrunnable, failed, lost)
     sa.Column("acquired_at", Time, nullable=False),
     sa.Column("updated_at", Time, nullable=False),
+    sa.Column("pm_id", sa.BigInteger, nullable=False, server_default="0"),  # ProdManager's allocation id
+    sa.Column("lease_epoch", sa.Integer, nullable=False, server_default="0"),  # ProdManager's lease count
     sa.Index("ix_pa_allocation_state", "agent", "state"),
+    sa.Index("ix_pa_allocation_pm", "agent", "pm_id"),
 )
 
 pa_job = sa.Table(
@@ -200,6 +204,8 @@ pa_file = sa.Table(
     sa.Column("run", sa.BigInteger, nullable=True),
     sa.Column("merge_job_id", sa.Integer, nullable=True),
     sa.Column("reported", sa.Boolean, nullable=False, server_default=sa.false()),
+    # merged files: why ProdManager refused the report (then `reported` stays false, for good)
+    sa.Column("report_error", sa.Text, nullable=True),
     sa.Column("created_at", Time, nullable=False),
     sa.Index("ix_pa_file_dataset_state", "dataset_id", "kind", "state"),
     sa.Index("ix_pa_file_merge_job", "merge_job_id"),
