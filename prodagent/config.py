@@ -53,8 +53,24 @@ class MessagingSection(Section):
     poll_min_s: float = Field(0.005, gt=0)
     poll_max_s: float = Field(0.5, gt=0)
     heartbeat_s: float = Field(5.0, gt=0)
+    # A heartbeat older than this is stale (frozen or hung process); null: 3 x heartbeat_s.
+    heartbeat_stale_s: float | None = Field(None, gt=0)
     history: bool = True  # keep handled messages in ms_history
     history_hours: float = Field(72.0, ge=0)  # purge policy: older history rows are dropped
+
+    @property
+    def stale_after_s(self) -> float:
+        return self.heartbeat_stale_s or 3 * self.heartbeat_s
+
+
+class SupervisorSection(Section):
+    """The watchdog `prodAgentd start` leaves running: it brings back components that die."""
+
+    restart_min_s: float = Field(1.0, gt=0)  # first restart delay, doubled on each further death
+    restart_max_s: float = Field(300.0, gt=0)
+    stable_s: float = Field(60.0, gt=0)  # alive this long after a restart: the delay starts over
+    poll_s: float = Field(0.5, gt=0)
+    stop_timeout_s: float = Field(10.0, gt=0)  # SIGTERM grace before SIGKILL on `stop`
 
 
 class BatchSection(Section):
@@ -89,6 +105,7 @@ class AgentConfig(Section):
     prodmanager: ProdManagerSection = Field(default_factory=ProdManagerSection)
     components: ComponentsSection = Field(default_factory=ComponentsSection)
     logging: LoggingSection = Field(default_factory=LoggingSection)
+    supervisor: SupervisorSection = Field(default_factory=SupervisorSection)
 
     source: Path | None = Field(None, exclude=True)
 

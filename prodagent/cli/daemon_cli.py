@@ -1,6 +1,7 @@
 """`prodAgentd`: operators start, stop, restart and inspect an agent's components.
 
     prodAgentd [--config FILE] start|stop|restart|status [--components A,B] [--json]
+        (`start` also leaves a supervisor running that brings back components that die)
     prodAgentd [--config FILE] run COMPONENT          (foreground)
     prodAgentd [--config FILE] messages dead-letters|requeue ID|purge
 """
@@ -13,12 +14,13 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from prodagent.components.registry import component_class
 from prodagent.config import AgentConfig, load_config
 from prodagent.errors import ProdAgentError
-from prodagent.runtime import daemon
+from prodagent.runtime import daemon, watchlist
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 
@@ -53,7 +55,10 @@ components_option = click.option("--components", help="Comma-separated component
 @components_option
 @click.pass_context
 def start(ctx: click.Context, components: str | None) -> None:
-    """Start components as daemons (one process each)."""
+    """Start components as daemons (one process each) and the supervisor that brings them back.
+
+    A component that another agent already runs under this agent's name is refused (exit 1).
+    """
     from prodagent.runtime.runner import declare_subscriptions, open_service, wait_for_database
 
     config = _config(ctx)
@@ -64,21 +69,44 @@ def start(ctx: click.Context, components: str | None) -> None:
     service.engine.dispose()
     failed = False
     for name in names:
-        ok, text = daemon.start(config, name)
+        result = daemon.start(config, name)
+        failed |= not result.ok
+        if result.refused:
+            watchlist.update_wanted(config, remove=[name])
+        else:  # started, or failed to: the supervisor keeps trying
+            watchlist.update_wanted(config, add=[name])
+        label = "[green]ok[/]" if result.ok else ("[red]REFUSED[/]" if result.refused else "[red]FAILED[/]")
+        console.print(f"{name:<18} {label}  {escape(result.text)}")
+    if watchlist.wanted(config):
+        ok, text = daemon.start_supervisor(config)
         failed |= not ok
-        console.print(f"{name:<18} {'[green]ok[/]' if ok else '[red]FAILED[/]'}  {text}")
+        console.print(f"{'supervisor':<18} {'[green]ok[/]' if ok else '[red]FAILED[/]'}  {escape(text)}")
     sys.exit(1 if failed else 0)
 
 
 @cli.command()
 @components_option
+@click.option("--timeout", type=float, help="Seconds between SIGTERM and SIGKILL (default: supervisor.stop_timeout_s).")
 @click.pass_context
-def stop(ctx: click.Context, components: str | None) -> None:
-    """Stop components: SIGTERM, then SIGKILL after a grace period."""
+def stop(ctx: click.Context, components: str | None, timeout: float | None) -> None:
+    """Stop components: SIGTERM, then SIGKILL after a grace period; returns when they are gone.
+
+    The supervisor lets go of them first (and stops when it has nothing left to watch), so it
+    does not bring back what is being stopped.
+    """
     config = _config(ctx)
-    for name in _selected(config, components):
-        _ok, text = daemon.stop(config, name)
-        console.print(f"{name:<18} {text}")
+    names = _selected(config, components)
+    left = watchlist.update_wanted(config, remove=names)
+    failed = False
+    if not left:
+        ok, text = daemon.stop(config, daemon.SUPERVISOR, timeout)
+        failed |= not ok
+        console.print(f"{'supervisor':<18} {escape(text)}")
+    for name in names:
+        ok, text = daemon.stop(config, name, timeout)
+        failed |= not ok
+        console.print(f"{name:<18} {escape(text)}")
+    sys.exit(1 if failed else 0)
 
 
 @cli.command()
@@ -86,8 +114,22 @@ def stop(ctx: click.Context, components: str | None) -> None:
 @click.pass_context
 def restart(ctx: click.Context, components: str | None) -> None:
     """Stop, then start components."""
-    ctx.invoke(stop, components=components)
+    try:
+        ctx.invoke(stop, components=components)
+    except SystemExit as exc:
+        if exc.code:
+            raise
     ctx.invoke(start, components=components)
+
+
+def _when(ts: float | None, now: float) -> str:
+    if ts is None:
+        return "-"
+    delta = ts - now
+    return f"in {delta:.0f}s" if delta > 0 else f"{-delta:.0f}s ago"
+
+
+STATE_STYLE = {"alive": "[green]alive[/]", "starting": "[yellow]starting[/]", "stale": "[red]stale[/]"}
 
 
 @cli.command()
@@ -95,24 +137,44 @@ def restart(ctx: click.Context, components: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def status(ctx: click.Context, components: str | None, as_json: bool) -> None:
-    """Show each component: pid, alive, heartbeat age, pending messages, dead letters.
+    """Show each component: pid, state, heartbeat age, restarts, pending messages, dead letters.
 
-    Exits 0 only when every requested component is alive.
+    States: alive; starting (not yet registered); stale (the process is there but its heartbeat
+    is older than messaging.heartbeat_stale_s: frozen or hung); dead. Exits 0 only when every
+    requested component is alive or starting and the supervisor runs.
     """
+    import time
+
     config = _config(ctx)
     rows = daemon.status(config, _selected(config, components))
+    sup = daemon.supervisor_status(config)
+    healthy = all(r.state in daemon.OK_STATES for r in rows) and sup.alive
     if as_json:
-        click.echo(json.dumps({"agent": config.agent.name, "components": [r.as_dict() for r in rows]}, indent=2))
+        click.echo(json.dumps({"agent": config.agent.name, "healthy": healthy, "supervisor": sup.as_dict(),
+                               "components": [r.as_dict() for r in rows]}, indent=2))
     else:
-        table = Table(title=f"agent {config.agent.name} ({config.workdir})")
-        for col in ("component", "pid", "state", "heartbeat age", "pending", "dead letters"):
+        now = time.time()
+        table = Table(title=f"agent {escape(config.agent.name)} ({escape(str(config.workdir))})")
+        for col in ("component", "pid", "state", "heartbeat age", "restarts", "last exit", "next retry",
+                    "pending", "dead letters"):
             table.add_column(col, no_wrap=True)
         for r in rows:
-            state = "[green]alive[/]" if r.alive else ("[red]dead (stale pid file)[/]" if r.stale_pid_file else "[red]dead[/]")
+            if r.state == "dead":
+                state = "[red]dead (stale pid file)[/]" if r.stale_pid_file else "[red]dead[/]"
+            else:
+                state = STATE_STYLE[r.state]
             age = "-" if r.heartbeat_age_s is None else f"{r.heartbeat_age_s:.1f}s"
-            table.add_row(r.component, str(r.pid or "-"), state, age, str(r.pending), str(r.dead_letters))
+            table.add_row(r.component, str(r.pid or "-"), state, age, str(r.restarts), _when(r.last_exit_at, now),
+                          _when(r.next_retry_at, now), str(r.pending), str(r.dead_letters))
         console.print(table)
-    sys.exit(0 if all(r.alive for r in rows) else 1)
+        for r in rows:
+            if r.note and r.state not in daemon.OK_STATES:
+                console.print(f"{r.component}: {escape(r.note)}")
+        if sup.alive:
+            console.print(f"supervisor: running (pid {sup.pid})")
+        else:
+            console.print("[red]supervisor: not running[/] (components that die stay dead; `start` starts it)")
+    sys.exit(0 if healthy else 1)
 
 
 @cli.command()

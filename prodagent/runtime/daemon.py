@@ -1,26 +1,43 @@
-"""Start, stop and inspect component daemons (what `prodAgentd` does).
+"""Start, stop and inspect component daemons and their supervisor (what `prodAgentd` does).
 
-`start` launches `python -m prodagent.runtime.daemon_main` per component; that process
-daemonizes with python-daemon (detached, own session, work directory, closed descriptors),
-writes its pid file and runs the component. `stop` sends SIGTERM, waits, then SIGKILL.
+`start` launches `python -m prodagent.runtime.daemon_main` per component; that process checks
+that no other agent runs this component under this agent's name, then daemonizes with
+python-daemon (detached, own session, work directory, closed descriptors), writes its pid file
+and runs the component. The supervisor (`python -m prodagent.runtime.supervisor`, a daemon of
+its own) is launched the same way. `stop` sends SIGTERM and returns only once the process is
+gone: after the timeout it sends SIGKILL and waits again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from prodagent.config import AgentConfig
-from prodagent.runtime import pidfiles
+from prodagent.runtime import pidfiles, watchlist
+from prodagent.runtime.liveness import REFUSED_EXIT
 from prodagent.runtime.logs import log_path
 
-START_TIMEOUT_S = 15.0
-STOP_TIMEOUT_S = 10.0
+START_TIMEOUT_S = 30.0
+KILL_WAIT_S = 10.0
+SUPERVISOR = "supervisor"
+OK_STATES = ("alive", "starting")
+
+
+@dataclass(frozen=True)
+class StartResult:
+    ok: bool
+    text: str
+    refused: bool = False  # another agent runs this component under this name: do not retry
+    skipped: bool = False  # no longer wanted by the time the lock was ours
 
 
 @dataclass
@@ -28,54 +45,124 @@ class ComponentStatus:
     component: str
     pid: int | None
     alive: bool
+    state: str  # alive | starting | stale | dead
     stale_pid_file: bool
     heartbeat_age_s: float | None
     pending: int
     dead_letters: int
+    supervised: bool = False
+    restarts: int = 0
+    last_exit_at: float | None = None
+    last_restart_at: float | None = None
+    next_retry_at: float | None = None
+    note: str | None = None  # refusal or last start failure, from the supervisor
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def start(config: AgentConfig, component: str) -> tuple[bool, str]:
-    state = pidfiles.read_pid(config, component)
-    if state.alive:
-        return True, f"already running (pid {state.pid})"
-    note = f"stale pid file (pid {state.pid} gone) replaced; " if state.stale else ""
-    if config.source is None:
-        return False, "the configuration must come from a file to start daemons"
-    pidfiles.pid_path(config, component).unlink(missing_ok=True)
-    env = dict(os.environ)
-    proc = subprocess.run(
-        [sys.executable, "-m", "prodagent.runtime.daemon_main", "--config", str(config.source), component],
-        env=env, capture_output=True, text=True, timeout=START_TIMEOUT_S,
+@dataclass
+class SupervisorStatus:
+    pid: int | None
+    alive: bool
+    started_at: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _launch(config: AgentConfig, module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", module, "--config", str(config.source), *args],
+        env=dict(os.environ), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=START_TIMEOUT_S,
     )
-    if proc.returncode != 0:
-        return False, f"{note}failed to start: {proc.stderr.strip() or proc.stdout.strip()}"
+
+
+def _wait_pid(config: AgentConfig, name: str) -> int | None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
+        state = pidfiles.read_pid(config, name)
+        if state.alive:
+            return state.pid
+        time.sleep(0.1)
+    return None
+
+
+def start(config: AgentConfig, component: str,
+          still_wanted: Callable[[], bool] | None = None) -> StartResult:
+    """Start one component daemon unless it runs; `still_wanted` is asked once the lock is held."""
+    if config.source is None:
+        return StartResult(False, "the configuration must come from a file to start daemons")
+    with pidfiles.locked(config, component):
+        if still_wanted is not None and not still_wanted():
+            return StartResult(False, "no longer wanted", skipped=True)
         state = pidfiles.read_pid(config, component)
         if state.alive:
-            return True, f"{note}started (pid {state.pid})"
-        time.sleep(0.1)
-    return False, f"{note}did not come up; see {log_path(config, component)}"
-
-
-def stop(config: AgentConfig, component: str, timeout_s: float = STOP_TIMEOUT_S) -> tuple[bool, str]:
-    state = pidfiles.read_pid(config, component)
-    if not state.alive or state.pid is None:
+            return StartResult(True, f"already running (pid {state.pid})")
+        note = f"stale pid file (pid {state.pid} gone) replaced; " if state.stale else ""
         pidfiles.pid_path(config, component).unlink(missing_ok=True)
-        return True, "stale pid file removed" if state.stale else "not running"
-    os.kill(state.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not pidfiles.read_pid(config, component).alive:
+        proc = _launch(config, "prodagent.runtime.daemon_main", component)
+        if proc.returncode == REFUSED_EXIT:
+            return StartResult(False, f"{note}refused: {proc.stderr.strip()}", refused=True)
+        if proc.returncode != 0:
+            return StartResult(False, f"{note}failed to start: {proc.stderr.strip() or proc.stdout.strip()}")
+        pid = _wait_pid(config, component)
+        if pid is None:
+            return StartResult(False, f"{note}did not come up; see {log_path(config, component)}")
+        return StartResult(True, f"{note}started (pid {pid})")
+
+
+def stop(config: AgentConfig, component: str, timeout_s: float | None = None) -> tuple[bool, str]:
+    """SIGTERM, wait until the process is gone; after `timeout_s`, SIGKILL and wait again."""
+    timeout_s = config.supervisor.stop_timeout_s if timeout_s is None else timeout_s
+    with pidfiles.locked(config, component):
+        state = pidfiles.read_pid(config, component)
+        if not state.alive or state.pid is None:
             pidfiles.pid_path(config, component).unlink(missing_ok=True)
-            return True, f"stopped (pid {state.pid})"
-        time.sleep(0.05)
-    os.kill(state.pid, signal.SIGKILL)
-    pidfiles.pid_path(config, component).unlink(missing_ok=True)
-    return True, f"killed after {timeout_s:.0f}s (pid {state.pid})"
+            return True, "stale pid file removed" if state.stale else "not running"
+        pid = state.pid
+        _signal(pid, signal.SIGTERM)
+        _signal(pid, signal.SIGCONT)  # a frozen (stopped) process must wake up to hear it
+        if pidfiles.wait_gone(pid, timeout_s):
+            text = f"stopped (pid {pid})"
+        else:
+            _signal(pid, signal.SIGKILL)
+            if not pidfiles.wait_gone(pid, KILL_WAIT_S):
+                return False, f"pid {pid} still there {KILL_WAIT_S:.0f}s after SIGKILL"
+            text = f"killed after {timeout_s:g}s (pid {pid})"
+        pidfiles.pid_path(config, component).unlink(missing_ok=True)
+        return True, text
+
+
+def _signal(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)
+
+
+def start_supervisor(config: AgentConfig) -> tuple[bool, str]:
+    """Start the supervisor daemon of this work directory unless it runs."""
+    if config.source is None:
+        return False, "the configuration must come from a file to start daemons"
+    with pidfiles.locked(config, SUPERVISOR):
+        state = pidfiles.read_pid(config, SUPERVISOR)
+        if state.alive:
+            return True, f"running (pid {state.pid})"
+        pidfiles.pid_path(config, SUPERVISOR).unlink(missing_ok=True)
+        proc = _launch(config, "prodagent.runtime.supervisor")
+        if proc.returncode != 0:
+            return False, f"failed to start: {proc.stderr.strip() or proc.stdout.strip()}"
+        pid = _wait_pid(config, SUPERVISOR)
+        if pid is None:
+            return False, f"did not come up; see {log_path(config, SUPERVISOR)}"
+        return True, f"started (pid {pid})"
+
+
+def supervisor_status(config: AgentConfig) -> SupervisorStatus:
+    state = pidfiles.read_pid(config, SUPERVISOR)
+    record = watchlist.read_record(config)
+    started = record.started_at if record and record.pid == state.pid else None
+    return SupervisorStatus(pid=state.pid, alive=state.alive, started_at=started)
 
 
 def status(config: AgentConfig, components: list[str]) -> list[ComponentStatus]:
@@ -87,30 +174,46 @@ def status(config: AgentConfig, components: list[str]) -> list[ComponentStatus]:
         for row in service.queue_stats():
             pending[row["component"]] = pending.get(row["component"], 0) + row["pending"]
         dead = service.dead_letter_counts()
-        beats = service.tx.run(lambda conn: _last_heartbeats(conn, config.agent.name))
+        beats = service.tx.run(lambda conn: _live_heartbeats(conn, config.agent.name))
     finally:
         service.engine.dispose()
+    record = watchlist.read_record(config)
+    wanted = set(watchlist.wanted(config))
+    host = socket.gethostname()
     now = time.time()
     result = []
     for name in components:
         state = pidfiles.read_pid(config, name)
-        beat = beats.get(name)
+        beat = beats.get((name, host, state.pid)) if state.alive else None
+        age = round(now - beat, 1) if beat is not None else None
+        if not state.alive:
+            condition = "dead"
+        elif age is None:
+            condition = "starting"  # alive, not registered yet (waiting for the database)
+        else:
+            condition = "stale" if age > config.messaging.stale_after_s else "alive"
+        rec = record.components.get(name) if record else None
         result.append(ComponentStatus(
-            component=name, pid=state.pid, alive=state.alive, stale_pid_file=state.stale,
-            heartbeat_age_s=round(now - beat, 1) if beat else None,
-            pending=pending.get(name, 0), dead_letters=dead.get(name, 0),
+            component=name, pid=state.pid, alive=state.alive, state=condition, stale_pid_file=state.stale,
+            heartbeat_age_s=age, pending=pending.get(name, 0), dead_letters=dead.get(name, 0),
+            supervised=name in wanted,
+            restarts=rec.restarts if rec else 0,
+            last_exit_at=rec.last_exit_at if rec else None,
+            last_restart_at=rec.last_restart_at if rec else None,
+            next_retry_at=rec.next_retry_at if rec and not state.alive else None,
+            note=(rec.refused or rec.last_error) if rec else None,
         ))
     return result
 
 
-def _last_heartbeats(conn: Any, agent: str) -> dict[str, float]:
+def _live_heartbeats(conn: Any, agent: str) -> dict[tuple[str, str, int], float]:
+    """{(component, host, pid): heartbeat} of this agent's instances not marked stopped."""
     import sqlalchemy as sa
 
     from prodagent.db.schema import ms_process
 
     rows = conn.execute(
-        sa.select(ms_process.c.component, sa.func.max(ms_process.c.heartbeat_at))
-        .where(ms_process.c.agent == agent)
-        .group_by(ms_process.c.component)
+        sa.select(ms_process.c.component, ms_process.c.host, ms_process.c.pid, ms_process.c.heartbeat_at)
+        .where(ms_process.c.agent == agent, ms_process.c.stopped_at.is_(None))
     )
-    return {component: beat for component, beat in rows}
+    return {(c, h, p): beat for c, h, p, beat in rows}

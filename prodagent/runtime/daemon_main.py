@@ -1,6 +1,10 @@
-"""Entry point of one daemonized component: detach, write the pid file, run.
+"""Entry point of one daemonized component: check the name is free, detach, write the pid file, run.
 
 Usage: python -m prodagent.runtime.daemon_main --config FILE COMPONENT
+
+Before detaching it refuses (exit 3, the reason on stderr) to run a component that another agent
+already runs under this agent's name, so `prodAgentd start` can say so; the component checks
+again once it runs (see `liveness`).
 """
 
 from __future__ import annotations
@@ -10,12 +14,27 @@ import logging
 import sys
 
 import daemon
+import sqlalchemy as sa
 
-from prodagent.config import load_config
+from prodagent.config import AgentConfig, load_config
+from prodagent.db.engine import make_engine
 from prodagent.errors import ProdAgentError
 from prodagent.runtime import pidfiles
+from prodagent.runtime.liveness import REFUSED_EXIT, AgentNameInUse, check_name_free
 from prodagent.runtime.logs import setup_logging
 from prodagent.runtime.runner import ComponentRunner
+
+
+def precheck(config: AgentConfig, component: str) -> None:
+    """Raise AgentNameInUse if another agent runs this component; an unreachable database is left
+    to the component, which waits for it."""
+    engine = make_engine(config.db_url, pool_size=1)
+    try:
+        check_name_free(engine, config, component)
+    except sa.exc.SQLAlchemyError:
+        pass
+    finally:
+        engine.dispose()  # no connection may cross the fork into the daemon
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
+        precheck(config, args.component)
+    except AgentNameInUse as exc:
+        print(exc, file=sys.stderr)
+        return REFUSED_EXIT
     except ProdAgentError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -36,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         runner.install_signal_handlers()
         try:
             runner.run()
+        except AgentNameInUse as exc:
+            logging.getLogger(__name__).error("%s", exc)
+            return REFUSED_EXIT
         except Exception:
             logging.getLogger(__name__).exception("%s crashed", args.component)
             raise

@@ -1,12 +1,18 @@
 """Pid files of daemonized components: written by the daemon, never trusted blindly.
 
 A pid file is believed only if its process exists and its command line is this component of
-this agent's config; otherwise it is reported as stale.
+this agent's config; otherwise it is reported as stale. Starting and stopping one component
+hold its lock file, so the supervisor and an operator never start it twice, nor start it while
+it is being stopped.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +23,38 @@ from prodagent.config import AgentConfig
 
 def pid_path(config: AgentConfig, component: str) -> Path:
     return config.workdir / "run" / f"{component}.pid"
+
+
+@contextmanager
+def locked(config: AgentConfig, name: str) -> Iterator[None]:
+    """Hold run/<name>.lock (an exclusive flock, released when its holder dies)."""
+    path = config.workdir / "run" / f"{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def gone(pid: int) -> bool:
+    """True once `pid` has exited (a zombie waiting for its parent to reap it counts as gone)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:
+        return False
+
+
+def wait_gone(pid: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not gone(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 @dataclass(frozen=True)
@@ -60,4 +98,6 @@ def _is_ours(pid: int, config: AgentConfig, component: str) -> bool:
         cmdline = proc.cmdline()
     except psutil.Error:
         return False
+    if f"prodagent.runtime.{component}" in cmdline:  # the supervisor: python -m prodagent.runtime.supervisor
+        return True
     return component in cmdline and any("prodagent" in part or "prodAgentd" in part for part in cmdline)

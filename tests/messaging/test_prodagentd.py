@@ -9,6 +9,7 @@ import time
 
 import yaml
 
+from prodagent.runtime import pidfiles
 from tests.agent_helpers import prodagentd, wait_until, write_config
 from tests.messaging.components import effect_counts
 from tests.messaging.conftest import make_agent
@@ -19,48 +20,74 @@ def _status(path) -> tuple[int, dict]:
     return out.returncode, json.loads(out.stdout)
 
 
+def _row(path, component: str) -> dict:
+    return next(r for r in _status(path)[1]["components"] if r["component"] == component)
+
+
 def test_start_status_kill_stop(tmp_path, db_url) -> None:
     agent = make_agent(tmp_path, db_url)
     started = prodagentd(agent.path, "start")
     try:
         assert started.returncode == 0, started.stdout + started.stderr
+        assert "supervisor" in started.stdout
         code, status = _status(agent.path)
-        assert code == 0
+        assert code == 0 and status["healthy"] and status["supervisor"]["alive"]
         rows = {r["component"]: r for r in status["components"]}
         assert set(rows) == {"Recorder", "Sink"} and all(r["alive"] for r in rows.values())
         pidfile = agent.config.workdir / "run" / "Recorder.pid"
         assert int(pidfile.read_text()) == rows["Recorder"]["pid"]
-        wait_until(lambda: _status(agent.path)[1]["components"][0]["heartbeat_age_s"] is not None, 30)
+        wait_until(lambda: _row(agent.path, "Recorder")["heartbeat_age_s"] is not None, 30)
 
         # Work flows through the daemons.
         agent.service.send("Work", {"key": "via-daemon", "reply": True})
         wait_until(lambda: effect_counts(agent.service.engine).get("done-via-daemon") == 1, 30)
 
-        # A component killed by hand shows as dead, its pid file as stale; exit code says so.
+        # A component killed by hand is brought back by the supervisor, and status says so.
         os.kill(rows["Sink"]["pid"], signal.SIGKILL)
-        wait_until(lambda: _status(agent.path)[0] == 1, 20)
+        sink = wait_until(lambda: (r := _row(agent.path, "Sink"))["restarts"] == 1 and r["alive"] and r, 30,
+                          what="the supervisor to restart Sink")
+        assert sink["pid"] != rows["Sink"]["pid"] and sink["last_exit_at"] is not None
+        assert "1" in prodagentd(agent.path, "status").stdout.split("Sink", 1)[1].split("\n")[0]
+
+        # A component stopped by hand is not brought back; messages for it wait for it.
+        stopped_one = prodagentd(agent.path, "stop", "--components", "Sink")
+        assert stopped_one.returncode == 0 and "stopped" in stopped_one.stdout
+        time.sleep(1.5)  # several supervisor rounds
         code, status = _status(agent.path)
         sink = next(r for r in status["components"] if r["component"] == "Sink")
-        assert code == 1 and not sink["alive"] and sink["stale_pid_file"]
-        table = prodagentd(agent.path, "status")
-        assert "stale pid file" in table.stdout and table.returncode == 1
+        assert code == 1 and not sink["alive"] and not sink["supervised"] and status["supervisor"]["alive"]
         assert prodagentd(agent.path, "status", "--components", "Recorder").returncode == 0
-
-        # Messages for the dead component wait for it; restarting it delivers them.
         agent.service.send("Done", {"key": "while-dead"})
         time.sleep(0.3)
-        assert _status(agent.path)[1]["components"][1]["pending"] == 1
+        assert _row(agent.path, "Sink")["pending"] == 1
+        assert prodagentd(agent.path, "start", "--components", "Sink").returncode == 0
+        wait_until(lambda: effect_counts(agent.service.engine).get("done-while-dead") == 1, 30)
+
+        # Without a supervisor (killed), a killed component stays dead: its pid file is stale.
+        supervisor = status["supervisor"]["pid"]
+        os.kill(supervisor, signal.SIGKILL)
+        os.kill(_row(agent.path, "Sink")["pid"], signal.SIGKILL)
+        wait_until(lambda: _status(agent.path)[0] == 1 and not _row(agent.path, "Sink")["alive"], 20)
+        code, status = _status(agent.path)
+        sink = next(r for r in status["components"] if r["component"] == "Sink")
+        assert code == 1 and not sink["alive"] and sink["stale_pid_file"] and not status["supervisor"]["alive"]
+        table = prodagentd(agent.path, "status")
+        assert "stale pid file" in table.stdout and "supervisor: not running" in table.stdout
+        assert table.returncode == 1
         restarted = prodagentd(agent.path, "start", "--components", "Sink")
         assert restarted.returncode == 0 and "stale pid file" in restarted.stdout
-        wait_until(lambda: effect_counts(agent.service.engine).get("done-while-dead") == 1, 30)
+        assert _status(agent.path)[1]["supervisor"]["pid"] not in (None, supervisor)
     finally:
+        pids = [r["pid"] for r in _status(agent.path)[1]["components"]] + [_status(agent.path)[1]["supervisor"]["pid"]]
         stopped = prodagentd(agent.path, "stop")
     assert stopped.returncode == 0
     assert "stopped" in stopped.stdout
     code, status = _status(agent.path)
-    assert code == 1 and not any(r["alive"] for r in status["components"])
+    assert code == 1 and not any(r["alive"] for r in status["components"]) and not status["supervisor"]["alive"]
+    assert all(pidfiles.gone(pid) for pid in pids if pid)  # `stop` returned after they were gone
     assert not (agent.config.workdir / "run" / "Recorder.pid").exists()
     assert (agent.config.workdir / "logs" / "Recorder.log").stat().st_size > 0
+    assert "restarted" in (agent.config.workdir / "logs" / "supervisor.log").read_text()
 
 
 def test_bad_config_is_refused_naming_the_key(tmp_path) -> None:
@@ -96,6 +123,9 @@ def test_two_agents_side_by_side_on_one_database(tmp_path, db_url) -> None:
         assert (a.config.workdir / "run" / "Recorder.pid").exists()
         assert not (b.config.workdir / "run" / "Recorder.pid").exists()
         assert _status(b.path)[1]["agent"] == "beta"
+        # Each agent has a supervisor of its own, watching its own components.
+        sups = [_status(x.path)[1]["supervisor"] for x in (a, b)]
+        assert all(s["alive"] for s in sups) and sups[0]["pid"] != sups[1]["pid"]
     finally:
         prodagentd(a.path, "stop")
         prodagentd(b.path, "stop")
