@@ -7,7 +7,13 @@ import os
 import time
 from typing import Any
 
+from prodagent.messaging.types import Anything, declare
 from prodagent.runtime.component import Component, Context, handles
+
+# Sent by the benchmark scripts themselves (no producer component).
+declare("BenchWork", Anything, (), {"BenchConsumer"})
+declare("BenchPing", Anything, (), {"BenchConsumer"})
+declare("BenchPublish", Anything, (), {"BenchSink"})
 
 
 class BenchConsumer(Component):

@@ -22,9 +22,9 @@ from rich.console import Console
 from rich.table import Table
 
 from prodagent.config import AgentConfig, load_config
-from prodagent.db.schema import pa_job
 from prodagent.errors import ProdAgentError
 from prodagent.jobs import states, store, summary
+from prodagent.messaging.types import OPERATOR
 
 console = Console(width=None if sys.stdout.isatty() else 200)
 
@@ -73,16 +73,7 @@ def jobs() -> None:
 
 def _select_jobs(conn: sa.Connection, agent: str, ids: tuple[int, ...], state: str | None,
                  request: str | None, error_class: str | None) -> list[Any]:
-    query = sa.select(pa_job).where(pa_job.c.agent == agent).order_by(pa_job.c.id)
-    if ids:
-        query = query.where(pa_job.c.id.in_(ids))
-    if state:
-        query = query.where(pa_job.c.state.in_(state.split(",")))
-    if request:
-        query = query.where(pa_job.c.request_id == request)
-    if error_class:
-        query = query.where(pa_job.c.error_class == error_class)
-    return list(conn.execute(query))
+    return store.select_jobs(conn, agent, ids, state.split(",") if state else (), request, error_class)
 
 
 JOB_COLUMNS = ("id", "name", "job_type", "state", "retry", "site", "error_class", "events_done")
@@ -146,7 +137,7 @@ def _operator_action(ctx: click.Context, ids: tuple[int, ...], request: str | No
     def work(conn: sa.Connection) -> list[int]:
         chosen = [j.id for j in _select_jobs(conn, service.agent, ids, None, request, error_class) if j.state in allowed]
         if chosen:
-            service.publish(conn, msg_type, {"job_ids": chosen, "reason": reason}, source="operator")
+            service.publish(conn, msg_type, {"job_ids": chosen, "reason": reason}, source=OPERATOR)
         return chosen
 
     chosen = service.tx.run(work)

@@ -4,14 +4,15 @@ On `MergeAccepted`, for the merge's inputs: the unmerged files are deleted (merg
 each production job whose files are all merged has its work area (every attempt: job.json,
 job.log, report.json, batch.out/err) archived to `logs/archive/<request>/<job>.tar.gz`, then
 removed, and goes success -> cleaned. The merge job's own work area is archived and removed the
-same way. What was freed is logged and published:
-`CleanupDone {"merge_job_id", "files_removed", "bytes_freed", "file_bytes", "work_area_bytes",
-"jobs_cleaned"}`.
+same way. What was freed is logged.
 
-Crash-safe and idempotent: disk work comes first and tolerates what an earlier, interrupted
-delivery already did (a file already gone, an archive already written is kept as it is: it was
-written whole, by rename); the database follows in the handler's transaction. A delivery that
-finds nothing left to do publishes nothing.
+Crash-safe and idempotent: the inputs' rows are locked first; disk work comes next and tolerates
+what an earlier, interrupted delivery already did (a file already gone, an archive already
+written is kept as it is: it was written whole, by rename); the database follows in the same
+transaction. A delivery that finds nothing left to do changes nothing.
+
+Reconciliation: every `reconcile_s` the merges whose inputs are still `merged` (accepted, not
+cleaned: their `MergeAccepted` was lost) are cleaned the same way.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prodagent.jobs import states, store
+from pydantic import BaseModel, ConfigDict, Field
+
+from prodagent.jobs import file_states, states, store
 from prodagent.jobs.layout import Layout
 from prodagent.runtime.component import Component, Context, handles
 
-PENDING_FILE_STATES = ("new", "merging")
 DATA_SUFFIXES = (".root", ".part")  # outputs never live in a work area; if one does, it is not a log
 
 
@@ -44,24 +46,39 @@ class Freed:
         return self.file_bytes + self.work_area_bytes
 
 
+class CleanupSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reconcile_s: float = Field(60.0, gt=0)
+
+
 class Cleanup(Component):
     name = "Cleanup"
+    Settings = CleanupSettings
 
     def setup(self) -> None:
         self.layout = Layout(self.config)
 
     @handles("MergeAccepted")
     def on_merge_accepted(self, ctx: Context, payload: dict[str, Any]) -> None:
-        merge_job_id = int(payload["merge_job_id"])
+        self.clean_after(ctx, int(payload["merge_job_id"]))
+
+    def reconcile(self, ctx: Context) -> None:
+        for merge_job_id in store.merges_with_uncleaned_inputs(ctx.conn, self.config.agent.name):
+            self.log.warning("merge job %d: accepted, inputs not cleaned (MergeAccepted lost?): cleaning",
+                             merge_job_id)
+            self.clean_after(ctx, merge_job_id)
+
+    def clean_after(self, ctx: Context, merge_job_id: int) -> Freed:
+        """Free what the accepted merge `merge_job_id` leaves behind; what was freed."""
         freed = Freed()
-        inputs = store.merge_inputs(ctx.conn, merge_job_id)
-        done = [f for f in inputs if f.state == "merged"]
+        inputs = store.merge_inputs(ctx.conn, merge_job_id, lock=True)
+        done = [f for f in inputs if f.state == file_states.MERGED]
         for f in done:
             freed.file_bytes += remove_file(Path(f.pfn))
-        freed.files = store.set_file_states(ctx.conn, [f.id for f in done], "merged", "cleaned")
+        freed.files = store.set_file_states(ctx.conn, [f.id for f in done], file_states.MERGED, file_states.CLEANED)
         producers = {f.job_id for f in inputs}
         # A job with another file still waiting for a merge keeps its work area until that one is merged.
-        waiting = {f.job_id for f in store.files_of_jobs(ctx.conn, producers) if f.state in PENDING_FILE_STATES}
+        waiting = {f.job_id for f in store.files_of_jobs(ctx.conn, producers) if f.state in file_states.WAITING}
         jobs = [j for j in store.jobs(ctx.conn, producers | {merge_job_id})
                 if j.state == states.SUCCESS and j.id not in waiting]
         for job in jobs:
@@ -69,14 +86,11 @@ class Cleanup(Component):
         freed.jobs = len(store.transition(ctx.conn, [j.id for j in jobs], states.CLEANED,
                                           "cleaned after an accepted merge").ids)
         if not (freed.files or freed.jobs or freed.bytes):
-            return  # an earlier delivery did it all
-        ctx.publish("CleanupDone", {
-            "merge_job_id": merge_job_id, "files_removed": freed.files, "bytes_freed": freed.bytes,
-            "file_bytes": freed.file_bytes, "work_area_bytes": freed.work_area_bytes, "jobs_cleaned": freed.jobs,
-        })
+            return freed  # an earlier delivery did it all
         self.log.info("merge job %d: removed %d unmerged file(s) (%d bytes) and %d work area(s) (%d bytes); "
                       "%d bytes freed", merge_job_id, freed.files, freed.file_bytes, freed.jobs,
                       freed.work_area_bytes, freed.bytes)
+        return freed
 
     def retire_work_area(self, job: Any) -> int:
         """Archive the job's logs (unless an archive is already there), remove its work area; bytes freed."""

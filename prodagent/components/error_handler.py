@@ -3,10 +3,16 @@
 Retries wait out a cool-off (a delayed `RetryJob` message; linear, squared or exponential in
 the retry count, from the request's retry policy). Every decision is recorded on the job's
 transition with its class and reason, and logged.
+
+Reconciliation: every `reconcile_s`, failed jobs (submitfailed, jobfailed, lost) left undecided
+for longer than that (their `JobFailed` was lost) are decided the same way. Jobs whose cool-off
+is over but whose `RetryJob` never came are JobCreator's to reconcile (`retry_delay` is the
+policy both use).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,6 +39,14 @@ class ErrorHandlerSettings(BaseModel):
     max_memory_mb: int = Field(16000, ge=1)
     default_cooloff: str = Field("squared", pattern="^(linear|squared|exponential)$")
     default_base_s: float = Field(60.0, ge=0)
+    reconcile_s: float = Field(60.0, gt=0)
+
+
+def retry_delay(settings: ErrorHandlerSettings, workflow: dict[str, Any], retry: int) -> float:
+    """The cool-off before the attempt after `retry`: the request's retry policy, else the defaults."""
+    policy = workflow.get("retry") or {}
+    return cooloff_delay(policy.get("cooloff", settings.default_cooloff),
+                         float(policy.get("base_s", settings.default_base_s)), retry)
 
 
 class ErrorHandler(Component):
@@ -49,11 +63,18 @@ class ErrorHandler(Component):
                 workflows[job.request_id] = store.workflow_for_request(ctx.conn, job.request_id)
             self._decide(ctx, job, workflows[job.request_id] or {})
 
+    def reconcile(self, ctx: Context) -> None:
+        stale = store.jobs_in(ctx.conn, self.config.agent.name, states.FAILED,
+                              updated_before=time.time() - self.settings.reconcile_s)
+        if stale:
+            self.log.warning("%d failed job(s) undecided for over %.0fs (JobFailed lost?): deciding now",
+                             len(stale), self.settings.reconcile_s)
+            self.on_failed(ctx, {"job_ids": [j.id for j in stale]})
+
     def _decide(self, ctx: Context, job: Any, workflow: dict[str, Any]) -> None:
         log_tail = read_log_tail(Layout.attempt_dir(job.workdir, job.retry) / LOG_NAME)
         failure = Failure(job.job_type, job.error_code, job.exit_code, job.error_class, log_tail)
         rule = classify(self.settings.rules, failure)
-        retry_policy = workflow.get("retry", {})
         what = f"{rule.name}: {job.error_reason or job.error_class or f'exit {job.exit_code}'}"
         if rule.action == "pause":
             store.transition(ctx.conn, [job.id], states.PAUSED, f"{what}; paused for an operator", error_class=rule.name)
@@ -64,10 +85,7 @@ class ErrorHandler(Component):
             store.transition(ctx.conn, [job.id], states.EXHAUSTED, f"{what}; {why}", error_class=rule.name)
             self.log.warning("job %s exhausted: %s (%s)", job.name, what, why)
             return
-        delay = cooloff_delay(
-            retry_policy.get("cooloff", self.settings.default_cooloff),
-            float(retry_policy.get("base_s", self.settings.default_base_s)), job.retry,
-        )
+        delay = retry_delay(self.settings, workflow, job.retry)
         changes: dict[str, Any] = {"error_class": rule.name}
         if rule.action == "retry_more_memory":
             changes["memory_mb"] = min(self.settings.max_memory_mb, int(job.memory_mb * self.settings.memory_factor))

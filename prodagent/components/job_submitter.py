@@ -4,6 +4,11 @@ A site's limit is its slots plus `max_queued_per_slot` times its slots queued; j
 stay `created` and go at the next tick. Before submitting, the plugin is asked which attempts it
 already holds (each carries the agent's id), so a submitter that crashed between submitting and
 committing never submits an attempt twice. Also kills jobs on request (`KillJobs`).
+
+Nothing waits on a lost message: the tick submits every `created` job (`JobCreated` only makes
+it sooner), and every `reconcile_s` the live jobs of allocations given up (lost or recalled) are killed, as
+their `KillJobs` would have done (a kill already done is left as it is). (A lost `KillJobs` of an
+operator is not re-derived: nothing records the intent; the operator sees the job still live.)
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from prodagent.jobs.layout import Layout
 from prodagent.runtime.component import Component, Context, handles
 
 JOB_WRAPPER = ["-m", "prodagent.payload.runjob"]
+GIVEN_UP = ("lost", "recalled")  # allocation states whose live jobs are killed
 
 
 class SubmitterSettings(BaseModel):
@@ -29,6 +35,7 @@ class SubmitterSettings(BaseModel):
     max_queued_per_slot: float = Field(1.0, ge=0)
     bulk_size: int = Field(2000, ge=1)
     tick_s: float = Field(2.0, gt=0)
+    reconcile_s: float = Field(60.0, gt=0)
 
 
 def batch_job(job: Any, site: str, python: str) -> BatchJob:
@@ -67,13 +74,7 @@ class JobSubmitter(Component):
 
     def _room(self, conn: sa.Connection) -> dict[str, int]:
         """Free places per site: limit minus this agent's jobs already in the batch system there."""
-        in_batch = Counter({
-            site: int(n) for site, n in conn.execute(
-                sa.select(store.J.c.site, sa.func.count()).where(store.J.c.agent == self.config.agent.name,
-                                                                 store.J.c.state.in_(list(states.IN_BATCH)))
-                .group_by(store.J.c.site)
-            )
-        })
+        in_batch = Counter(store.in_batch_by_site(conn, self.config.agent.name))
         room = {}
         for site in self.plugin.capacity():
             limit = int(site.slots * (1 + self.settings.max_queued_per_slot))
@@ -114,6 +115,18 @@ class JobSubmitter(Component):
         if known:
             self.log.warning("%d attempt(s) were already in the batch system; not submitted again", len(known))
         self.log.info("submitted %d job(s), %d refused", len(per_job) - len(known), len(refused))
+
+    def reconcile(self, ctx: Context) -> None:
+        agent = self.config.agent.name
+        given_up = {a.id for a in store.allocations_in(ctx.conn, agent, GIVEN_UP)}
+        if not given_up:
+            return
+        live = store.jobs_in(ctx.conn, agent, states.ALL_STATES - states.TERMINAL - states.DONE_OK,
+                             columns=(store.J.c.id, store.J.c.allocation_id))
+        doomed = [j.id for j in live if j.allocation_id in given_up]
+        if doomed:
+            self.log.warning("%d live job(s) of allocations given up (KillJobs lost?): killing", len(doomed))
+            self.on_kill(ctx, {"job_ids": doomed, "reason": "its allocation was given up"})
 
     @handles("KillJobs")
     def on_kill(self, ctx: Context, payload: dict[str, Any]) -> None:

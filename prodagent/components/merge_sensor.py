@@ -13,6 +13,10 @@ merge is judged: it is accepted only if the merged file holds exactly the events
 
 A second delivery changes nothing: a merge already judged has its merged file registered (or
 its job is no longer in `success`), and grouping only takes files still "new".
+
+Nothing waits on a lost `JobSuccess`: the tick groups every dataset's waiting files, and every
+`reconcile_s` the merge jobs in `success` for longer than that are judged (a judged one is
+left as it is).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from prodagent.runtime.component import Component, Context, handles
 class MergeSensorSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     tick_s: float = Field(5.0, gt=0)
+    reconcile_s: float = Field(60.0, gt=0)
 
 
 class MergeSensor(Component):
@@ -110,6 +115,12 @@ class MergeSensor(Component):
         return ids
 
     # -- judging merges ---------------------------------------------------------------------------
+
+    def reconcile(self, ctx: Context) -> None:
+        stale = store.jobs_in(ctx.conn, self.agent, [states.SUCCESS], job_type="merge",
+                              updated_before=time.time() - self.settings.reconcile_s)
+        for job in stale:
+            self.judge(ctx, job)
 
     @handles("JobSuccess")
     def on_success(self, ctx: Context, payload: dict[str, Any]) -> None:

@@ -24,7 +24,7 @@ from prodagent.db.schema import (
     pa_job_transition,
     pa_site,
 )
-from prodagent.jobs import states
+from prodagent.jobs import file_states, states
 
 J = pa_job
 
@@ -106,11 +106,17 @@ def jobs(conn: sa.Connection, job_ids: Iterable[int]) -> list[sa.Row]:
 
 
 def jobs_in(conn: sa.Connection, agent: str, job_states: Iterable[str], limit: int | None = None,
-            job_type: str | None = None, columns: Sequence[sa.ColumnElement[Any]] | None = None) -> list[sa.Row]:
-    """The agent's jobs in these states, in id order: whole rows, or only `columns`."""
+            job_type: str | None = None, columns: Sequence[sa.ColumnElement[Any]] | None = None,
+            updated_before: float | None = None) -> list[sa.Row]:
+    """The agent's jobs in these states, in id order: whole rows, or only `columns`.
+
+    `updated_before`: only jobs whose last change is older than that time (reconciliation).
+    """
     query = sa.select(*(columns or [J])).where(J.c.agent == agent, J.c.state.in_(list(job_states))).order_by(J.c.id)
     if job_type:
         query = query.where(J.c.job_type == job_type)
+    if updated_before is not None:
+        query = query.where(J.c.updated_at < updated_before)
     if limit:
         query = query.limit(limit)
     return list(conn.execute(query))
@@ -121,6 +127,38 @@ def count_by_state(conn: sa.Connection, agent: str, request_id: str | None = Non
     if request_id:
         query = query.where(J.c.request_id == request_id)
     return {(t, s): int(n) for t, s, n in conn.execute(query.group_by(J.c.job_type, J.c.state))}
+
+
+def select_jobs(conn: sa.Connection, agent: str, ids: Iterable[int] = (), job_states: Iterable[str] = (),
+                request_id: str | None = None, error_class: str | None = None) -> list[sa.Row]:
+    """The agent's jobs matching every filter given (none: all of them), in id order."""
+    query = sa.select(J).where(J.c.agent == agent).order_by(J.c.id)
+    if ids := sorted(set(ids)):
+        query = query.where(J.c.id.in_(ids))
+    if job_states := sorted(set(job_states)):
+        query = query.where(J.c.state.in_(job_states))
+    if request_id:
+        query = query.where(J.c.request_id == request_id)
+    if error_class:
+        query = query.where(J.c.error_class == error_class)
+    return list(conn.execute(query))
+
+
+def in_batch_by_site(conn: sa.Connection, agent: str) -> dict[str, int]:
+    """How many of the agent's jobs are in the batch system, per site."""
+    return {site: int(n) for site, n in conn.execute(
+        sa.select(J.c.site, sa.func.count()).where(J.c.agent == agent, J.c.state.in_(sorted(states.IN_BATCH)))
+        .group_by(J.c.site)
+    )}
+
+
+def transition_reasons(conn: sa.Connection, agent: str, to_states: Iterable[str]) -> list[sa.Row]:
+    """(to_state, reason) of every transition of the agent's jobs into these states."""
+    return list(conn.execute(
+        sa.select(pa_job_transition.c.to_state, pa_job_transition.c.reason)
+        .join(J, J.c.id == pa_job_transition.c.job_id)
+        .where(J.c.agent == agent, pa_job_transition.c.to_state.in_(sorted(set(to_states))))
+    ))
 
 
 def history(conn: sa.Connection, job_id: int) -> list[sa.Row]:
@@ -196,10 +234,38 @@ def dataset(conn: sa.Connection, dataset_id: int) -> sa.Row | None:
     return conn.execute(sa.select(pa_dataset).where(pa_dataset.c.id == dataset_id)).first()
 
 
+def datasets_of(conn: sa.Connection, agent: str) -> list[sa.Row]:
+    return list(conn.execute(sa.select(pa_dataset).where(pa_dataset.c.agent == agent).order_by(pa_dataset.c.id)))
+
+
+def file_figures(conn: sa.Connection, dataset_id: int) -> list[sa.Row]:
+    """(kind, state, files, bytes, events) of a dataset's files, per kind and state."""
+    return list(conn.execute(
+        sa.select(pa_file.c.kind, pa_file.c.state, sa.func.count(), sa.func.sum(pa_file.c.size),
+                  sa.func.sum(pa_file.c.events))
+        .where(pa_file.c.dataset_id == dataset_id).group_by(pa_file.c.kind, pa_file.c.state)
+    ))
+
+
+def select_files(conn: sa.Connection, dataset_id: int | None = None, kind: str | None = None,
+                 state: str | None = None, limit: int = 1000) -> list[sa.Row]:
+    """Files matching every filter given, in id order, at most `limit`."""
+    query = sa.select(pa_file).order_by(pa_file.c.id).limit(limit)
+    if dataset_id is not None:
+        query = query.where(pa_file.c.dataset_id == dataset_id)
+    if kind:
+        query = query.where(pa_file.c.kind == kind)
+    if state:
+        query = query.where(pa_file.c.state == state)
+    return list(conn.execute(query))
+
+
 def insert_files(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """Register files; a file already registered (same LFN) is left alone (idempotent)."""
+    """Register files in their kind's first state; one already registered (same LFN) is left alone."""
     if not rows:
         return
+    for r in rows:
+        file_states.check_initial(r["kind"], r["state"])
     known = set(conn.execute(sa.select(pa_file.c.lfn).where(pa_file.c.lfn.in_([r["lfn"] for r in rows]))).scalars())
     fresh = [{**r, "created_at": time.time()} for r in rows if r["lfn"] not in known]
     if fresh:
@@ -256,7 +322,8 @@ def datasets_with_new_files(conn: sa.Connection, agent: str) -> list[int]:
     return sorted(conn.execute(
         sa.select(pa_file.c.dataset_id).distinct()
         .select_from(pa_file.join(pa_dataset, pa_dataset.c.id == pa_file.c.dataset_id))
-        .where(pa_dataset.c.agent == agent, pa_file.c.kind == "unmerged", pa_file.c.state == "new")
+        .where(pa_dataset.c.agent == agent, pa_file.c.kind == file_states.UNMERGED,
+               pa_file.c.state == file_states.NEW)
     ).scalars())
 
 
@@ -295,10 +362,11 @@ def assign_merge(conn: sa.Connection, file_ids: Sequence[int], merge_job_id: int
     """Give new files to a merge job (state new -> merging); return how many moved."""
     if not file_ids:
         return 0
+    file_states.check(file_states.NEW, file_states.MERGING)
     return conn.execute(
-        pa_file.update().where(pa_file.c.id.in_(list(file_ids)), pa_file.c.state == "new",
+        pa_file.update().where(pa_file.c.id.in_(list(file_ids)), pa_file.c.state == file_states.NEW,
                                pa_file.c.merge_job_id.is_(None))
-        .values(state="merging", merge_job_id=merge_job_id)
+        .values(state=file_states.MERGING, merge_job_id=merge_job_id)
     ).rowcount
 
 
@@ -309,7 +377,9 @@ def merge_inputs(conn: sa.Connection, merge_job_id: int, lock: bool = False) -> 
 
 
 def set_file_states(conn: sa.Connection, file_ids: Sequence[int], from_state: str, to_state: str) -> int:
-    """Move files from one state to the next; files in another state are left alone."""
+    """Move files from one state to the next (the table in `file_states` must allow it); files
+    in another state are left alone."""
+    file_states.check(from_state, to_state)
     if not file_ids:
         return 0
     return conn.execute(
@@ -340,7 +410,19 @@ def release_merge_inputs(conn: sa.Connection, merge_job_ids: Sequence[int]) -> i
     """Give the inputs of failed merge jobs back to the dataset (merging -> new, no merge job)."""
     if not merge_job_ids:
         return 0
+    file_states.check(file_states.MERGING, file_states.NEW)
     return conn.execute(
-        pa_file.update().where(pa_file.c.merge_job_id.in_(list(merge_job_ids)), pa_file.c.state == "merging")
-        .values(state="new", merge_job_id=None)
+        pa_file.update().where(pa_file.c.merge_job_id.in_(list(merge_job_ids)),
+                               pa_file.c.state == file_states.MERGING)
+        .values(state=file_states.NEW, merge_job_id=None)
     ).rowcount
+
+
+def merges_with_uncleaned_inputs(conn: sa.Connection, agent: str) -> list[int]:
+    """Merge jobs (of the agent) accepted whose inputs are still on disk (`merged`, not `cleaned`)."""
+    return sorted(conn.execute(
+        sa.select(pa_file.c.merge_job_id).distinct()
+        .select_from(pa_file.join(pa_dataset, pa_dataset.c.id == pa_file.c.dataset_id))
+        .where(pa_dataset.c.agent == agent, pa_file.c.kind == file_states.UNMERGED,
+               pa_file.c.state == file_states.MERGED)
+    ).scalars())

@@ -32,6 +32,7 @@ from prodagent.config import MessagingSection
 from prodagent.db.engine import is_sqlite
 from prodagent.errors import DatabaseUnavailable
 from prodagent.messaging import queries as q
+from prodagent.messaging import types
 from prodagent.messaging.journal import InflightJournal
 from prodagent.messaging.message import Message, Outgoing
 from prodagent.messaging.retry import TransactionRunner, is_connection_lost, is_lock_conflict
@@ -78,8 +79,10 @@ class MessageService:
     # -- subscriptions -------------------------------------------------------------------------
 
     def declare(self, component: str, msg_types: Sequence[str]) -> None:
-        """Make `component`'s subscriptions exactly `msg_types` (idempotent)."""
+        """Make `component`'s subscriptions exactly `msg_types` (idempotent); each must be declared."""
         wanted = sorted(set(msg_types))
+        for msg_type in wanted:
+            types.get(msg_type)
 
         def work(conn: sa.Connection) -> None:
             have = set(conn.execute(q.subscriptions_of(self.agent, component)).scalars())
@@ -109,10 +112,15 @@ class MessageService:
     def publish_many(
         self, conn: sa.Connection, messages: Sequence[Outgoing], source: str | None = None
     ) -> int:
-        """Insert one row per subscriber of each message, inside the caller's transaction."""
+        """Insert one row per subscriber of each message, inside the caller's transaction.
+
+        Every message is checked against its declaration first (`prodagent.messaging.types`):
+        an undeclared type, a refused payload or a foreign producer raises `MessageTypeError`.
+        """
         now = time.time()
         rows: list[dict[str, Any]] = []
         for msg in messages:
+            types.check(msg.msg_type, msg.payload, source)
             targets = self.subscribers(conn, msg.msg_type)
             if not targets:
                 log.debug("no subscriber for %s; message dropped", msg.msg_type)

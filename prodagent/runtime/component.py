@@ -6,6 +6,13 @@ because a message can come back after a crash. `tick` runs every `tick_interval_
 transaction of its own, for polling work (tracking jobs, merging, resource figures). A component
 that calls remote services sets `tick_in_transaction = False`: its tick then gets no transaction
 and opens short ones itself with `transaction()` (read, then call, then record).
+
+`reconcile` runs every `reconcile_interval_s` seconds (from `Settings.reconcile_s`), also in a
+transaction of its own: it re-derives from the database the work its messages would have
+brought, so a lost or dead-lettered message delays work but never strands it. It acts only on
+what has waited longer than one interval (the message normally comes first), and like a handler
+it must be idempotent: it checks states under lock and leaves what a message already did.
+Handled types must be declared in `prodagent.messaging.types`.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
 
+from prodagent.messaging import types
 from prodagent.messaging.message import Message, Outgoing
 
 if TYPE_CHECKING:
@@ -61,6 +69,7 @@ class Component:
     name: ClassVar[str]
     Settings: ClassVar[type[BaseModel]] = NoSettings
     tick_interval_s: float | None = None  # from `Settings.tick_s` when the component has one
+    reconcile_interval_s: float | None = None  # from `Settings.reconcile_s` when it has one
     tick_in_transaction: ClassVar[bool] = True  # False: tick(None), transactions via `transaction()`
     tick_now: bool = False  # set by a handler to have the runner tick at once (reset by the runner)
 
@@ -74,14 +83,18 @@ class Component:
         tick = getattr(self.settings, "tick_s", None)
         if tick:
             self.tick_interval_s = float(tick)
+        reconcile = getattr(self.settings, "reconcile_s", None)
+        if reconcile:
+            self.reconcile_interval_s = float(reconcile)
 
     @classmethod
     def handler_table(cls) -> dict[str, str]:
-        """{message type: method name}, from the `@handles` marks."""
+        """{message type: method name}, from the `@handles` marks; every type must be declared."""
         table: dict[str, str] = {}
         for klass in reversed(cls.__mro__):
             for attr, value in vars(klass).items():
                 for msg_type in getattr(value, "_handles", ()):
+                    types.get(msg_type)  # raises MessageTypeError for an undeclared type
                     table[msg_type] = attr
         return table
 
@@ -97,6 +110,9 @@ class Component:
 
     def tick(self, ctx: Context) -> None:
         """Periodic work; runs every `Settings.tick_s` seconds in its own transaction."""
+
+    def reconcile(self, ctx: Context) -> None:
+        """Slow periodic catch-up from the database; runs every `Settings.reconcile_s` seconds."""
 
     def transaction(self, work: Callable[[Context], T]) -> T:
         """Run `work(ctx)` in one short transaction of its own; what it publishes commits with it.

@@ -81,6 +81,9 @@ class ComponentRunner:
         cls = component_class(self.config, self.name)
         wait_for_database(self.config, self.stop_event)
         service = open_service(self.config)
+        from prodagent.runtime.liveness import check_name_free
+
+        check_name_free(service.engine, self.config, self.name)  # AgentNameInUse: another agent has it
         declare_subscriptions(self.config, service)
         service.declare(self.name, cls.subscriptions())
         component = cls(self.config, service)
@@ -107,6 +110,8 @@ class ComponentRunner:
         next_beat = 0.0
         next_tick = time.monotonic() if component.tick_interval_s else float("inf")
         next_purge = time.monotonic() + HISTORY_PURGE_EVERY_S
+        # The first reconciliation at start-up: what a dead predecessor left is picked up at once.
+        next_reconcile = time.monotonic() if component.reconcile_interval_s else float("inf")
         idle_sleep = settings.poll_min_s
 
         def dispatch(conn: sa.Connection, message: Message, outbox: list[Outgoing]) -> None:
@@ -122,6 +127,9 @@ class ComponentRunner:
                     component.tick_now = False
                     self._tick(component, service)
                     next_tick = time.monotonic() + (component.tick_interval_s or 1.0)
+                if now >= next_reconcile:
+                    self._reconcile(component, service)
+                    next_reconcile = time.monotonic() + (component.reconcile_interval_s or 60.0)
                 if now >= next_purge:
                     service.purge_history()
                     next_purge = now + HISTORY_PURGE_EVERY_S
@@ -164,6 +172,15 @@ class ComponentRunner:
                         self.name, len(suspects))
         for message_id in sorted(suspects):
             service.consume(self.name, process_id, component.dispatch, journal, limit=1, only=[message_id])
+
+    def _reconcile(self, component: Component, service: MessageService) -> None:
+        """`component.reconcile` in a transaction of its own; a failure is logged, tried next time."""
+        try:
+            component.transaction(component.reconcile)
+        except DatabaseUnavailable:
+            raise
+        except Exception:  # noqa: BLE001
+            log.exception("%s: reconciliation failed", self.name)
 
     def _tick(self, component: Component, service: MessageService) -> None:
         if not component.tick_in_transaction:

@@ -12,6 +12,7 @@ import pytest
 from prodagent.components.cleanup import Cleanup, tree_size, write_archive
 from prodagent.components.merge_sensor import MergeSensor
 from prodagent.jobs.layout import Layout
+from prodagent.runtime.component import Context
 from tests.components.merge_env import (  # noqa: F401
     MergeWorld,
     Produced,
@@ -44,12 +45,11 @@ def test_cleanup_removes_unmerged_files_and_work_areas_and_keeps_the_logs(
     area_bytes = sum(tree_size(Path(j.workdir)) for j in jobs)
     assert file_bytes > 0 and area_bytes > 0
 
-    out = world.call(world.component(Cleanup).on_merge_accepted, accepted)
+    cleanup = world.component(Cleanup)
+    freed = world.tx(lambda conn: cleanup.clean_after(Context(conn), merge.id))
 
-    done = {"merge_job_id": merge.id, "files_removed": 3, "bytes_freed": file_bytes + area_bytes,
-            "file_bytes": file_bytes, "work_area_bytes": area_bytes, "jobs_cleaned": 4}
-    assert [(m.msg_type, m.payload) for m in out] == [("CleanupDone", done)]
-    assert world.messages("CleanupDone") == [done]
+    assert (freed.files, freed.file_bytes, freed.work_area_bytes, freed.jobs) == (3, file_bytes, area_bytes, 4)
+    assert freed.bytes == file_bytes + area_bytes
     assert [f.state for f in world.files(kind="unmerged")] == ["cleaned"] * 3
     assert not any(Path(f.pfn).exists() for f in inputs)
     assert unmerged_files_on_disk(world) == []
@@ -81,11 +81,11 @@ def test_cleanup_finishes_what_an_interrupted_delivery_began(
     written = archive.read_bytes()
     (Layout.attempt_dir(first.workdir, 0) / "job.log").unlink()
 
-    out = world.call(world.component(Cleanup).on_merge_accepted, accepted)
+    cleanup = world.component(Cleanup)
+    freed = world.tx(lambda conn: cleanup.clean_after(Context(conn), merge.id))
 
-    (done,) = [m.payload for m in out]
-    assert done["files_removed"] == 3 and done["jobs_cleaned"] == 4
-    assert done["file_bytes"] == inputs[1].size + inputs[2].size  # the gone file freed nothing now
+    assert freed.files == 3 and freed.jobs == 4
+    assert freed.file_bytes == inputs[1].size + inputs[2].size  # the gone file freed nothing now
     assert archive.read_bytes() == written  # the whole archive is kept, not rewritten from half an area
     assert f"{first.name}/attempt-0/job.log" in archive_members(archive)
     assert unmerged_files_on_disk(world) == []
@@ -112,11 +112,29 @@ def test_full_merge_and_cleanup_through_messages(world: MergeWorld, produced_fil
     assert deliver(sensor) == 1
     assert deliver(cleanup) == 1
     assert deliver(cleanup) == 0 and deliver(sensor) == 0  # queues drained
-    (done,) = world.messages("CleanupDone")
-    assert done["merge_job_id"] == merge.id and done["files_removed"] == len(produced_files)
     assert unmerged_files_on_disk(world) == []
     assert not list((world.config.workdir / "jobs").rglob("*.log"))
     assert {j.state for j in world.jobs()} == {"cleaned"}
     assert [f.state for f in world.files()] == ["cleaned"] * len(produced_files) + ["final"]
     archives = list((world.config.workdir / "logs" / "archive").rglob("*.tar.gz"))
     assert len(archives) == len(produced_files) + 1
+
+
+def test_reconcile_cleans_after_a_lost_merge_accepted(
+    world: MergeWorld, produced_files: list[Produced],  # noqa: F811
+) -> None:
+    merge, _accepted = accepted_merge(world, produced_files)
+    cleanup = world.component(Cleanup)
+    assert world.messages("MergeAccepted") != []  # what the handler would have received; never delivered
+    assert cleanup.reconcile_interval_s == 60.0  # the default, from CleanupSettings
+
+    assert world.call(cleanup.reconcile) == []
+
+    assert [f.state for f in world.files(kind="unmerged")] == ["cleaned"] * 3
+    assert unmerged_files_on_disk(world) == []
+    assert {j.state for j in world.jobs()} == {"cleaned"}
+    assert not Path(merge.workdir).exists()
+    # Nothing left: a second pass changes nothing.
+    before = (world.files(), world.jobs())
+    world.call(cleanup.reconcile)
+    assert (world.files(), world.jobs()) == before

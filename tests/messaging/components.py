@@ -9,7 +9,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from prodagent.messaging.types import Anything, declare
 from prodagent.runtime.component import Component, Context, handles
+
+# The test vocabulary: sent by the tests themselves (no producer component) unless named.
+declare("Work", Anything, (), {"Recorder", "Crasher"})
+declare("Done", Anything, {"Recorder"}, {"Sink"})
+declare("Die", Anything, (), {"Crasher"})
+declare("Bad", Anything, (), {"Failing"})
+declare("Good", Anything, (), {"Failing"})
 
 metadata = sa.MetaData()
 effects = sa.Table(
