@@ -8,10 +8,17 @@ Two kinds of workflow share the output, merge, retry, resource, priority and sit
 Every model forbids unknown keys and validates strictly (a quoted number is a wrong type, not a
 number), so a typo is refused instead of silently taking a default. `prodrequest.loader` turns a
 document into one of these models, or into a list of errors that each name the field path.
+
+Accepted means runnable: the agent builds its jobs from these same models (`prodagent.jobs.specs`
+validates the allocation's workflow with `workflow_adapter`). `payload.parameters` is checked by
+the transformation's own parameter model (`TRANSFORMATIONS`, the models of the agent's job spec)
+plus the reserved test knobs (`TestKnobs`); a `command` payload takes the knobs only. Kinds the
+agents cannot run yet (`processing`, issue 10) are refused at the door, naming `kind`.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 from typing import Annotated, Any, Literal
 
@@ -20,10 +27,16 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     TypeAdapter,
+    ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
+
+from prodagent.payload.jobspec import FailMode, FailSpec, PythiaParams
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -50,11 +63,108 @@ Lfn = Annotated[str, Field(pattern=LFN_PATTERN)]
 
 _SCALARS = (str, int, float, bool)
 
+#: kinds agents can run; the others are refused at the door until they can (processing: issue 10).
+#: A validation context {"preview_kinds": {"processing"}} lets tests and issue-10 work build them.
+RUNNABLE_KINDS = frozenset({"montecarlo"})
+
 
 class Section(BaseModel):
     """Base of every section: unknown keys are errors, types are strict."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def field_error(loc: tuple[str | int, ...], message: str, value: Any) -> ValidationError:
+    """A validation error at `loc` (relative to the model raising it), for checks that span
+    fields but must still name the one field at fault."""
+    error = PydanticCustomError("value_error", "{message}", {"message": message})
+    return ValidationError.from_exception_data(
+        "Workflow", [{"type": error, "loc": loc, "input": value}]
+    )
+
+
+# -- payload parameters: the transformation's own model, plus the reserved test knobs -------------
+
+MAX_FAIL_ATTEMPTS = 100
+
+
+class FailPlanItem(Section):
+    """Job `job` (its index in the request) fails with `mode` on its first `attempts` attempts."""
+
+    job: int = Field(ge=0, lt=MAX_JOBS)
+    mode: FailMode
+    attempts: int = Field(1, ge=1, le=MAX_FAIL_ATTEMPTS)
+
+
+def _parse_fail_plan(value: Any) -> Any:
+    """'3:exit,5:memory:2' -> [{job: 3, mode: exit}, {job: 5, mode: memory, attempts: 2}]."""
+    if not isinstance(value, str):
+        return value
+    items = []
+    for text in (t.strip() for t in value.split(",")):
+        if not text:
+            continue
+        parts = [p.strip() for p in text.split(":")]
+        if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts[::2]):
+            raise ValueError(f"item {text[:40]!r} is not JOB:MODE or JOB:MODE:ATTEMPTS")
+        item: dict[str, Any] = {"job": int(parts[0]), "mode": parts[1]}
+        if len(parts) == 3:
+            item["attempts"] = int(parts[2])
+        items.append(item)
+    return items
+
+
+FailPlan = Annotated[
+    list[FailPlanItem], BeforeValidator(_parse_fail_plan), Field(max_length=MAX_JOBS)
+]
+
+
+class TestKnobs(Section):
+    """Failure injection for tests and demos, reserved in every payload's parameters.
+
+    - `fail_plan`: "3:exit,5:memory:2" (or a list of {job, mode, attempts}): job index 3 fails
+      with mode `exit` on its first attempt, job 5 with `memory` on its first two;
+    - `fail`: every production attempt draws a failure (`rate`, `mode`, `code`, ...);
+    - `merge_drop_events`: every merge loses this many events.
+    """
+
+    fail_plan: FailPlan = Field(default_factory=list)
+    fail: FailSpec | None = None
+    merge_drop_events: int = Field(0, ge=0, le=MAX_TOTAL_EVENTS)
+
+    @field_validator("fail_plan")
+    @classmethod
+    def _one_entry_per_job(cls, value: list[FailPlanItem]) -> list[FailPlanItem]:
+        seen: set[int] = set()
+        twice = sorted({i.job for i in value if i.job in seen or seen.add(i.job)})
+        if twice:
+            raise ValueError(f"job(s) {', '.join(map(str, twice[:10]))} planned more than once")
+        return value
+
+    def planned_failure(self, job_index: int, retry: int) -> FailSpec | None:
+        """What attempt `retry` of job `job_index` is made to do: its planned failure, if any
+        attempts of it remain, else the `fail` draw (or nothing)."""
+        for item in self.fail_plan:
+            if item.job == job_index and retry < item.attempts:
+                return FailSpec(mode=item.mode, rate=1.0)
+        return self.fail
+
+
+KNOBS = frozenset(TestKnobs.model_fields)
+
+
+class PythiaParameters(TestKnobs, PythiaParams):
+    """`parameters` of a `pythia` payload: the agent's PythiaParams plus the test knobs."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class CommandParameters(TestKnobs):
+    """`parameters` of a `command` payload: the test knobs only (the argv is the command)."""
+
+
+#: registered transformations: name -> the model of its `payload.parameters`
+TRANSFORMATIONS: dict[str, type[TestKnobs]] = {"pythia": PythiaParameters}
 
 
 class Payload(Section):
@@ -68,16 +178,33 @@ class Payload(Section):
     parameters: dict[Annotated[str, Field(pattern=PARAM_KEY_PATTERN)], Any] = Field(
         default_factory=dict, max_length=200
     )
+    _typed: TestKnobs | None = PrivateAttr(None)
+
+    @field_validator("transformation")
+    @classmethod
+    def _registered(cls, value: str | None) -> str | None:
+        if value is not None and value not in TRANSFORMATIONS:
+            raise ValueError(
+                f"unknown transformation {value!r}; registered: {', '.join(sorted(TRANSFORMATIONS))}"
+            )
+        return value
 
     @field_validator("parameters")
     @classmethod
-    def _flat_values(cls, value: dict[str, Any]) -> dict[str, Any]:
-        bad = [key for key, item in value.items() if not _is_parameter_value(item)]
-        if bad:
-            raise ValueError(
-                f"values of {', '.join(repr(k) for k in bad)} must be a string, number or boolean, "
-                "or a list or flat mapping of those"
-            )
+    def _typed_values(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        errors: list[Any] = [
+            _line_error((key,), _NOT_A_PARAMETER, item)
+            for key, item in value.items()
+            if not (_is_finite(item) and (key in KNOBS or _is_parameter_value(item)))
+        ]
+        model = _parameters_model(info.data.get("transformation"), info.data.get("command"))
+        if model is not None and not errors:  # else the entry point itself is wrong, and reported
+            try:
+                model.model_validate(value, strict=True)
+            except ValidationError as exc:
+                errors = [_explained(err, model) for err in exc.errors(include_url=False)]
+        if errors:  # raised from here, each error is named payload.parameters.<key>...
+            raise ValidationError.from_exception_data("Parameters", errors)
         return value
 
     @model_validator(mode="after")
@@ -86,17 +213,76 @@ class Payload(Section):
             raise ValueError("give exactly one of 'transformation' or 'command'")
         return self
 
+    @property
+    def typed_parameters(self) -> TestKnobs:
+        """`parameters` parsed by the transformation's model (defaults filled in)."""
+        if self._typed is None:
+            model = _parameters_model(self.transformation, self.command) or CommandParameters
+            self._typed = model.model_validate(self.parameters, strict=True)
+        return self._typed
+
+    def transformation_params(self) -> dict[str, Any]:
+        """The transformation's own parameters (the test knobs left out), for the job spec."""
+        if self.transformation is None:
+            return {}
+        return self.typed_parameters.model_dump(exclude=set(KNOBS))
+
+
+def _parameters_model(transformation: str | None, command: Any) -> type[TestKnobs] | None:
+    if transformation is not None:
+        return TRANSFORMATIONS.get(transformation)
+    return CommandParameters if command is not None else None
+
+
+_NOT_A_PARAMETER = (
+    "must be a finite number, string or boolean, or a list or flat mapping of those"
+)
+
+
+def _line_error(loc: tuple[str | int, ...], message: str, value: Any) -> Any:
+    error = PydanticCustomError("value_error", "{message}", {"message": message})
+    return {"type": error, "loc": loc, "input": value}
+
+
+def _explained(err: Any, model: type[TestKnobs]) -> Any:
+    """A parameter model's error as a line error; an unknown key lists the allowed ones."""
+    if err["type"] == "extra_forbidden" and len(err["loc"]) == 1:
+        key = str(err["loc"][0])
+        allowed = sorted(model.model_fields)
+        close = difflib.get_close_matches(key, allowed, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return _line_error(
+            err["loc"], f"unknown parameter{hint}; allowed parameters: {', '.join(allowed)}",
+            err["input"],
+        )
+    return {k: err[k] for k in ("type", "loc", "input", "ctx") if k in err}
+
+
+def _is_scalar(item: Any) -> bool:
+    """A string, boolean or finite number: NaN and infinities are not (JSON stores them as null)."""
+    if isinstance(item, float):
+        return math.isfinite(item)
+    return isinstance(item, _SCALARS)
+
+
+def _is_finite(item: Any, depth: int = 0) -> bool:
+    """No NaN or infinity anywhere inside `item` (lists and mappings included)."""
+    if isinstance(item, float):
+        return math.isfinite(item)
+    if isinstance(item, list | dict) and depth < 10:
+        values = item.values() if isinstance(item, dict) else item
+        return all(_is_finite(v, depth + 1) for v in values)
+    return not isinstance(item, list | dict)
+
 
 def _is_parameter_value(item: Any) -> bool:
-    if isinstance(item, _SCALARS):
-        return not (isinstance(item, float) and not math.isfinite(item))
     if isinstance(item, list):
-        return len(item) <= 1000 and all(isinstance(x, _SCALARS) for x in item)
+        return len(item) <= 1000 and all(_is_scalar(x) for x in item)
     if isinstance(item, dict):
         return len(item) <= 100 and all(
-            isinstance(k, str) and isinstance(v, _SCALARS) for k, v in item.items()
+            isinstance(k, str) and _is_scalar(v) for k, v in item.items()
         )
-    return False
+    return _is_scalar(item)
 
 
 class EventSplit(Section):
@@ -104,6 +290,17 @@ class EventSplit(Section):
 
     total: int = Field(ge=1, le=MAX_TOTAL_EVENTS)
     per_job: int = Field(ge=1, le=10_000_000)
+
+    @field_validator("per_job")
+    @classmethod
+    def _not_above_total(cls, value: int, info: ValidationInfo) -> int:
+        total = info.data.get("total")
+        if total is not None and value > total:
+            raise ValueError(
+                f"per_job ({value}) is larger than total ({total}): the request would be one job "
+                f"of {total} events; set per_job to at most {total}"
+            )
+        return value
 
     @model_validator(mode="after")
     def _not_too_many_jobs(self) -> EventSplit:
@@ -244,6 +441,23 @@ class _Common(Section):
     priority: int = Field(1000, ge=0, le=1_000_000)
     sites: Sites = Field(default_factory=Sites)
 
+    @property
+    def jobs(self) -> int:
+        raise NotImplementedError
+
+    @model_validator(mode="after")
+    def _fail_plan_within_jobs(self) -> _Common:
+        plan = self.payload.typed_parameters.fail_plan
+        for i, item in enumerate(plan):
+            if item.job >= self.jobs:
+                raise field_error(
+                    ("payload", "parameters", "fail_plan", i, "job"),
+                    f"job index {item.job} is beyond the request's {self.jobs} job(s) "
+                    f"(indices 0..{self.jobs - 1})",
+                    item.job,
+                )
+        return self
+
 
 class MonteCarloWorkflow(_Common):
     """Generate events from nothing: split by events per job."""
@@ -281,6 +495,16 @@ class ProcessingWorkflow(_Common):
 
     kind: Literal["processing"]
     input: InputSpec
+
+    @field_validator("kind")
+    @classmethod
+    def _runnable(cls, value: str, info: ValidationInfo) -> str:
+        if value not in RUNNABLE_KINDS and value not in (info.context or {}).get("preview_kinds", ()):
+            raise ValueError(
+                f"{value} requests are not yet runnable by agents; accepted kinds: "
+                + ", ".join(sorted(RUNNABLE_KINDS))
+            )
+        return value
 
     @property
     def jobs(self) -> int:

@@ -4,25 +4,64 @@ An allocation (an event range of a request) becomes jobs of `events.per_job` eve
 a seed unique within the request and reproducible (the allocation's seed plus the job's offset),
 a job spec and a work area. Many jobs per message; handlers are idempotent: an allocation that
 already has jobs, or a job no longer in cool-off, is left as it is.
+
+A poison allocation fails alone: one whose workflow the models refuse, or whose rows or specs
+cannot be built or written, becomes `unrunnable` with a `reason` naming what is wrong (for
+ProdMgrInterface to release as failed), and the rest of its batch gets its jobs. Faults of the
+agent's own environment (database unreachable, disk full) are nobody's poison: they roll the
+batch back, and the message is handled again.
 """
 
 from __future__ import annotations
 
+import errno
+import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from prodagent.components.error_handler import ErrorHandlerSettings, cooloffs_over
 from prodagent.jobs import states, store
 from prodagent.jobs.layout import Layout
-from prodagent.jobs.specs import write_attempt
+from prodagent.jobs.specs import (
+    WorkflowUnrunnable,
+    describe,
+    one_line,
+    parse_workflow,
+    production_attempt,
+    write_attempt,
+    write_production,
+)
+from prodagent.payload.jobspec import JobSpec
 from prodagent.runtime.component import Component, Context, handles
+from prodrequest.spec import MonteCarloWorkflow
+
+ACQUIRED, ACTIVE, UNRUNNABLE = "acquired", "active", "unrunnable"  # allocation states
+
+#: OSErrors of the agent's disk, not of an allocation: the batch is retried, nobody given up
+_ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EMFILE, errno.ENFILE})
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One allocation's jobs, built in memory: rows to insert and the specs to write."""
+
+    alloc: Any
+    workflow: MonteCarloWorkflow
+    rows: list[dict[str, Any]]
+    specs: list[tuple[Path, JobSpec]]
 
 
 class JobCreatorSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # Job specs written at once: each is fsync'ed, and the waits overlap instead of adding up.
     write_workers: int = Field(8, ge=1)
+    reconcile_s: float = Field(60.0, gt=0)  # allocations and cool-offs left waiting this long: acted on
 
 
 class JobCreator(Component):
@@ -43,59 +82,107 @@ class JobCreator(Component):
             ctx.publish("JobCreated", {"job_ids": created})
             self.log.info("created %d job(s) for %d allocation(s)", len(created), len(payload["allocation_ids"]))
 
+    def reconcile(self, ctx: Context) -> None:
+        """Allocations still `acquired`, and cool-offs over, for longer than `reconcile_s`: their
+        `AllocationAcquired` or `RetryJob` was lost. The handlers do the work (idempotent, under lock)."""
+        agent, before = self.config.agent.name, time.time() - self.settings.reconcile_s
+        waiting = [a.id for a in store.allocations_in(ctx.conn, agent, [ACQUIRED]) if a.acquired_at < before]
+        if waiting:
+            self.log.warning("%d allocation(s) acquired but without jobs (AllocationAcquired lost?): creating",
+                             len(waiting))
+            self.on_allocation(ctx, {"allocation_ids": waiting})
+        policy = self.config.component_settings("ErrorHandler", ErrorHandlerSettings)
+        due = cooloffs_over(ctx.conn, agent, policy, before)
+        if due:
+            self.log.warning("%d job(s) past their cool-off (RetryJob lost?): retrying", len(due))
+            self.on_retry(ctx, {"job_ids": due, "reason": "retry after cool-off (reconciled)"})
+
     def _create_for(self, ctx: Context, allocation_ids: list[str]) -> list[int]:
-        """Jobs of every allocation still `acquired`, in bulk: one lock, one insert, one update."""
+        """Jobs of every allocation still `acquired`: built in memory one allocation at a time,
+        then recorded in bulk (one insert, one update). If recording the batch fails, each
+        allocation is recorded alone in its own savepoint, so only the one at fault is given up."""
         locked = {a.id: a for a in store.allocations(ctx.conn, allocation_ids, lock=True)}
-        workflows: dict[str, dict[str, Any]] = {}  # by the workflow's text: parsed once
+        plans: list[_Plan] = []
+        for allocation_id in dict.fromkeys(allocation_ids):
+            alloc = locked.get(allocation_id)
+            if alloc is None or alloc.state != ACQUIRED:
+                continue
+            try:
+                plans.append(self._plan(alloc))
+            except Exception as exc:
+                self._give_up(ctx, alloc, exc)
+        if not plans:
+            return []
+        try:
+            with ctx.conn.begin_nested():
+                return self._record(ctx, plans)
+        except Exception as exc:
+            if len(plans) == 1:
+                self._give_up(ctx, plans[0].alloc, exc)
+                return []
+            if _environment_fault(exc):
+                raise
+            self.log.warning("recording %d allocations at once failed (%s); each alone now", len(plans), exc)
+        created: list[int] = []
+        for plan in plans:
+            try:
+                with ctx.conn.begin_nested():
+                    created += self._record(ctx, [plan])
+            except Exception as exc:
+                self._give_up(ctx, plan.alloc, exc)
+        return created
+
+    def _plan(self, alloc: Any) -> _Plan:
+        """The allocation's job rows and specs, validated, nothing written."""
+        workflow = parse_workflow(alloc.workflow)  # once per workflow text (cached)
+        rows = self._rows(alloc, workflow)
+        specs = [production_attempt(self.layout, SimpleNamespace(**row), workflow) for row in rows]
+        return _Plan(alloc, workflow, rows, specs)
+
+    def _record(self, ctx: Context, plans: list[_Plan]) -> list[int]:
+        """Insert the plans' jobs, then write their specs (after the rows: a job row never
+        commits without its spec; a rolled-back batch leaves only files rewritten identically)."""
         datasets: dict[str, int] = {}
         rows: list[dict[str, Any]] = []
         reasons: list[str] = []
-        active: list[str] = []
-        for allocation_id in dict.fromkeys(allocation_ids):
-            alloc = locked.get(allocation_id)
-            if alloc is None or alloc.state != "acquired":
-                continue
-            if alloc.workflow not in workflows:
-                workflows[alloc.workflow] = store.workflow_of(alloc)
-            workflow = workflows[alloc.workflow]
-            if workflow.get("kind", "montecarlo") != "montecarlo":
-                store.set_allocation(ctx.conn, allocation_id, state="unsupported")
-                self.log.error("allocation %s: only Monte Carlo workflows are supported yet", allocation_id)
-                continue
-            output = workflow["output"]
-            if output["dataset"] not in datasets:
-                datasets[output["dataset"]] = store.ensure_dataset(
-                    ctx.conn, self.config.agent.name, output["dataset"], output["tier"], alloc.request_id,
-                    workflow.get("merge", {}),
+        for plan in plans:
+            output = plan.workflow.output
+            if output.dataset not in datasets:
+                datasets[output.dataset] = store.ensure_dataset(
+                    ctx.conn, self.config.agent.name, output.dataset, output.tier, plan.alloc.request_id,
+                    plan.workflow.merge.model_dump(mode="json"),
                 )
-            fresh = self._rows(alloc, workflow, datasets[output["dataset"]])
-            rows += fresh
-            reasons += [f"allocation {allocation_id}"] * len(fresh)
-            active.append(allocation_id)
+            rows += [{**row, "dataset_id": datasets[output.dataset]} for row in plan.rows]
+            reasons += [f"allocation {plan.alloc.id}"] * len(plan.rows)
         ids = store.insert_jobs(ctx.conn, rows, reason=reasons)
-        # Production specs only touch the disk (the connection serves merge specs): in parallel.
-        list(self.pool.map(
-            lambda job: write_attempt(ctx.conn, self.layout, job, workflows[locked[job.allocation_id].workflow]),
-            store.jobs(ctx.conn, ids),
-        ))
-        store.set_allocations(ctx.conn, active, state="active")
+        # Specs only touch the disk, each fsync'ed: in parallel, so the waits overlap.
+        list(self.pool.map(lambda attempt_spec: write_production(*attempt_spec),
+                           [attempt_spec for plan in plans for attempt_spec in plan.specs]))
+        store.set_allocations(ctx.conn, [plan.alloc.id for plan in plans], state=ACTIVE)
         return ids
 
-    def _rows(self, alloc: Any, workflow: dict[str, Any], dataset_id: int) -> list[dict[str, Any]]:
-        """The job rows of one allocation."""
+    def _give_up(self, ctx: Context, alloc: Any, exc: Exception) -> None:
+        """Mark a poison allocation `unrunnable` with why; re-raise what is not its fault."""
+        if _environment_fault(exc):
+            raise exc
+        reason = unrunnable_reason(exc)
+        store.set_allocation(ctx.conn, alloc.id, state=UNRUNNABLE, reason=reason)
+        self.log.error("allocation %s of request %s is unrunnable: %s", alloc.id, alloc.request_id, reason)
+
+    def _rows(self, alloc: Any, workflow: MonteCarloWorkflow) -> list[dict[str, Any]]:
+        """The job rows of one allocation (without their dataset)."""
         allocation_id = alloc.id
-        per_job = int(workflow["events"]["per_job"])
-        resources = workflow.get("resources", {})
+        per_job = workflow.events.per_job
         rows = []
         for k, first in enumerate(range(alloc.first_event, alloc.first_event + alloc.n_events, per_job)):
             name = f"{self.config.agent.name}-r{alloc.request_id}-a{allocation_id}-{k}"
             rows.append({
                 "agent": self.config.agent.name, "name": name, "job_type": "production",
-                "allocation_id": allocation_id, "request_id": alloc.request_id, "dataset_id": dataset_id,
-                "retry": 0, "max_retries": int(workflow.get("retry", {}).get("max_retries", 3)),
+                "allocation_id": allocation_id, "request_id": alloc.request_id,
+                "retry": 0, "max_retries": workflow.retry.max_retries,
                 "first_event": first, "n_events": min(per_job, alloc.first_event + alloc.n_events - first),
-                "seed": alloc.seed + k, "run": alloc.run, "job_index": int(payload_index(alloc, k)),
-                "memory_mb": int(resources.get("memory_mb", 2000)), "time_s": int(resources.get("time_s", 3600)),
+                "seed": alloc.seed + k, "run": alloc.run, "job_index": payload_index(alloc, k),
+                "memory_mb": workflow.resources.memory_mb, "time_s": workflow.resources.time_s,
                 "workdir": str(self.layout.job_dir(alloc.request_id, name)),
             })
         return rows
@@ -119,6 +206,24 @@ class JobCreator(Component):
             ready.append(fresh.id)
         if ready:
             ctx.publish("JobCreated", {"job_ids": ready})
+
+
+def unrunnable_reason(exc: Exception) -> str:
+    """Why an allocation is unrunnable, one line: `invalid workflow: <path>: <message>; ...`,
+    `job spec refused: <path>: <message>; ...`, or `job building failed: <error>: <message>`."""
+    if isinstance(exc, WorkflowUnrunnable):
+        return one_line(str(exc))
+    if isinstance(exc, ValidationError):
+        return f"job spec refused: {describe(exc)}"
+    detail = getattr(exc, "orig", None) or exc  # a database error: the driver's message, not the SQL
+    return one_line(f"job building failed: {type(exc).__name__}: {detail}")
+
+
+def _environment_fault(exc: BaseException) -> bool:
+    """A fault of the agent's database or disk, not of the allocation being built."""
+    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.InternalError):
+        return True
+    return isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS
 
 
 def payload_index(alloc: Any, k: int) -> int:

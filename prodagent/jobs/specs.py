@@ -4,59 +4,102 @@ One place for production and merge jobs alike, so a retry (JobCreator) writes ex
 first attempt (JobCreator or MergeSensor) would have, plus what the ErrorHandler changed
 (memory, time).
 
-Failure injection for tests and demos lives in the workflow's payload parameters:
-`fail_plan: "3:exit,5:memory:2"` makes job index 3 fail with mode `exit` on its first attempt
-and job 5 with `memory` on its first two; `merge_drop_events: N` makes every merge lose N events.
+The workflow is read with the request service's own models (`prodrequest.spec`): the document
+ProdManager accepted is validated again here, once per workflow text, and the job spec is built
+from its typed fields. A workflow the models refuse raises `WorkflowUnrunnable`, whose message
+names every field at fault. Failure injection for tests and demos is `spec.TestKnobs`
+(`payload.parameters.fail_plan`, `fail`, `merge_drop_events`).
 """
 
 from __future__ import annotations
 
+import functools
+import json
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import ValidationError
 
 from prodagent.db.schema import pa_file
 from prodagent.jobs.layout import Layout
-from prodagent.payload.jobspec import FailSpec, JobSpec, write_spec
+from prodagent.payload.jobspec import JobSpec, write_spec
+from prodrequest.spec import KINDS, MonteCarloWorkflow, workflow_adapter
 
-RESERVED_PARAMETERS = {"fail_plan", "merge_drop_events"}
-
-
-def parse_fail_plan(plan: str | None) -> dict[int, tuple[str, int]]:
-    """'3:exit,5:memory:2' -> {3: ('exit', 1), 5: ('memory', 2)}."""
-    out: dict[int, tuple[str, int]] = {}
-    for item in (plan or "").split(","):
-        parts = item.strip().split(":")
-        if len(parts) < 2:
-            continue
-        out[int(parts[0])] = (parts[1], int(parts[2]) if len(parts) > 2 else 1)
-    return out
+#: the most errors a reason lists (the count of the others is given)
+MAX_REASON_ERRORS = 5
+MAX_REASON_CHARS = 2000
 
 
-def production_spec(job: Any, workflow: dict[str, Any], output_path: Path) -> JobSpec:
-    payload = workflow["payload"]
-    params = {k: v for k, v in payload.get("parameters", {}).items() if k not in RESERVED_PARAMETERS}
-    transformation = payload.get("transformation") or "command"
-    if transformation == "command":
-        params = {"argv": payload["command"]}
-    fail = None
-    planned = parse_fail_plan(payload.get("parameters", {}).get("fail_plan")).get(job.job_index)
-    if planned and job.retry < planned[1]:
-        fail = FailSpec(mode=planned[0], rate=1.0)  # type: ignore[arg-type]
+class WorkflowUnrunnable(ValueError):
+    """The agent cannot build jobs from this workflow; the message says why, naming fields."""
+
+
+def parse_workflow(workflow: str | dict[str, Any] | MonteCarloWorkflow) -> MonteCarloWorkflow:
+    """The typed workflow of an allocation's JSON text (or its parsed dict); parsed once per text."""
+    if isinstance(workflow, MonteCarloWorkflow):
+        return workflow
+    text = workflow if isinstance(workflow, str) else json.dumps(workflow, sort_keys=True)
+    parsed = _parse_text(text)
+    if isinstance(parsed, str):
+        raise WorkflowUnrunnable(parsed)
+    return parsed
+
+
+@functools.lru_cache(maxsize=32)
+def _parse_text(text: str) -> MonteCarloWorkflow | str:
+    """The typed workflow, or why there is none (kept too: a bad text is judged once)."""
+    try:
+        parsed = workflow_adapter.validate_json(text)
+    except ValidationError as exc:
+        return f"invalid workflow: {describe(exc)}"
+    if not isinstance(parsed, MonteCarloWorkflow):  # the models refuse other kinds: defensive
+        return f"kind: {parsed.kind} workflows are not runnable by this agent"
+    return parsed
+
+
+def describe(exc: ValidationError) -> str:
+    """A validation error as one line: `path: message; ...`, at most MAX_REASON_ERRORS of them."""
+    errors = exc.errors(include_url=False)
+    parts = []
+    for err in errors[:MAX_REASON_ERRORS]:
+        loc = list(err["loc"])
+        if loc and loc[0] in KINDS:
+            loc = loc[1:]  # the discriminator tag pydantic prefixes
+        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+        parts.append(f"{path or '(document)'}: {err['msg']}")
+    if len(errors) > MAX_REASON_ERRORS:
+        parts.append(f"and {len(errors) - MAX_REASON_ERRORS} more error(s)")
+    return one_line("; ".join(parts))
+
+
+def one_line(text: str) -> str:
+    """`text` without control characters, cut to MAX_REASON_CHARS: safe to store and show."""
+    clean = "".join(c if c.isprintable() else " " for c in text)
+    return clean if len(clean) <= MAX_REASON_CHARS else clean[: MAX_REASON_CHARS - 3] + "..."
+
+
+def production_spec(job: Any, workflow: MonteCarloWorkflow, output_path: Path) -> JobSpec:
+    """The spec of a production job's current attempt (`job`: its row, or the row to insert)."""
+    payload = workflow.payload
+    if payload.command is not None:
+        transformation, params = "command", {"argv": list(payload.command)}
+    else:
+        transformation, params = str(payload.transformation), payload.transformation_params()
     return JobSpec(
         job_id=job.name, job_type="production", transformation=transformation, params=params,
         events=job.n_events, first_event=job.first_event, run=job.run, seed=job.seed,
-        retry=job.retry, output_path=str(output_path), fail=fail,
+        retry=job.retry, output_path=str(output_path),
+        fail=payload.typed_parameters.planned_failure(job.job_index, job.retry),
         memory_mb=job.memory_mb, time_limit_s=job.time_s,
     )
 
 
-def merge_spec(conn: sa.Connection, job: Any, workflow: dict[str, Any], output_path: Path) -> JobSpec:
+def merge_spec(conn: sa.Connection, job: Any, workflow: MonteCarloWorkflow, output_path: Path) -> JobSpec:
     inputs = conn.execute(
         sa.select(pa_file.c.pfn, pa_file.c.events).where(pa_file.c.merge_job_id == job.id).order_by(pa_file.c.id)
     ).all()
-    drop = int(workflow.get("payload", {}).get("parameters", {}).get("merge_drop_events", 0) or 0)
+    drop = workflow.payload.typed_parameters.merge_drop_events
     return JobSpec(
         job_id=job.name, job_type="merge", transformation="merge",
         params={"drop_events": drop} if drop else {}, retry=job.retry,
@@ -65,16 +108,29 @@ def merge_spec(conn: sa.Connection, job: Any, workflow: dict[str, Any], output_p
     )
 
 
-def write_attempt(conn: sa.Connection, layout: Layout, job: Any, workflow: dict[str, Any]) -> Path:
-    """Write the job.json of the job's current attempt; return the attempt directory."""
-    dataset = workflow["output"]["dataset"]
-    attempt = layout.attempt_dir(job.workdir, job.retry)
+def production_attempt(layout: Layout, job: Any, workflow: MonteCarloWorkflow) -> tuple[Path, JobSpec]:
+    """The attempt directory and spec of a production job, built in memory (nothing written)."""
+    out = layout.unmerged_path(workflow.output.dataset, job.name)
+    return layout.attempt_dir(job.workdir, job.retry), production_spec(job, workflow, out)
+
+
+def write_production(attempt: Path, spec: JobSpec) -> Path:
+    """Write a production attempt's spec (and make its output directory); idempotent."""
     attempt.mkdir(parents=True, exist_ok=True)
-    if job.job_type == "merge":
-        spec = merge_spec(conn, job, workflow, layout.merged_path(dataset, job.name))
-    else:
-        out = layout.unmerged_path(dataset, job.name)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        spec = production_spec(job, workflow, out)
+    if spec.output_path:
+        Path(spec.output_path).parent.mkdir(parents=True, exist_ok=True)
     write_spec(attempt, spec)
     return attempt
+
+
+def write_attempt(conn: sa.Connection, layout: Layout, job: Any,
+                  workflow: str | dict[str, Any] | MonteCarloWorkflow) -> Path:
+    """Write the job.json of the job's current attempt; return the attempt directory."""
+    typed = parse_workflow(workflow)
+    if job.job_type == "merge":
+        attempt = layout.attempt_dir(job.workdir, job.retry)
+        spec = merge_spec(conn, job, typed, layout.merged_path(typed.output.dataset, job.name))
+        attempt.mkdir(parents=True, exist_ok=True)
+        write_spec(attempt, spec)
+        return attempt
+    return write_production(*production_attempt(layout, job, typed))

@@ -2,7 +2,9 @@
 
 The job wrapper (`runjob`) reads it and nothing else, so everything a job needs to run is here.
 Unknown keys are refused, and each transformation's `params` are checked when the spec is built,
-so a bad spec fails in the agent, not on a worker node.
+so a bad spec fails in the agent, not on a worker node. The parameter models here are also the
+ones the request service validates `payload.parameters` with (`prodrequest.spec`): what the
+service accepts is what the agent can build.
 """
 
 from __future__ import annotations
@@ -10,10 +12,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from prodagent.payload.faults import MODES
 from prodagent.payload.files import atomic_write_text
 
 SPEC_NAME = "job.json"
@@ -24,6 +27,11 @@ MAX_SEED = 900_000_000
 FailMode = Literal[
     "exit", "fatal", "memory", "nooutput", "empty", "noendofjob", "segv", "hang", "badconfig"
 ]
+if set(get_args(FailMode)) != set(MODES):  # one vocabulary: the modes faults.py implements
+    raise ImportError(f"FailMode {get_args(FailMode)} differs from faults.MODES {MODES}")
+
+#: free text handed to a child as an argument or environment variable: no control characters
+_PLAIN_TEXT = r"^[^\x00-\x1f\x7f]*$"
 
 
 class _Strict(BaseModel):
@@ -34,8 +42,8 @@ class PythiaParams(_Strict):
     """`params` of a "pythia" job."""
 
     process: Literal["hardqcd", "minbias"] = "minbias"
-    ecm: float = Field(13000.0, gt=0)
-    pthatmin: float = Field(20.0, ge=0)
+    ecm: float = Field(13000.0, gt=0, allow_inf_nan=False)
+    pthatmin: float = Field(20.0, ge=0, allow_inf_nan=False)
     chunk: int = Field(200, ge=1, le=2000)
     particles: bool = True  # False: per-event summaries only, ~16 bytes per event
 
@@ -50,7 +58,7 @@ class MergeParams(_Strict):
 class CommandParams(_Strict):
     """`params` of a "command" job: an arbitrary argv, run in the job directory."""
 
-    argv: list[str] = Field(min_length=1)
+    argv: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
 
 
 PARAMS_MODELS: dict[str, type[_Strict]] = {
@@ -70,8 +78,8 @@ class FailSpec(_Strict):
     rate: float = Field(1.0, ge=0.0, le=1.0)
     code: int | None = Field(None, ge=1, le=255)
     after: int = Field(0, ge=0)  # events processed before failing (mid-run modes)
-    salt: str | None = None
-    message: str | None = None
+    salt: str | None = Field(None, max_length=200, pattern=_PLAIN_TEXT)
+    message: str | None = Field(None, max_length=1000, pattern=_PLAIN_TEXT)
 
 
 class JobSpec(_Strict):

@@ -35,9 +35,9 @@ def test_prodrequest_commands_with_json(server: Server) -> None:
     rid = str(submitted["request"]["id"])  # type: ignore[index]
     again = run_json(server, "submit", str(WORKFLOWS / "minbias_demo.yaml"))
     assert not again["created"]  # type: ignore[index]
-    run_json(server, "submit", str(WORKFLOWS / "reprocess_files.yaml"))
+    run_json(server, "submit", str(WORKFLOWS / "hardqcd_failures.yaml"))
     assert [r["name"] for r in run_json(server, "list", "--state", "new")] == [  # type: ignore[union-attr]
-        "run_293117_reco",
+        "hardqcd_failures_demo",
         "minbias_13tev_demo",
     ]
     assert run_json(server, "pause", rid, "--reason", "hold on")["state"] == "paused"  # type: ignore[index]
