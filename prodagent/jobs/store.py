@@ -16,7 +16,6 @@ from typing import Any
 import sqlalchemy as sa
 
 from prodagent.db.schema import (
-    pa_allocation,
     pa_dataset,
     pa_file,
     pa_file_parent,
@@ -24,6 +23,7 @@ from prodagent.db.schema import (
     pa_job_transition,
     pa_site,
 )
+from prodagent.jobs import allocations as allocations_sql
 from prodagent.jobs import file_states, states
 
 J = pa_job
@@ -171,47 +171,15 @@ def set_fields(conn: sa.Connection, job_id: int, **fields: Any) -> None:
     conn.execute(J.update().where(J.c.id == job_id).values(updated_at=time.time(), **fields))
 
 
-# -- allocations ----------------------------------------------------------------------------------
+# -- allocations: their SQL and state table live in prodagent.jobs.allocations ---------------------
 
-def allocation(conn: sa.Connection, allocation_id: str, lock: bool = False) -> sa.Row | None:
-    query = sa.select(pa_allocation).where(pa_allocation.c.id == allocation_id)
-    return conn.execute(query.with_for_update() if lock else query).first()
-
-
-def allocations(conn: sa.Connection, allocation_ids: Iterable[str], lock: bool = False) -> list[sa.Row]:
-    """Many allocations at once, in id order (so concurrent lockers cannot deadlock)."""
-    ids = sorted(set(allocation_ids))
-    if not ids:
-        return []
-    query = sa.select(pa_allocation).where(pa_allocation.c.id.in_(ids)).order_by(pa_allocation.c.id)
-    return list(conn.execute(query.with_for_update() if lock else query))
-
-
-# What renewing and completing leases needs of an allocation (not its workflow document).
-LEASE_COLUMNS = tuple(pa_allocation.c[n] for n in ("id", "state", "lease_token", "lease_expires_at", "acquired_at"))
-
-
-def allocations_in(conn: sa.Connection, agent: str, alloc_states: Iterable[str]) -> list[sa.Row]:
-    """The agent's allocations in these states, oldest first: their lease columns only."""
-    return list(conn.execute(
-        sa.select(*LEASE_COLUMNS).where(pa_allocation.c.agent == agent, pa_allocation.c.state.in_(list(alloc_states)))
-        .order_by(pa_allocation.c.acquired_at)
-    ))
-
-
-def set_allocation(conn: sa.Connection, allocation_id: str, **fields: Any) -> None:
-    conn.execute(pa_allocation.update().where(pa_allocation.c.id == allocation_id).values(updated_at=time.time(), **fields))
-
-
-def set_allocations(conn: sa.Connection, allocation_ids: Sequence[str], **fields: Any) -> None:
-    """Set the same fields on many allocations in one statement."""
-    if allocation_ids:
-        conn.execute(pa_allocation.update().where(pa_allocation.c.id.in_(list(allocation_ids)))
-                     .values(updated_at=time.time(), **fields))
-
-
-def workflow_of(row: sa.Row) -> dict[str, Any]:
-    return json.loads(row.workflow)
+allocation = allocations_sql.allocation
+allocations = allocations_sql.allocations
+allocations_in = allocations_sql.allocations_in
+set_allocation = allocations_sql.set_allocation
+set_allocations = allocations_sql.set_allocations
+workflow_of = allocations_sql.workflow_of
+workflow_for_request = allocations_sql.workflow_for_request
 
 
 # -- datasets and files ------------------------------------------------------------------------
@@ -301,13 +269,6 @@ def sites(conn: sa.Connection, agent: str) -> list[sa.Row]:
     return list(conn.execute(sa.select(pa_site).where(pa_site.c.agent == agent).order_by(pa_site.c.site)))
 
 
-def workflow_for_request(conn: sa.Connection, request_id: str) -> dict[str, Any] | None:
-    text = conn.execute(
-        sa.select(pa_allocation.c.workflow).where(pa_allocation.c.request_id == request_id).limit(1)
-    ).scalar()
-    return json.loads(text) if text else None
-
-
 # -- merging and cleanup ------------------------------------------------------------------------
 
 def lock_dataset(conn: sa.Connection, dataset_id: int) -> sa.Row | None:
@@ -322,17 +283,17 @@ def datasets_with_new_files(conn: sa.Connection, agent: str) -> list[int]:
     return sorted(conn.execute(
         sa.select(pa_file.c.dataset_id).distinct()
         .select_from(pa_file.join(pa_dataset, pa_dataset.c.id == pa_file.c.dataset_id))
-        .where(pa_dataset.c.agent == agent, pa_file.c.kind == file_states.UNMERGED,
-               pa_file.c.state == file_states.NEW)
+        .where(pa_dataset.c.agent == agent, pa_file.c.kind == file_states.UNMERGED, pa_file.c.state == file_states.NEW)
     ).scalars())
 
 
 def mergeable_files(conn: sa.Connection, dataset_id: int) -> list[sa.Row]:
-    """Unmerged files of a dataset waiting for a merge, in id order."""
+    """Unmerged files of a dataset waiting for a merge, in id order: only outputs of allocations
+    completed with ProdManager (never of a lost or still uncertain lease)."""
     return list(conn.execute(
         sa.select(pa_file.c.id, pa_file.c.size, pa_file.c.events, pa_file.c.created_at)
-        .where(pa_file.c.dataset_id == dataset_id, pa_file.c.kind == "unmerged",
-               pa_file.c.state == "new", pa_file.c.merge_job_id.is_(None))
+        .where(pa_file.c.dataset_id == dataset_id, pa_file.c.kind == file_states.UNMERGED,
+               pa_file.c.state == file_states.NEW, pa_file.c.merge_job_id.is_(None), allocations_sql.settled_output())
         .order_by(pa_file.c.id)
     ))
 
@@ -345,12 +306,8 @@ def request_has_live_work(conn: sa.Connection, agent: str, request_id: str) -> b
     ).first()
     if live is not None:
         return True
-    # An allocation acquired but not yet cut into jobs is live work too.
-    waiting = conn.execute(
-        sa.select(pa_allocation.c.id).where(pa_allocation.c.agent == agent, pa_allocation.c.request_id == request_id,
-                                            pa_allocation.c.state == "acquired").limit(1)
-    ).first()
-    return waiting is not None
+    # An allocation not yet cut into jobs, or not yet completed with ProdManager, is live work too.
+    return allocations_sql.waiting_for_jobs(conn, agent, request_id)
 
 
 def job_names_like(conn: sa.Connection, prefix: str) -> set[str]:
