@@ -3,11 +3,14 @@ leases, renew, report, complete, release, recall, priorities, sites, capacity, c
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
+import sqlalchemy as sa
 
-from prodmanager.errors import Forbidden, InvalidInput, LeaseLost, NotFound
+from prodmanager.db import schema as pm_schema
+from prodmanager.errors import Conflict, Forbidden, InvalidInput, LeaseLost, NotFound
 from prodmanager.models import (
     AcquireRequest,
     AgentRegistration,
@@ -406,3 +409,131 @@ def test_bulk_completion_takes_each_item_alone(env: Env) -> None:
     assert env.requests.summary(rid).state == "completed"
     with pytest.raises(Forbidden):
         env.pull.complete_many(env.who("agent2"), "a1", CompleteMany(items=items[:1]))
+
+
+# --- every agent report is checked against the leases that agent holds (issue 9, defect 6) -----
+
+
+def merged_of(name: str, allocs: list[Allocation], inputs: list[OutputFile] | None = None) -> MergedFile:
+    files = inputs if inputs is not None else [out(a) for a in allocs]
+    return MergedFile(lfn=f"/store/merged/{name}.root", size=5000, checksum="adler32:3",
+                      events=sum(f.events for f in files), inputs=[f.lfn for f in files])
+
+
+def test_an_agent_cannot_report_on_another_agents_lease(env: Env) -> None:
+    submit(env, "alice", mc_workflow("theirs", 400, 100))
+    register(env, "a1", "agent1")
+    register(env, "a2", "agent2")
+    mine = acquire(env, "a1", "agent1", jobs=2)
+    theirs = acquire(env, "a2", "agent2", jobs=2)
+    victim = mine[0]
+    # a2 presents a1's lease (token and all) in every kind of report: refused, nothing changes.
+    with pytest.raises(LeaseLost):
+        env.pull.report(env.who("agent2"), "a2", victim.allocation_id,
+                        ProgressReport(lease_token=victim.lease_token, events_done=10, files=[out(victim)]))
+    with pytest.raises(LeaseLost):
+        complete(env, victim, "a2", "agent2", files=[out(victim)])
+    with pytest.raises(LeaseLost):
+        env.pull.release(env.who("agent2"), "a2", victim.allocation_id,
+                         ReleaseRequest(lease_token=victim.lease_token, failed=True, reason="not mine"))
+    [outcome] = env.pull.complete_many(env.who("agent2"), "a2", CompleteMany(items=[CompleteItem(
+        allocation_id=victim.allocation_id, lease_token=victim.lease_token, events_done=victim.n_events,
+        files=[out(victim)])])).results
+    assert outcome.error == "lease_lost"
+    renewed = env.pull.renew(env.who("agent2"), "a2", RenewRequest(leases=[
+        LeaseRef(allocation_id=victim.allocation_id, lease_token=victim.lease_token)]))
+    assert renewed.results[0].status == "expired"
+    # a1 still holds it, with nothing reported: it completes normally.
+    for a in mine:
+        complete(env, a, "a1", "agent1", files=[out(a)])
+    for a in theirs:
+        complete(env, a, "a2", "agent2", files=[out(a)])
+    c = env.requests.summary(victim.request_id).counters
+    assert (c.events_produced, c.files_unmerged) == (400, 4)
+
+
+def test_merged_report_names_only_the_reporters_own_outputs(env: Env) -> None:
+    rid = submit(env, "alice", mc_workflow("own-merges", 400, 100))
+    register(env, "a1", "agent1")
+    register(env, "a2", "agent2")
+    mine = acquire(env, "a1", "agent1", jobs=2)
+    theirs = acquire(env, "a2", "agent2", jobs=2)
+    for a in mine:
+        complete(env, a, "a1", "agent1", files=[out(a)])
+    for a in theirs:
+        complete(env, a, "a2", "agent2", files=[out(a)])
+    # a2 merges a1's files, alone or mixed with its own: 403 naming a1's file.
+    for inputs in ([out(a) for a in mine], [out(theirs[0]), out(mine[1])]):
+        with pytest.raises(Forbidden) as info:
+            env.pull.report_merged(env.who("agent2"), "a2", MergedReport(
+                request_id=rid, files=[merged_of("stolen", [], inputs)]))
+        assert info.value.details["lfn"] in {out(a).lfn for a in mine}
+        assert info.value.details["lfn"] in info.value.message
+    c = env.requests.summary(rid).counters
+    assert (c.events_merged, c.files_merged, c.files_unmerged) == (0, 0, 4)  # nothing retired
+    # Each agent merges its own; a2 cannot pass a1's merged file off as its own duplicate.
+    ack = env.pull.report_merged(env.who("agent1"), "a1", MergedReport(request_id=rid, files=[merged_of("m1", mine)]))
+    assert ack.files_accepted == 1
+    with pytest.raises(Conflict):
+        env.pull.report_merged(env.who("agent2"), "a2", MergedReport(request_id=rid, files=[merged_of("m1", mine)]))
+    again = env.pull.report_merged(env.who("agent1"), "a1", MergedReport(request_id=rid, files=[merged_of("m1", mine)]))
+    assert again.files_duplicate == 1  # the reporter's own repeat is acknowledged
+    ack = env.pull.report_merged(env.who("agent2"), "a2", MergedReport(request_id=rid, files=[merged_of("m2", theirs)]))
+    assert (ack.files_accepted, ack.request_state) == (1, "closed")
+    c = env.requests.summary(rid).counters
+    assert (c.events_merged, c.files_merged, c.files_unmerged) == (400, 2, 0)
+
+
+def test_merged_report_refuses_outputs_of_a_lost_lease(env: Env) -> None:
+    rid = submit(env, "alice", mc_workflow("lost-merges", 100, 100))
+    register(env, "a1", "agent1")
+    register(env, "a2", "agent2")
+    [first] = acquire(env, "a1", "agent1", lease_seconds=0.3)
+    env.pull.report(env.who("agent1"), "a1", first.allocation_id,
+                    ProgressReport(lease_token=first.lease_token, events_done=100, files=[out(first)]))
+    time.sleep(0.5)
+    [second] = acquire(env, "a2", "agent2")  # the lease went to a2: a1's file is superseded
+    assert second.lease_epoch == first.lease_epoch + 1
+    complete(env, second, "a2", "agent2", files=[out(second)])
+    # a1's output of its lost lease cannot be merged, by a1 (superseded) nor by a2 (not its own).
+    with pytest.raises(Conflict) as info:
+        env.pull.report_merged(env.who("agent1"), "a1", MergedReport(request_id=rid, files=[merged_of("lost", [first])]))
+    assert out(first).lfn in info.value.message
+    with pytest.raises(Forbidden):
+        env.pull.report_merged(env.who("agent2"), "a2", MergedReport(request_id=rid, files=[merged_of("lost", [first])]))
+    ack = env.pull.report_merged(env.who("agent2"), "a2", MergedReport(request_id=rid, files=[merged_of("ok", [second])]))
+    assert (ack.files_accepted, ack.request_state) == (1, "closed")
+    c = env.requests.summary(rid).counters
+    assert (c.events_merged, c.files_merged) == (100, 1)
+
+
+# --- an acquire never leases what it then fails to deliver (issue 9, defect 2) -----------------
+
+
+def test_a_request_that_cannot_be_delivered_blocks_no_one(env: Env) -> None:
+    bad = submit(env, "alice", mc_workflow("undeliverable", 300, 100, priority=9000))
+    good = submit(env, "bob", mc_workflow("deliverable", 200, 100))
+    # A spec stored by an older, laxer door: a lone surrogate (valid JSON text, not valid UTF-8).
+    env.db.transaction(lambda conn: conn.execute(
+        pm_schema.request.update().where(pm_schema.request.c.id == bad)
+        .values(spec=_with_surrogate(conn, bad))))
+    register(env)
+    response = env.pull.acquire(env.who("agent1"), "a1", AcquireRequest(jobs=10))
+    response.model_dump_json()  # what is answered can be encoded
+    assert {a.request_id for a in response.allocations} == {good}
+    assert len(response.allocations) == 2
+    epochs = env.db.read(lambda conn: conn.execute(
+        sa.select(pm_schema.allocation.c.lease_epoch, pm_schema.allocation.c.lease_expires)
+        .where(pm_schema.allocation.c.request_id == bad)).all())
+    assert epochs and all(e == 0 and x == 0 for e, x in epochs)  # nothing of it was leased
+    detail = env.requests.get(env.who("alice"), bad)
+    assert detail.state == "paused"
+    assert "cannot be delivered" in detail.history[-1].reason
+    assert acquire(env, jobs=10) == []  # and it stays out of the way
+
+
+def _with_surrogate(conn: sa.Connection, request_id: int) -> str:
+    spec = json.loads(conn.execute(sa.select(pm_schema.request.c.spec)
+                                   .where(pm_schema.request.c.id == request_id)).scalar_one())
+    spec["payload"]["parameters"]["process"] = "minbias\ud800"
+    return json.dumps(spec)  # ensure_ascii: stored as the escape \ud800
