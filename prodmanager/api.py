@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Path
 
 from prodmanager import deps
 from prodmanager.auth import Principal
 from prodmanager.models import (
+    AGENT_NAME_PATTERN,
+    INT64_MAX,
     AcquireRequest,
     AcquireResponse,
     AgentInfo,
@@ -28,11 +30,13 @@ from prodmanager.models import (
 )
 from prodmanager.pull_service import PullService
 
-ERRORS = {s: {"model": ErrorBody} for s in (401, 403, 404, 409, 422)}
+ERRORS = {s: {"model": ErrorBody} for s in (401, 403, 404, 409, 413, 422)}
 router = APIRouter(prefix="/api/v1", tags=["pull"], responses=ERRORS)  # type: ignore[arg-type]
 
 Caller = Annotated[Principal, Depends(deps.principal)]
 Pull = Annotated[PullService, Depends(deps.pull)]
+Agent = Annotated[str, Path(pattern=AGENT_NAME_PATTERN)]
+AllocationId = Annotated[int, Path(ge=0, le=INT64_MAX)]
 
 
 @router.post("/agents", response_model=AgentInfo)
@@ -46,41 +50,41 @@ def list_agents(caller: Caller, pull: Pull) -> list[AgentInfo]:
 
 
 @router.post("/agents/{agent}/acquire", response_model=AcquireResponse)
-def acquire(agent: str, body: AcquireRequest, caller: Caller, pull: Pull) -> AcquireResponse:
+def acquire(agent: Agent, body: AcquireRequest, caller: Caller, pull: Pull) -> AcquireResponse:
     return pull.acquire(caller, agent, body)
 
 
 @router.post("/agents/{agent}/renew", response_model=RenewResponse)
-def renew(agent: str, body: RenewRequest, caller: Caller, pull: Pull) -> RenewResponse:
+def renew(agent: Agent, body: RenewRequest, caller: Caller, pull: Pull) -> RenewResponse:
     return pull.renew(caller, agent, body)
 
 
 @router.post("/agents/{agent}/allocations/{allocation_id}/report", response_model=AllocationAck)
 def report(
-    agent: str, allocation_id: int, body: ProgressReport, caller: Caller, pull: Pull
+    agent: Agent, allocation_id: AllocationId, body: ProgressReport, caller: Caller, pull: Pull
 ) -> AllocationAck:
     return pull.report(caller, agent, allocation_id, body)
 
 
 @router.post("/agents/{agent}/allocations/{allocation_id}/complete", response_model=AllocationAck)
 def complete(
-    agent: str, allocation_id: int, body: CompleteReport, caller: Caller, pull: Pull
+    agent: Agent, allocation_id: AllocationId, body: CompleteReport, caller: Caller, pull: Pull
 ) -> AllocationAck:
     return pull.complete(caller, agent, allocation_id, body)
 
 
 @router.post("/agents/{agent}/completions", response_model=CompleteManyAck)
-def complete_many(agent: str, body: CompleteMany, caller: Caller, pull: Pull) -> CompleteManyAck:
+def complete_many(agent: Agent, body: CompleteMany, caller: Caller, pull: Pull) -> CompleteManyAck:
     return pull.complete_many(caller, agent, body)
 
 
 @router.post("/agents/{agent}/allocations/{allocation_id}/release", response_model=AllocationAck)
 def release(
-    agent: str, allocation_id: int, body: ReleaseRequest, caller: Caller, pull: Pull
+    agent: Agent, allocation_id: AllocationId, body: ReleaseRequest, caller: Caller, pull: Pull
 ) -> AllocationAck:
     return pull.release(caller, agent, allocation_id, body)
 
 
 @router.post("/agents/{agent}/merged", response_model=MergedAck)
-def merged(agent: str, body: MergedReport, caller: Caller, pull: Pull) -> MergedAck:
+def merged(agent: Agent, body: MergedReport, caller: Caller, pull: Pull) -> MergedAck:
     return pull.report_merged(caller, agent, body)

@@ -1,13 +1,16 @@
 """The HTTP application: ProdRequest and ProdManager routes in one FastAPI app.
 
 `create_app` builds everything from explicit arguments (no globals); errors become JSON bodies
-`{"error": code, "detail": sentence, "errors": [{"path", "message"}...]}`.
+`{"error": code, "detail": sentence, "errors": [{"path", "message"}...], "errors_omitted": n?}`
+with at most MAX_ERRORS errors listed and no input echoed back. Every route except
+`GET /api/v1/health`, including `/docs`, `/redoc` and `/openapi.json`, passes the door
+(`prodmanager.guard`): token first, then a bounded body.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,9 +22,12 @@ from prodmanager.auth import Authenticator
 from prodmanager.db import migrate
 from prodmanager.db.engine import Database
 from prodmanager.errors import ProdManagerError
+from prodmanager.guard import BodyLimits, Guard, invalid_input
 from prodmanager.pull_service import PullService
-from prodmanager.request_service import RequestService
+from prodmanager.request_service import DEFAULT_INPUT_PREFIXES, RequestService
+from prodmanager.text import printable
 from prodrequest import api as request_api
+from prodrequest.loader import MAX_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +37,10 @@ class ServerSettings:
     db_url: str
     lease_seconds: float = 300.0
     max_lease_seconds: float = 3600.0
-    token_cache_s: float = 5.0
+    token_cache_s: float = 0.0  # > 0: a revoked token keeps working up to this long
     migrate: bool = True
+    input_prefixes: tuple[str, ...] = DEFAULT_INPUT_PREFIXES
+    body_limits: BodyLimits = field(default_factory=BodyLimits)
 
 
 def create_app(settings: ServerSettings) -> FastAPI:
@@ -42,7 +50,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app = FastAPI(title="prodmanager", version="1", description=__doc__)
     app.state.db = db
     app.state.auth = Authenticator(db, settings.token_cache_s)
-    app.state.requests = RequestService(db)
+    app.state.requests = RequestService(db, settings.input_prefixes)
     app.state.pull = PullService(
         db, lease_seconds=settings.lease_seconds, max_lease_seconds=settings.max_lease_seconds
     )
@@ -50,6 +58,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.include_router(pull_api.router)
     app.add_exception_handler(ProdManagerError, _on_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _on_invalid)  # type: ignore[arg-type]
+    app.add_middleware(Guard, auth=app.state.auth, limits=settings.body_limits)
 
     @app.get("/api/v1/health", tags=["health"])
     def health() -> dict[str, Any]:
@@ -64,16 +73,23 @@ async def _on_error(_request: Request, exc: ProdManagerError) -> JSONResponse:
 
 
 async def _on_invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    found = exc.errors()
     errors = [
         {
-            "path": ".".join(str(p) for p in err["loc"] if p != "body") or "(body)",
-            "message": "unknown key" if err["type"] == "extra_forbidden" else err["msg"],
+            "path": _path([p for p in err["loc"] if p != "body"]),
+            "message": "unknown key"
+            if err["type"] == "extra_forbidden"
+            else printable(str(err["msg"]), 300),
         }
-        for err in exc.errors()
+        for err in found[:MAX_ERRORS]
     ]
-    body = {
-        "error": "invalid",
-        "detail": f"invalid input: {len(errors)} error(s)",
-        "errors": errors,
-    }
-    return JSONResponse(body, status_code=422)
+    return JSONResponse(invalid_input(errors, len(found)).body(), status_code=422)
+
+
+def _path(loc: list[Any]) -> str:
+    """`items[3].files[0].size`, like the workflow loader's paths."""
+    path = ""
+    for part in loc:
+        shown = printable(str(part), 100)
+        path += f"[{part}]" if isinstance(part, int) else (f".{shown}" if path else shown)
+    return path or "(body)"

@@ -1,8 +1,8 @@
 """`prodmanager`: run the server, migrate its database, manage tokens.
 
-    prodmanager serve [--db URL] [--host H] [--port P] [--lease-seconds S]
+    prodmanager serve [--db URL] [--host H] [--port P] [--lease-seconds S] [--input-prefix P]...
     prodmanager db upgrade|current [--db URL]
-    prodmanager token create --role requester|operator|agent --name NAME [--db URL]
+    prodmanager token create --role requester|operator|agent --name NAME [--allow-commands]
     prodmanager token list|revoke ID [--db URL]
 
 The database is `--db`, else $PRODMANAGER_DB_URL, else a SQLite file in the work directory
@@ -56,6 +56,21 @@ def main() -> None:
 @click.option("--port", default=8765, show_default=True, type=int)
 @click.option("--lease-seconds", default=300.0, show_default=True, type=float, help="Lease length.")
 @click.option("--max-lease-seconds", default=3600.0, show_default=True, type=float)
+@click.option(
+    "--input-prefix",
+    "input_prefixes",
+    multiple=True,
+    default=["/store/"],
+    show_default=True,
+    help="Allowed prefix of input file names (repeatable; may be a URL: root://host//store/).",
+)
+@click.option(
+    "--token-cache-seconds",
+    default=0.0,
+    show_default=True,
+    type=float,
+    help="Cache good tokens this long (a revoked token keeps working up to this long).",
+)
 @click.option("--log-level", default="info", show_default=True)
 def serve(
     db: str | None,
@@ -64,6 +79,8 @@ def serve(
     port: int,
     lease_seconds: float,
     max_lease_seconds: float,
+    input_prefixes: tuple[str, ...],
+    token_cache_seconds: float,
     log_level: str,
 ) -> None:
     """Run ProdRequest and ProdManager (migrates the database first)."""
@@ -78,6 +95,8 @@ def serve(
         db_url=resolve_db_url(db, workdir),
         lease_seconds=lease_seconds,
         max_lease_seconds=max(max_lease_seconds, lease_seconds),
+        input_prefixes=tuple(input_prefixes),
+        token_cache_s=token_cache_seconds,
     )
     app = create_app(settings)
     click.echo(
@@ -124,19 +143,27 @@ def token() -> None:
 @token.command()
 @click.option("--role", required=True, type=click.Choice([r.value for r in Role]))
 @click.option("--name", required=True, help="Who the token is for; requesters own requests by it.")
+@click.option(
+    "--allow-commands",
+    is_flag=True,
+    help="May submit arbitrary `command` payloads (run on every agent's worker nodes).",
+)
 @db_option
 @workdir_option
 @json_option
-def create(role: str, name: str, db: str | None, workdir: str | None, as_json: bool) -> None:
+def create(
+    role: str, name: str, allow_commands: bool, db: str | None, workdir: str | None, as_json: bool
+) -> None:
     """Create a token and print it (it cannot be shown again)."""
     from prodmanager.auth import create_token
 
     try:
-        raw = create_token(_database(db, workdir), name, role)
+        raw = create_token(_database(db, workdir), name, role, allow_commands)
     except ProdManagerError as exc:
         raise click.ClickException(exc.message) from None
     if as_json:
-        click.echo(json.dumps({"name": name, "role": role, "token": raw}))
+        out = {"name": name, "role": role, "allow_commands": allow_commands, "token": raw}
+        click.echo(json.dumps(out))
     else:
         click.echo(raw)
 
@@ -156,8 +183,10 @@ def list_tokens(db: str | None, workdir: str | None, as_json: bool) -> None:
         return
     for t in items:
         state = "revoked" if t["revoked_at"] else "active"
+        commands = "commands" if t["allow_commands"] else ""
         click.echo(
             f"{t['id']:>5}  {t['name']:<24} {t['role']:<10} {_when(t['created_at'])}  {state}"
+            f"  {commands}".rstrip()
         )
 
 
@@ -166,7 +195,7 @@ def list_tokens(db: str | None, workdir: str | None, as_json: bool) -> None:
 @db_option
 @workdir_option
 def revoke(token_id: int, db: str | None, workdir: str | None) -> None:
-    """Revoke a token by id (servers stop accepting it within seconds)."""
+    """Revoke a token by id (servers refuse it at its next call, or after --token-cache-seconds)."""
     import time
 
     from prodmanager.db import queries as q

@@ -2,18 +2,35 @@
 
 Times are UNIX seconds (float). Counters are derived from the agents' reports, never typed in.
 The central one is `Allocation`: what an agent gets from `acquire` and needs to create its job.
+
+Everything a caller sends is bounded: numbers fit a signed 64-bit column (ids and counts are
+0..2**63-1), strings have a length and a pattern or are one line of real Unicode without control
+characters (`prodmanager.text`), lists have a length.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from prodmanager.text import SafeLine
 
 AGENT_NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,100}$"
 TOKEN_NAME_PATTERN = r"^[A-Za-z0-9_.@-]{1,100}$"
 JOB_STATE_PATTERN = r"^[a-z][a-z_]{0,19}$"
+SITE_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+LFN_PATTERN = r"^[A-Za-z0-9_./:+=@-]{1,500}$"
+INT64_MAX = 2**63 - 1
+MAX_COMPLETION_FILES = 10_000  # output files in one bulk completion
+MAX_MERGED_INPUTS = 100_000  # input files named by one merged report
+
+Id = Annotated[int, Field(ge=0, le=INT64_MAX)]
+Count = Annotated[int, Field(ge=0, le=INT64_MAX)]
+LeaseToken = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+Lfn = Annotated[str, Field(pattern=LFN_PATTERN)]
+Reason = Annotated[SafeLine, Field(max_length=500)]
 
 
 class Wire(BaseModel):
@@ -33,7 +50,9 @@ class AgentRegistration(Wire):
     """An agent introduces itself: its name, the sites it serves, how many jobs it can hold."""
 
     name: str = Field(pattern=AGENT_NAME_PATTERN)
-    sites: list[str] = Field(default_factory=list, max_length=500)
+    sites: list[Annotated[str, Field(pattern=SITE_PATTERN)]] = Field(
+        default_factory=list, max_length=500
+    )
     capacity: int = Field(ge=1, le=1_000_000)
 
 
@@ -52,7 +71,7 @@ class AcquireRequest(Wire):
     """
 
     jobs: int | None = Field(None, ge=1, le=10_000)
-    events: int | None = Field(None, ge=1)
+    events: int | None = Field(None, ge=1, le=INT64_MAX)
     lease_seconds: float | None = Field(None, gt=0, le=86_400)
 
     @model_validator(mode="after")
@@ -104,8 +123,8 @@ class AcquireResponse(Wire):
 
 
 class LeaseRef(Wire):
-    allocation_id: int
-    lease_token: str = Field(min_length=1, max_length=64)
+    allocation_id: Id
+    lease_token: LeaseToken
 
 
 class RenewRequest(Wire):
@@ -129,18 +148,18 @@ class RenewResponse(Wire):
 
 
 class OutputFile(Wire):
-    lfn: str = Field(pattern=r"^[A-Za-z0-9_./:+=@-]{1,500}$")
-    size: int = Field(ge=0)
-    checksum: str = Field(min_length=1, max_length=100)
-    events: int = Field(ge=0)
+    lfn: Lfn
+    size: Count
+    checksum: str = Field(pattern=r"^[A-Za-z0-9:_.+/=-]{1,100}$")
+    events: Count
 
 
 class ProgressReport(Wire):
     """Progress of a held allocation: events done so far (not added: replaces the last value),
     the agent's job state, and output files already produced. Also extends the lease."""
 
-    lease_token: str
-    events_done: int = Field(0, ge=0)
+    lease_token: LeaseToken
+    events_done: Count = 0
     job_state: str | None = Field(None, pattern=JOB_STATE_PATTERN)
     files: list[OutputFile] = Field(default_factory=list, max_length=1000)
 
@@ -148,8 +167,8 @@ class ProgressReport(Wire):
 class CompleteReport(Wire):
     """The allocation's job succeeded: final events and its output files."""
 
-    lease_token: str
-    events_done: int = Field(ge=0)
+    lease_token: LeaseToken
+    events_done: Count
     files: list[OutputFile] = Field(default_factory=list, max_length=1000)
 
 
@@ -157,9 +176,9 @@ class ReleaseRequest(Wire):
     """Give an allocation back: `failed` marks it failed for good (retries exhausted) so that
     `clone` can resubmit it; otherwise it is free for the next acquire at once."""
 
-    lease_token: str
+    lease_token: LeaseToken
     failed: bool = False
-    reason: str = Field("", max_length=500)
+    reason: Reason = ""
 
 
 class AllocationAck(Wire):
@@ -173,13 +192,24 @@ class AllocationAck(Wire):
 class CompleteItem(CompleteReport):
     """One allocation in a bulk completion."""
 
-    allocation_id: int
+    allocation_id: Id
 
 
 class CompleteMany(Wire):
-    """Completions of many allocations in one call (and one ProdManager transaction)."""
+    """Completions of many allocations in one call (and one ProdManager transaction), with at
+    most MAX_COMPLETION_FILES output files in all."""
 
     items: list[CompleteItem] = Field(min_length=1, max_length=500)
+
+    @model_validator(mode="after")
+    def _bounded_files(self) -> CompleteMany:
+        files = sum(len(item.files) for item in self.items)
+        if files > MAX_COMPLETION_FILES:
+            raise ValueError(
+                f"{files} output files in one call, more than {MAX_COMPLETION_FILES}; "
+                "send fewer items per call"
+            )
+        return self
 
 
 class CompleteOutcome(Wire):
@@ -197,15 +227,22 @@ class CompleteManyAck(Wire):
 
 
 class MergedFile(OutputFile):
-    inputs: list[str] = Field(min_length=1, max_length=100_000)
+    inputs: list[Lfn] = Field(min_length=1, max_length=MAX_MERGED_INPUTS)
 
 
 class MergedReport(Wire):
     """Merged files of a request: each names the unmerged files it replaces. Inputs must be
     valid outputs of finished allocations, each merged once."""
 
-    request_id: int
+    request_id: Id
     files: list[MergedFile] = Field(min_length=1, max_length=1000)
+
+    @model_validator(mode="after")
+    def _bounded_inputs(self) -> MergedReport:
+        inputs = sum(len(f.inputs) for f in self.files)
+        if inputs > MAX_MERGED_INPUTS:
+            raise ValueError(f"{inputs} input files in one report, more than {MAX_MERGED_INPUTS}")
+        return self
 
 
 class MergedAck(Wire):
@@ -271,7 +308,7 @@ class SubmitResult(Wire):
 
 
 class ActionBody(Wire):
-    reason: str = Field("", max_length=500)
+    reason: Reason = ""
 
 
 class AllocationInfo(Wire):
@@ -307,3 +344,6 @@ class ErrorBody(BaseModel):
     error: str
     detail: str
     errors: list[FieldErrorBody] | None = None
+    errors_omitted: int | None = Field(
+        None, description="how many more errors were found than are listed"
+    )

@@ -3,6 +3,12 @@
 A submitted document is validated completely before anything is written; the request and all
 its allocations are then stored in one transaction (nothing is stored if any step fails).
 Submitting the same document twice returns the first request (safe for client retries).
+
+Server policies, checked before anything is stored: input files of processing workflows must lie
+under one of the configured prefixes (`input_prefixes`, default `/store/`; a prefix may be a URL
+such as `root://host.example//store/`, which allows that scheme and host only), with no `.` or
+`..` segments; a `command` payload needs a token with `allow_commands` (or an operator). A
+requester sees only its own requests: another's answers 404, like an unknown id.
 """
 
 from __future__ import annotations
@@ -15,11 +21,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from prodmanager import lifecycle, splitter
-from prodmanager.auth import Principal, require_owner, require_role
+from prodmanager.auth import Principal, require_role, require_visible
 from prodmanager.counters import counters_for
 from prodmanager.db import queries as q
 from prodmanager.db.engine import Database
-from prodmanager.errors import Conflict, IllegalTransition, InvalidInput, NotFound
+from prodmanager.errors import Conflict, Forbidden, IllegalTransition, InvalidInput, NotFound
 from prodmanager.models import (
     AllocationInfo,
     HistoryEntry,
@@ -29,16 +35,21 @@ from prodmanager.models import (
     SubmitResult,
 )
 from prodmanager.states import FINISHED, RequestState, check_request_transition
-from prodrequest.loader import FieldError, WorkflowInvalid, load_workflow
+from prodmanager.text import printable
+from prodrequest.loader import MAX_ERRORS, FieldError, WorkflowInvalid, load_workflow
 from prodrequest.spec import SEED_MAX, MonteCarloWorkflow, ProcessingWorkflow, job_seed
 
 Workflow = MonteCarloWorkflow | ProcessingWorkflow
 CLONE_SUFFIX = "-acdc"
+DEFAULT_INPUT_PREFIXES = ("/store/",)
 
 
 class RequestService:
-    def __init__(self, db: Database) -> None:
+    def __init__(
+        self, db: Database, input_prefixes: tuple[str, ...] = DEFAULT_INPUT_PREFIXES
+    ) -> None:
         self.db = db
+        self.input_prefixes = tuple(input_prefixes)
 
     # --- submit ---------------------------------------------------------------------------------
 
@@ -49,12 +60,14 @@ class RequestService:
         try:
             workflow = load_workflow(data, content_type)
         except WorkflowInvalid as exc:
-            raise invalid_workflow(exc.errors) from None
+            raise invalid_workflow(exc.errors, exc.total) from None
         return self.submit(principal, workflow)
 
     def submit(self, principal: Principal, workflow: Workflow) -> SubmitResult:
         require_role(principal, Role.REQUESTER)
         spec = workflow.model_dump(mode="json")
+        check_command_permission(principal, spec)
+        check_inputs(spec, self.input_prefixes)
         spec_json = json.dumps(spec, sort_keys=True, separators=(",", ":"))
         sha = hashlib.sha256(spec_json.encode()).hexdigest()
         try:
@@ -82,6 +95,7 @@ class RequestService:
 
         def work(conn: sa.Connection) -> RequestDetail:
             row = _request_or_404(conn, request_id)
+            require_visible(principal, request_id, row.owner)
             counters = counters_for(conn, [row])[row.id]
             entries = [
                 HistoryEntry(
@@ -109,7 +123,12 @@ class RequestService:
         unknown = [s for s in states or [] if s not in RequestState.__members__.values()]
         if unknown:
             allowed = ", ".join(s.value for s in RequestState)
-            raise InvalidInput(f"unknown state {unknown[0]!r}; expected one of: {allowed}")
+            shown = printable(unknown[0], 40)
+            raise InvalidInput(f"unknown state {shown!r}; expected one of: {allowed}")
+        if not principal.is_operator:
+            if owner is not None and owner != principal.name:
+                return []  # a requester sees only its own requests
+            owner = principal.name
 
         def work(conn: sa.Connection) -> list[RequestSummary]:
             rows = list(q.list_requests(conn, states, owner, limit))
@@ -124,7 +143,8 @@ class RequestService:
         require_role(principal, Role.REQUESTER)
 
         def work(conn: sa.Connection) -> list[AllocationInfo]:
-            _request_or_404(conn, request_id)
+            row = _request_or_404(conn, request_id)
+            require_visible(principal, request_id, row.owner)
             now = time.time()
             return [
                 _allocation_info(a, now) for a in q.allocations_of_request(conn, request_id, states)
@@ -140,7 +160,7 @@ class RequestService:
 
         def work(conn: sa.Connection) -> None:
             row = _request_or_404(conn, request_id)
-            require_owner(principal, row.owner)
+            require_visible(principal, request_id, row.owner)
             why = reason or "aborted"
             now = time.time()
             check_request_transition(row.state, RequestState.ABORTED)
@@ -189,7 +209,7 @@ class RequestService:
             row = q.get_request(conn, request_id, lock=True)
             if row is None:
                 raise NotFound(f"no request {request_id}")
-            require_owner(principal, row.owner)
+            require_visible(principal, request_id, row.owner)
             goal = target(conn, row) if callable(target) else target
             lifecycle.transition(
                 conn, request_id, row.state, goal, principal.name, reason, time.time()
@@ -204,7 +224,7 @@ class RequestService:
 
         def work(conn: sa.Connection) -> int:
             row = _request_or_404(conn, request_id)
-            require_owner(principal, row.owner)
+            require_visible(principal, request_id, row.owner)
             if row.state not in FINISHED:
                 raise Conflict(
                     f"request is {row.state}; clone it once it is completed, failed, aborted or "
@@ -223,11 +243,60 @@ class RequestService:
 # --- helpers run inside transactions ------------------------------------------------------------
 
 
-def invalid_workflow(errors: list[FieldError]) -> InvalidInput:
+def invalid_workflow(errors: list[FieldError], total: int | None = None) -> InvalidInput:
+    """422 listing at most MAX_ERRORS errors, with the count of those left out."""
+    total = max(total or 0, len(errors))
+    shown = errors[:MAX_ERRORS]
+    detail = f"invalid workflow: {total} error(s)"
+    extra: dict[str, Any] = {}
+    if total > len(shown):
+        detail += f" (the first {len(shown)} listed)"
+        extra["errors_omitted"] = total - len(shown)
     return InvalidInput(
-        f"invalid workflow: {len(errors)} error(s)",
-        errors=[{"path": e.path, "message": e.message} for e in errors],
+        detail, errors=[{"path": e.path, "message": e.message} for e in shown], **extra
     )
+
+
+def check_command_permission(principal: Principal, spec: dict[str, Any]) -> None:
+    """An arbitrary `command` payload runs anything on every agent's worker nodes: it needs a
+    token created with --allow-commands (operators have it by role)."""
+    payload = spec.get("payload")
+    if not isinstance(payload, dict) or payload.get("command") is None:
+        return
+    if principal.may_run_commands:
+        return
+    message = (
+        f"token '{principal.name}' may not submit command payloads; use a registered "
+        "transformation, or ask an operator for a token created with --allow-commands"
+    )
+    raise Forbidden(message, errors=[{"path": "payload.command", "message": message}])
+
+
+def check_inputs(spec: dict[str, Any], prefixes: tuple[str, ...]) -> None:
+    """Every input file must lie under one of `prefixes`, without `.` or `..` segments."""
+    files = (spec.get("input") or {}).get("files") or []
+    errors = []
+    for i, item in enumerate(files):
+        lfn = item.get("lfn") if isinstance(item, dict) else item
+        problem = input_problem(str(lfn), prefixes)
+        if problem:
+            errors.append(FieldError(f"input.files[{i}].lfn", problem))
+    if errors:
+        raise invalid_workflow(errors)
+
+
+def input_problem(lfn: str, prefixes: tuple[str, ...]) -> str | None:
+    """Why `lfn` may not be read by jobs (server policy), or None."""
+    prefix = next((p for p in prefixes if lfn.startswith(p)), None)
+    if prefix is None:
+        return (
+            f"input file {lfn[:100]!r} is outside the allowed storage: expected a name under "
+            + (", ".join(repr(p) for p in prefixes) or "(no prefix is configured)")
+        )
+    rest = lfn[len(prefix) :]
+    if any(segment in (".", "..") for segment in rest.split("/")):
+        return f"input file {lfn[:100]!r} has a '.' or '..' segment"
+    return None
 
 
 def _store(

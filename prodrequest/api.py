@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from prodmanager import deps
 from prodmanager.auth import Principal
 from prodmanager.errors import ProdManagerError
 from prodmanager.models import (
+    INT64_MAX,
+    TOKEN_NAME_PATTERN,
     ActionBody,
     AllocationInfo,
     ErrorBody,
@@ -32,6 +34,8 @@ router = APIRouter(prefix="/api/v1", tags=["requests"], responses=ERRORS)  # typ
 Caller = Annotated[Principal, Depends(deps.principal)]
 Service = Annotated[RequestService, Depends(deps.requests)]
 Reason = Annotated[ActionBody | None, Body()]
+RequestId = Annotated[int, Path(ge=0, le=INT64_MAX)]
+States = Annotated[list[str] | None, Query(max_length=20)]
 
 
 class DocumentTooLarge(ProdManagerError):
@@ -81,50 +85,58 @@ def _too_large(size: int) -> DocumentTooLarge:
 def list_requests(
     caller: Caller,
     service: Service,
-    state: Annotated[list[str] | None, Query()] = None,
-    owner: str | None = None,
+    state: States = None,
+    owner: Annotated[str | None, Query(pattern=TOKEN_NAME_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
 ) -> list[RequestSummary]:
     return service.list(caller, state, owner, limit)
 
 
 @router.get("/requests/{request_id}", response_model=RequestDetail)
-def show(request_id: int, caller: Caller, service: Service) -> RequestDetail:
+def show(request_id: RequestId, caller: Caller, service: Service) -> RequestDetail:
     return service.get(caller, request_id)
 
 
 @router.get("/requests/{request_id}/allocations", response_model=list[AllocationInfo])
 def allocations(
-    request_id: int,
+    request_id: RequestId,
     caller: Caller,
     service: Service,
-    state: Annotated[list[str] | None, Query()] = None,
+    state: States = None,
 ) -> list[AllocationInfo]:
     return service.allocations(caller, request_id, state)
 
 
 @router.post("/requests/{request_id}/abort", response_model=RequestSummary)
-def abort(request_id: int, caller: Caller, service: Service, body: Reason = None) -> RequestSummary:
+def abort(
+    request_id: RequestId, caller: Caller, service: Service, body: Reason = None
+) -> RequestSummary:
     return service.abort(caller, request_id, body.reason if body else "")
 
 
 @router.post("/requests/{request_id}/pause", response_model=RequestSummary)
-def pause(request_id: int, caller: Caller, service: Service, body: Reason = None) -> RequestSummary:
+def pause(
+    request_id: RequestId, caller: Caller, service: Service, body: Reason = None
+) -> RequestSummary:
     return service.pause(caller, request_id, body.reason if body else "")
 
 
 @router.post("/requests/{request_id}/resume", response_model=RequestSummary)
 def resume(
-    request_id: int, caller: Caller, service: Service, body: Reason = None
+    request_id: RequestId, caller: Caller, service: Service, body: Reason = None
 ) -> RequestSummary:
     return service.resume(caller, request_id, body.reason if body else "")
 
 
 @router.post("/requests/{request_id}/close", response_model=RequestSummary)
-def close(request_id: int, caller: Caller, service: Service, body: Reason = None) -> RequestSummary:
+def close(
+    request_id: RequestId, caller: Caller, service: Service, body: Reason = None
+) -> RequestSummary:
     return service.close(caller, request_id, body.reason if body else "")
 
 
 @router.post("/requests/{request_id}/clone", response_model=SubmitResult, status_code=201)
-def clone(request_id: int, caller: Caller, service: Service, body: Reason = None) -> SubmitResult:
+def clone(
+    request_id: RequestId, caller: Caller, service: Service, body: Reason = None
+) -> SubmitResult:
     return service.clone(caller, request_id, body.reason if body else "")

@@ -19,9 +19,11 @@ import click
 from pydantic import BaseModel
 from rich.console import Console
 from rich.live import Live
+from rich.text import Text
 
 from prodmanager.client import ProdManagerClient
 from prodmanager.errors import ProdManagerError
+from prodmanager.text import printable
 from prodrequest import render
 
 DEFAULT_URL = "http://127.0.0.1:8765"
@@ -63,9 +65,16 @@ def _fail(exc: ProdManagerError, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"error": exc.code, "detail": exc.message, **exc.details}))
     else:
-        click.echo(f"error: {exc.message}", err=True)
+        click.echo(f"error: {printable(exc.message, 2000)}", err=True)
         for err in exc.details.get("errors") or []:
-            click.echo(f"  {err['path']}: {err['message']}", err=True)
+            path, message = (
+                printable(str(err.get("path")), 300),
+                printable(str(err.get("message")), 500),
+            )
+            click.echo(f"  {path}: {message}", err=True)
+        omitted = exc.details.get("errors_omitted")
+        if omitted:
+            click.echo(f"  ... and {omitted} more error(s)", err=True)
     sys.exit(1)
 
 
@@ -75,8 +84,8 @@ def _emit(value: BaseModel | list[Any], as_json: bool, human: Any) -> None:
             click.echo(json.dumps([v.model_dump(mode="json") for v in value]))
         else:
             click.echo(value.model_dump_json())
-    else:
-        Console().print(human)
+    else:  # a str is stored text too (names): shown as written, never as Rich markup
+        Console().print(Text(human) if isinstance(human, str) else human)
 
 
 @main.command()

@@ -1,4 +1,8 @@
-"""Human output of the `prodrequest` CLI (rich tables, the request detail, watch bars)."""
+"""Human output of the `prodrequest` CLI (rich tables, the request detail, watch bars).
+
+Every stored string (names, owners, reasons, agents, states) goes into a `Text`, never into a
+markup string: a reason such as `[/]` or `[bold` is shown as written, not interpreted by Rich.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +35,11 @@ def state_text(state: str) -> Text:
     return Text(state, style=STATE_STYLE.get(state, ""))
 
 
+def plain(value: object) -> Text:
+    """Stored text for display: never parsed as Rich markup."""
+    return Text("" if value is None else str(value))
+
+
 def request_table(requests: list[RequestSummary]) -> Table:
     table = Table(title=f"{len(requests)} request(s)")
     for col in (
@@ -49,8 +58,8 @@ def request_table(requests: list[RequestSummary]) -> Table:
         c = r.counters
         table.add_row(
             str(r.id),
-            r.name,
-            r.owner,
+            plain(r.name),
+            plain(r.owner),
             state_text(r.state),
             str(r.priority),
             f"{c.events_requested:,}",
@@ -66,27 +75,33 @@ def request_detail(r: RequestDetail) -> Group:
     head = Table.grid(padding=(0, 2))
     head.add_column(style="bold")
     head.add_column()
+    output = r.spec.get("output") if isinstance(r.spec.get("output"), dict) else {}
     rows = [
-        ("request", f"{r.id}  {r.name}  ({r.kind})"),
+        ("request", plain(f"{r.id}  {r.name}  ({r.kind})")),
         ("state", state_text(r.state)),
-        ("owner", r.owner),
-        ("priority", str(r.priority)),
-        ("run", str(r.run_number)),
-        ("output", str(r.spec.get("output", {}).get("dataset", ""))),
-        ("jobs", f"{r.total_jobs}  " + _counts(c.allocations)),
-        ("job states", _counts(c.jobs) or "-"),
-        ("events", _events(r)),
-        ("files", f"{c.files_unmerged} unmerged, {c.files_merged} merged ({c.bytes_merged:,} B)"),
+        ("owner", plain(r.owner)),
+        ("priority", plain(r.priority)),
+        ("run", plain(r.run_number)),
+        ("output", plain(output.get("dataset", ""))),
+        ("jobs", plain(f"{r.total_jobs}  " + _counts(c.allocations))),
+        ("job states", plain(_counts(c.jobs) or "-")),
+        ("events", plain(_events(r))),
+        (
+            "files",
+            plain(f"{c.files_unmerged} unmerged, {c.files_merged} merged ({c.bytes_merged:,} B)"),
+        ),
     ]
     if r.parent_id:
-        rows.append(("clone of", str(r.parent_id)))
+        rows.append(("clone of", plain(r.parent_id)))
     for key, value in rows:
         head.add_row(key, value)
     history = Table(title="history")
     for col in ("when", "from", "to", "by", "why"):
         history.add_column(col)
     for h in r.history:
-        history.add_row(when(h.at), h.from_state or "", state_text(h.to_state), h.actor, h.reason)
+        history.add_row(
+            when(h.at), plain(h.from_state), state_text(h.to_state), plain(h.actor), plain(h.reason)
+        )
     return Group(head, history)
 
 
@@ -113,11 +128,11 @@ def allocation_table(items: list[AllocationInfo]) -> Table:
             str(a.first_event),
             str(a.n_events),
             str(a.seed),
-            state,
-            a.agent or "",
+            plain(state),
+            plain(a.agent),
             str(a.lease_epoch),
             str(a.events_done),
-            a.job_state or "",
+            plain(a.job_state),
         )
     return table
 

@@ -23,9 +23,17 @@ INSERT_CHUNK = 1000
 # --- tokens -------------------------------------------------------------------------------------
 
 
-def insert_token(conn: sa.Connection, name: str, role: str, sha256: str, now: float) -> int:
+def insert_token(
+    conn: sa.Connection, name: str, role: str, sha256: str, now: float, allow_commands: bool = False
+) -> int:
     result = conn.execute(
-        token.insert().values(name=name, role=role, token_sha256=sha256, created_at=now)
+        token.insert().values(
+            name=name,
+            role=role,
+            token_sha256=sha256,
+            created_at=now,
+            allow_commands=allow_commands,
+        )
     )
     return int(result.inserted_primary_key[0])
 
@@ -37,7 +45,14 @@ def token_by_hash(conn: sa.Connection, sha256: str) -> sa.Row[Any] | None:
 
 
 def list_tokens(conn: sa.Connection) -> Sequence[sa.Row[Any]]:
-    cols = [token.c.id, token.c.name, token.c.role, token.c.created_at, token.c.revoked_at]
+    cols = [
+        token.c.id,
+        token.c.name,
+        token.c.role,
+        token.c.allow_commands,
+        token.c.created_at,
+        token.c.revoked_at,
+    ]
     return conn.execute(sa.select(*cols).order_by(token.c.id)).all()
 
 

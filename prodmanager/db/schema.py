@@ -114,4 +114,6 @@ token = sa.Table(
     sa.Column("token_sha256", sa.String(64), nullable=False, unique=True),
     sa.Column("created_at", Seconds, nullable=False),
     sa.Column("revoked_at", Seconds, nullable=True),
+    # May submit workflows whose payload is an arbitrary `command` (migration 0002).
+    sa.Column("allow_commands", sa.Boolean, nullable=False, server_default=sa.false()),
 )

@@ -195,7 +195,8 @@ def test_aborted_request_is_recalled_and_its_jobs_killed(production: Production)
     production.agent.start()
     spec = workflow("e2e-abort", fail_plan="")
     spec["payload"] = {"command": ["sh", "-c", "sleep 120"], "version": "1"}
-    request = production.client.submit(spec).request
+    client = production.manager.client("operator", "e2e-ops")  # command payloads need permission
+    request = client.submit(spec).request
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         running = [j for j in production.jobs() if j.state == "running"]
@@ -203,7 +204,7 @@ def test_aborted_request_is_recalled_and_its_jobs_killed(production: Production)
             break
         time.sleep(0.5)
     assert len(running) >= 2
-    production.client.abort(request.id, reason="wrong configuration")
+    client.abort(request.id, reason="wrong configuration")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         jobs = production.jobs()
@@ -215,7 +216,7 @@ def test_aborted_request_is_recalled_and_its_jobs_killed(production: Production)
     while _payloads_under(production.workdir) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _payloads_under(production.workdir) == []
-    assert production.client.get(request.id).state == "aborted"
+    assert client.get(request.id).state == "aborted"
 
 
 def _payloads_under(workdir: Path) -> list[int]:

@@ -72,7 +72,7 @@ def test_prodrequest_human_output_and_errors(server: Server, tmp_path: Path) -> 
     assert code == 1 and body["error"] == "invalid"
     assert {"events.total", "payload", "output"} <= {e["path"] for e in body["errors"]}
     code, output = run(server, "abort", "1", "--json", token="bob")
-    assert code == 1 and json.loads(output)["error"] == "forbidden"
+    assert code == 1 and json.loads(output)["error"] == "not_found"  # not bob's: not shown
     code, output = run(server, "show", "99")
     assert code == 1 and "no request 99" in output
 
@@ -100,9 +100,9 @@ def test_prodmanager_token_and_db_commands(server: Server) -> None:
         prodmanager_cli, ["token", "create", "--role", "admin", "--name", "x", "--db", url]
     )
     assert bad_role.exit_code == 2 and "admin" in bad_role.output
-    assert "schema at 0001" in runner.invoke(prodmanager_cli, ["db", "upgrade", "--db", url]).output
+    assert "schema at 0002" in runner.invoke(prodmanager_cli, ["db", "upgrade", "--db", url]).output
     assert (
-        "current 0001, head 0001"
+        "current 0002, head 0002"
         in runner.invoke(prodmanager_cli, ["db", "current", "--db", url]).output
     )
 
