@@ -76,7 +76,7 @@ async def _on_invalid(_request: Request, exc: RequestValidationError) -> JSONRes
     found = exc.errors()
     errors = [
         {
-            "path": _path([p for p in err["loc"] if p != "body"]),
+            "path": _path(list(err["loc"])),
             "message": "unknown key"
             if err["type"] == "extra_forbidden"
             else printable(str(err["msg"]), 300),
@@ -87,7 +87,10 @@ async def _on_invalid(_request: Request, exc: RequestValidationError) -> JSONRes
 
 
 def _path(loc: list[Any]) -> str:
-    """`items[3].files[0].size`, like the workflow loader's paths."""
+    """`items[3].files[0].size`, like the workflow loader's paths (without FastAPI's `body`,
+    `path` or `query` in front)."""
+    if loc and loc[0] in ("body", "path", "query", "header"):
+        loc = loc[1:]
     path = ""
     for part in loc:
         shown = printable(str(part), 100)

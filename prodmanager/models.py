@@ -13,7 +13,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from prodmanager.text import SafeLine
 
@@ -26,8 +26,9 @@ INT64_MAX = 2**63 - 1
 MAX_COMPLETION_FILES = 10_000  # output files in one bulk completion
 MAX_MERGED_INPUTS = 100_000  # input files named by one merged report
 
-Id = Annotated[int, Field(ge=0, le=INT64_MAX)]
-Count = Annotated[int, Field(ge=0, le=INT64_MAX)]
+# Strict: a quoted number, a float or a boolean in a report is a wrong type, not a number.
+Id = Annotated[int, Field(ge=0, le=INT64_MAX, strict=True)]
+Count = Annotated[int, Field(ge=0, le=INT64_MAX, strict=True)]
 LeaseToken = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 Lfn = Annotated[str, Field(pattern=LFN_PATTERN)]
 Reason = Annotated[SafeLine, Field(max_length=500)]
@@ -201,15 +202,16 @@ class CompleteMany(Wire):
 
     items: list[CompleteItem] = Field(min_length=1, max_length=500)
 
-    @model_validator(mode="after")
-    def _bounded_files(self) -> CompleteMany:
-        files = sum(len(item.files) for item in self.items)
+    @field_validator("items")
+    @classmethod
+    def _bounded_files(cls, items: list[CompleteItem]) -> list[CompleteItem]:
+        files = sum(len(item.files) for item in items)
         if files > MAX_COMPLETION_FILES:
             raise ValueError(
                 f"{files} output files in one call, more than {MAX_COMPLETION_FILES}; "
                 "send fewer items per call"
             )
-        return self
+        return items
 
 
 class CompleteOutcome(Wire):
@@ -237,12 +239,13 @@ class MergedReport(Wire):
     request_id: Id
     files: list[MergedFile] = Field(min_length=1, max_length=1000)
 
-    @model_validator(mode="after")
-    def _bounded_inputs(self) -> MergedReport:
-        inputs = sum(len(f.inputs) for f in self.files)
+    @field_validator("files")
+    @classmethod
+    def _bounded_inputs(cls, files: list[MergedFile]) -> list[MergedFile]:
+        inputs = sum(len(f.inputs) for f in files)
         if inputs > MAX_MERGED_INPUTS:
             raise ValueError(f"{inputs} input files in one report, more than {MAX_MERGED_INPUTS}")
-        return self
+        return files
 
 
 class MergedAck(Wire):
