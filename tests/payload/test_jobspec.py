@@ -90,3 +90,35 @@ def test_wrapper_exit_status_table() -> None:
     statuses = list(codes.WRAPPER_EXIT_STATUS.values())
     assert len(set(statuses)) == len(statuses)
     assert all(1 <= s <= 255 for s in statuses)
+
+
+def test_fail_modes_are_the_ones_faults_implements() -> None:
+    from typing import get_args
+
+    from prodagent.payload.faults import MODES
+    from prodagent.payload.jobspec import FailMode
+
+    assert sorted(get_args(FailMode)) == sorted(MODES)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"params": {"ecm": float("inf")}},  # Pythia cannot run at infinite energy
+        {"params": {"pthatmin": float("nan")}},
+        {"fail": {"mode": "exit", "message": "line\nbreak"}},  # becomes an env variable / argument
+        {"fail": {"mode": "exit", "salt": "x" * 201}},
+        {"transformation": "command", "params": {"argv": ["echo", ""]}},  # an empty argument
+    ],
+)
+def test_values_a_child_cannot_take_are_refused(overrides: dict) -> None:
+    with pytest.raises(ValidationError):
+        JobSpec(**pythia_spec(**overrides))
+
+
+def test_the_service_checks_parameters_with_the_jobspec_models() -> None:
+    """One definition: the workflow's `pythia` parameters are the job spec's PythiaParams."""
+    from prodrequest.spec import TRANSFORMATIONS
+
+    assert issubclass(TRANSFORMATIONS["pythia"], PythiaParams)
+    assert set(PythiaParams.model_fields) <= set(TRANSFORMATIONS["pythia"].model_fields)
