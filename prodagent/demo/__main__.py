@@ -7,14 +7,21 @@ Pythia events split into many jobs with injected failures of several classes, sh
 while it runs, acts as the operator for a job paused on a fatal error, and ends with a summary:
 events requested, produced and merged (read back from the merged ROOT files), jobs by final
 state, error-handler decisions by class, files and sizes. Everything it started is stopped.
+
+Ctrl-C (SIGINT), SIGTERM and SIGHUP (its terminal closed) stop the production: ProdManager, the
+agent's supervisor and components, and every payload still running are stopped, what was stopped
+is listed, and it exits 128 + the signal number (130, 143, 129).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
+import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +30,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from prodagent.demo.stack import AgentProcesses, Manager, write_agent_config
+from prodagent.demo.stack import AgentProcesses, Manager, stop_leftovers, write_agent_config
 from prodagent.jobs import summary
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,6 +38,57 @@ DEFAULT_WORKFLOW = ROOT / "etc" / "workflows" / "minbias_demo.yaml"
 # job index -> failure mode on the first attempt: one of each class the error handler knows.
 FAIL_PLAN = "2:exit,5:memory,8:nooutput,11:empty,14:noendofjob,17:fatal"
 console = Console()
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Interrupted(Exception):
+    """A stop signal arrived: unwind to the cleanup."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class StopSignals:
+    """Turns SIGINT, SIGTERM and SIGHUP into `Interrupted`, except inside `shielded()` blocks
+    (starting a process must not be cut between its launch and its being recorded), where the
+    signal is held until the block ends. Once one has arrived, later ones are ignored: the
+    cleanup must run to its end."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._shield = 0
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if self.received is not None:
+            return
+        self.received = signum
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        if not self._shield:
+            raise Interrupted(signum)
+
+    def hold(self) -> None:
+        """From now on a stop signal is only recorded (the cleanup has begun)."""
+        self._shield += 1
+
+    @contextlib.contextmanager
+    def shielded(self) -> Iterator[None]:
+        self._shield += 1
+        try:
+            yield
+        finally:
+            self._shield -= 1
+        if self.received is not None and not self._shield:
+            raise Interrupted(self.received)
+
+
+def say(text: str) -> None:
+    """Print, even when the terminal is gone (SIGHUP): the cleanup must not die of it."""
+    with contextlib.suppress(OSError, ValueError):
+        console.print(text, highlight=False)
 
 
 def load_workflow(path: Path, fail_plan: str | None) -> dict[str, Any]:
@@ -128,45 +186,69 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
+    signals = StopSignals()
     manager = Manager(workdir / "prodmanager", f"sqlite:///{workdir / 'prodmanager' / 'prodmanager.db'}")
-    agent = AgentProcesses(write_agent_config(workdir / "agent.yaml", workdir / "agent", manager, slots=args.slots))
-    ok = False
+    exit_code = 1
+    agent: AgentProcesses | None = None
     try:
         console.print(f"[bold]starting ProdManager[/] on {manager.url} and agent [bold]agent1[/] in {workdir}")
-        manager.start()
-        agent.start()
+        with signals.shielded():
+            manager.start()
+        agent = AgentProcesses(write_agent_config(workdir / "agent.yaml", workdir / "agent", manager, slots=args.slots))
+        with signals.shielded():
+            agent.start()
         console.print(agent.ctl("status", check=False).stdout)
-        client = manager.client("requester", "physicist")
-        workflow = load_workflow(args.workflow, args.fail_plan)
-        request = client.submit(workflow).request
-        console.print(f"submitted request {request.id}: {request.total_events} events in {request.total_jobs} jobs; "
-                      f"injected failures: {args.fail_plan or 'none'}")
-        operator_done: set[int] = set()
-        with Live(console=console, refresh_per_second=2) as live:
-            while time.monotonic() - start < args.timeout:
-                request = client.get(request.id)
-                view = agent_view(agent)
-                live.update(progress_table(request, view, time.monotonic() - start))
-                if finished(request, view):
-                    break
-                if view["jobs"].get("production", {}).get("paused"):
-                    paused = agent.cli("jobs", "list", "--state", "paused", "--json")
-                    import json
-
-                    ids = [j["id"] for j in json.loads(paused.stdout) if j["id"] not in operator_done]
-                    if ids:
-                        live.console.print(f"operator: job(s) {ids} paused on a fatal error; inspected and resubmitted")
-                        agent.cli("jobs", "resubmit", *map(str, ids))
-                        operator_done.update(ids)
-                time.sleep(1.0)
-        time.sleep(2.5)  # let Cleanup finish the last merge
-        ok = print_summary(client.get(request.id), agent_view(agent), workdir / "agent", time.monotonic() - start)
+        exit_code = 0 if produce(args, manager, agent, start, workdir) else 1
+    except Exception as exc:
+        if signals.received is None:
+            raise
+        # The signal may surface as Interrupted, or as the failure of a child it also reached.
+        name = signal.Signals(signals.received).name
+        say(f"[bold red]interrupted by {name}[/]: stopping everything this run started"
+            + ("" if isinstance(exc, Interrupted) else f" ({exc.__class__.__name__} on the way)"))
     finally:
-        agent.stop()
-        manager.stop()
-        console.print("stopped the agent and ProdManager")
-    return 0 if ok else 1
+        signals.hold()
+        stopped = []
+        if agent is not None:
+            report = agent.stop()
+            stopped += [line.strip() for line in report.splitlines() if line.strip()]
+        pm = manager.stop()
+        if pm:
+            stopped.append(f"{pm} stopped")
+        stopped += [f"{line} stopped" for line in stop_leftovers(workdir)]
+        if signals.received is not None:
+            say("stopped:\n  " + "\n  ".join(stopped or ["nothing was running"]))
+        else:
+            say("stopped the agent and ProdManager")
+    return 128 + signals.received if signals.received is not None else exit_code
 
+def produce(args: argparse.Namespace, manager: Manager, agent: AgentProcesses, start: float, workdir: Path) -> bool:
+    """Submit the request, follow it to its end (acting as the operator), print the summary."""
+    import json
+
+    client = manager.client("requester", "physicist")
+    workflow = load_workflow(args.workflow, args.fail_plan)
+    request = client.submit(workflow).request
+    console.print(f"submitted request {request.id}: {request.total_events} events in {request.total_jobs} jobs; "
+                  f"injected failures: {args.fail_plan or 'none'}")
+    operator_done: set[int] = set()
+    with Live(console=console, refresh_per_second=2) as live:
+        while time.monotonic() - start < args.timeout:
+            request = client.get(request.id)
+            view = agent_view(agent)
+            live.update(progress_table(request, view, time.monotonic() - start))
+            if finished(request, view):
+                break
+            if view["jobs"].get("production", {}).get("paused"):
+                paused = agent.cli("jobs", "list", "--state", "paused", "--json")
+                ids = [j["id"] for j in json.loads(paused.stdout) if j["id"] not in operator_done]
+                if ids:
+                    live.console.print(f"operator: job(s) {ids} paused on a fatal error; inspected and resubmitted")
+                    agent.cli("jobs", "resubmit", *map(str, ids))
+                    operator_done.update(ids)
+            time.sleep(1.0)
+    time.sleep(2.5)  # let Cleanup finish the last merge
+    return print_summary(client.get(request.id), agent_view(agent), workdir / "agent", time.monotonic() - start)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -6,8 +6,10 @@ same real processes: `prodmanager serve`, `prodAgentd start`, the local executor
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import yaml
 
 from prodagent.config import AgentConfig, load_config
@@ -89,13 +92,17 @@ class Manager:
     def client(self, role: str = "requester", name: str = "demo") -> ProdManagerClient:
         return ProdManagerClient(self.url, self.token(role, name))
 
-    def stop(self) -> None:
+    def stop(self) -> str | None:
+        """Stop the server; what was stopped (None if it was not running)."""
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+                self.proc.wait()
+            return f"ProdManager (pid {self.proc.pid})"
+        return None
 
 
 @dataclass
@@ -111,7 +118,7 @@ class AgentProcesses:
     def ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         out = subprocess.run(
             [sys.executable, "-m", "prodagent.cli.daemon_cli", "--config", str(self.config_path), *args],
-            capture_output=True, text=True, env=_env(), timeout=120,
+            capture_output=True, text=True, env=_env(), timeout=120, start_new_session=True,
         )
         if check and out.returncode != 0:
             raise RuntimeError(f"prodAgentd {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
@@ -120,14 +127,68 @@ class AgentProcesses:
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "prodagent.cli.agent_cli", "--config", str(self.config_path), *args],
-            capture_output=True, text=True, env=_env(), timeout=120,
+            capture_output=True, text=True, env=_env(), timeout=120, start_new_session=True,
         )
 
     def start(self, components: str | None = None) -> None:
         self.ctl("start", *(["--components", components] if components else []))
 
-    def stop(self) -> None:
-        self.ctl("stop", check=False)
+    def stop(self) -> str:
+        """`prodAgentd stop`: the supervisor, then every component; its report of what it stopped."""
+        out = self.ctl("stop", check=False)
+        return out.stdout + out.stderr
+
+
+def stop_leftovers(root: Path, grace_s: float = 5.0) -> list[str]:
+    """Stop every process still running from under `root`, except this one; what was stopped.
+
+    Payloads outlive the agent on purpose (detached launchers, like jobs in a batch system), and
+    a launcher that ends starts the next queued job: so look again until nothing is left.
+    """
+    stopped: list[str] = []
+    for _round in range(10):
+        procs = _running_under(root)
+        if not procs:
+            break
+        for proc, what in procs:
+            stopped.append(f"{what} (pid {proc.pid})")
+            _signal_group(proc, signal.SIGTERM)
+        if not _wait_gone([p for p, _ in procs], grace_s):
+            for proc, _cmd in procs:
+                _signal_group(proc, signal.SIGKILL)
+            _wait_gone([p for p, _ in procs], grace_s)
+    return stopped
+
+
+def _running_under(root: Path) -> list[tuple[psutil.Process, str]]:
+    prefix = f"{root}{os.sep}"
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
+        args = proc.info["cmdline"] or []
+        if proc.info["pid"] == os.getpid() or proc.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        if any(arg == str(root) or prefix in arg for arg in args):
+            module = args[args.index("-m") + 1] if "-m" in args[:-1] else Path(args[0]).name
+            found.append((proc, module))
+    return found
+
+
+def _signal_group(proc: psutil.Process, sig: int) -> None:
+    with contextlib.suppress(psutil.Error, OSError):
+        if os.getpgid(proc.pid) == proc.pid:  # a launcher or payload leads its own group
+            os.killpg(proc.pid, sig)
+        proc.send_signal(sig)
+
+
+def _wait_gone(procs: list[psutil.Process], timeout_s: float) -> bool:
+    from prodagent.runtime.pidfiles import gone
+
+    deadline = time.monotonic() + timeout_s
+    while not all(not p.is_running() or gone(p.pid) for p in procs):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def write_agent_config(path: Path, workdir: Path, manager: Manager, db_url: str | None = None,
