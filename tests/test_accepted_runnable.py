@@ -100,8 +100,10 @@ class Manager:
     pull: PullService
 
     def lease(self, doc: dict[str, Any]) -> list[Allocation]:
-        """Submit `doc` as a requester would, and lease all of its allocations."""
-        self.requests.submit(Principal("alice", Role.REQUESTER), validate_workflow(doc))
+        """Submit `doc` as a requester would (an operator: a `command` payload), and lease all
+        of its allocations."""
+        role = Role.OPERATOR if "command" in doc["payload"] else Role.REQUESTER
+        self.requests.submit(Principal("alice", role), validate_workflow(doc))
         agent = Principal("agent-token", Role.AGENT)
         out: list[Allocation] = []
         while batch := self.pull.acquire(agent, AGENT, AcquireRequest(jobs=100)).allocations:
