@@ -76,7 +76,8 @@ async def _on_invalid(_request: Request, exc: RequestValidationError) -> JSONRes
     found = exc.errors()
     errors = [
         {
-            "path": _path(list(err["loc"])),
+            # json_invalid locates by character offset, not by field
+            "path": "(body)" if err["type"] == "json_invalid" else _path(list(err["loc"])),
             "message": "unknown key"
             if err["type"] == "extra_forbidden"
             else printable(str(err["msg"]), 300),
