@@ -63,3 +63,10 @@ def printable(value: str, limit: int = 80) -> str:
     if text_problem(shown) is None:
         return shown
     return shown.encode("unicode_escape", "backslashreplace").decode("ascii")
+
+
+def one_line(value: str, limit: int = 500) -> str:
+    """`value` made acceptable as a single-line field (for clients that pass on text they did
+    not write, such as a job's failure reason): controls become spaces, surrogates `?`."""
+    cleaned = _CONTROL.sub(" ", _SURROGATE.sub("?", value))
+    return " ".join(cleaned.split())[:limit]

@@ -187,3 +187,14 @@ def test_description_may_hold_newlines_and_tabs(server: Server) -> None:
     wf = mc_workflow("multiline", 500, 100, description="first line\n\tindented second")
     rid = alice.submit(wf).request.id
     assert alice.get(rid).spec["description"] == "first line\n\tindented second"
+
+
+def test_one_line_makes_any_text_a_valid_reason() -> None:
+    """What clients use for text they pass on (a job's failure output): always accepted."""
+    from prodmanager.models import ReleaseRequest
+    from prodmanager.text import one_line, text_problem
+
+    for raw in ("exit 1\nTraceback\x1b[0m", "a\u202eb\ud800", "x" * 2000, "\x00\x85\u2028"):
+        cleaned = one_line(raw)
+        assert text_problem(cleaned) is None and len(cleaned) <= 500
+        assert ReleaseRequest(lease_token="t", reason=cleaned).reason == cleaned
