@@ -6,8 +6,8 @@ transition with its class and reason, and logged.
 
 Reconciliation: every `reconcile_s`, failed jobs (submitfailed, jobfailed, lost) left undecided
 for longer than that (their `JobFailed` was lost) are decided the same way. Jobs whose cool-off
-is over but whose `RetryJob` never came are JobCreator's to reconcile (`retry_delay` is the
-policy both use).
+is over but whose `RetryJob` never came are JobCreator's to reconcile (`cooloffs_over`, with
+the policy both use).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
 
 from prodagent.jobs import states, store
@@ -47,6 +48,18 @@ def retry_delay(settings: ErrorHandlerSettings, workflow: dict[str, Any], retry:
     policy = workflow.get("retry") or {}
     return cooloff_delay(policy.get("cooloff", settings.default_cooloff),
                          float(policy.get("base_s", settings.default_base_s)), retry)
+
+
+def cooloffs_over(conn: sa.Connection, agent: str, settings: ErrorHandlerSettings, before: float) -> list[int]:
+    """Jobs of the agent in cool-off whose cool-off ended before `before` (their RetryJob is late)."""
+    workflows: dict[str, dict[str, Any]] = {}
+    due = []
+    for job in store.jobs_in(conn, agent, [states.COOLOFF], updated_before=before):
+        if job.request_id not in workflows:
+            workflows[job.request_id] = store.workflow_for_request(conn, job.request_id) or {}
+        if job.updated_at + retry_delay(settings, workflows[job.request_id], job.retry) < before:
+            due.append(job.id)
+    return due
 
 
 class ErrorHandler(Component):

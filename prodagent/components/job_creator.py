@@ -15,6 +15,7 @@ batch back, and the message is handled again.
 from __future__ import annotations
 
 import errno
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from prodagent.components.error_handler import ErrorHandlerSettings, cooloffs_over
 from prodagent.jobs import states, store
 from prodagent.jobs.layout import Layout
 from prodagent.jobs.specs import (
@@ -59,6 +61,7 @@ class JobCreatorSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # Job specs written at once: each is fsync'ed, and the waits overlap instead of adding up.
     write_workers: int = Field(8, ge=1)
+    reconcile_s: float = Field(60.0, gt=0)  # allocations and cool-offs left waiting this long: acted on
 
 
 class JobCreator(Component):
@@ -78,6 +81,21 @@ class JobCreator(Component):
         if created:
             ctx.publish("JobCreated", {"job_ids": created})
             self.log.info("created %d job(s) for %d allocation(s)", len(created), len(payload["allocation_ids"]))
+
+    def reconcile(self, ctx: Context) -> None:
+        """Allocations still `acquired`, and cool-offs over, for longer than `reconcile_s`: their
+        `AllocationAcquired` or `RetryJob` was lost. The handlers do the work (idempotent, under lock)."""
+        agent, before = self.config.agent.name, time.time() - self.settings.reconcile_s
+        waiting = [a.id for a in store.allocations_in(ctx.conn, agent, [ACQUIRED]) if a.acquired_at < before]
+        if waiting:
+            self.log.warning("%d allocation(s) acquired but without jobs (AllocationAcquired lost?): creating",
+                             len(waiting))
+            self.on_allocation(ctx, {"allocation_ids": waiting})
+        policy = self.config.component_settings("ErrorHandler", ErrorHandlerSettings)
+        due = cooloffs_over(ctx.conn, agent, policy, before)
+        if due:
+            self.log.warning("%d job(s) past their cool-off (RetryJob lost?): retrying", len(due))
+            self.on_retry(ctx, {"job_ids": due, "reason": "retry after cool-off (reconciled)"})
 
     def _create_for(self, ctx: Context, allocation_ids: list[str]) -> list[int]:
         """Jobs of every allocation still `acquired`: built in memory one allocation at a time,

@@ -22,12 +22,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from prodagent.batch.base import BatchJob, BatchPlugin
 from prodagent.batch.registry import configured_plugin
-from prodagent.jobs import states, store
+from prodagent.jobs import allocations, states, store
 from prodagent.jobs.layout import Layout
 from prodagent.runtime.component import Component, Context, handles
 
 JOB_WRAPPER = ["-m", "prodagent.payload.runjob"]
-GIVEN_UP = ("lost", "recalled")  # allocation states whose live jobs are killed
+GIVEN_UP = (allocations.LOST, allocations.RECALLED)  # allocation states whose live jobs are killed
 
 
 class SubmitterSettings(BaseModel):
