@@ -51,7 +51,7 @@ from prodmanager.models import (
     RenewResult,
     Role,
 )
-from prodmanager.states import AllocationState, RequestState
+from prodmanager.states import AllocationState, RequestState, check_allocation_transition
 from prodrequest.spec import Sites
 
 log = logging.getLogger(__name__)
@@ -344,6 +344,7 @@ class PullService:
         if _already(row, report.lease_token, agent_name, AllocationState.DONE):
             return _ack(row, AllocationState.DONE, row.events_done, 0, len(report.files)), -1
         row = _held(conn, allocation_id, row, report.lease_token, agent_name)
+        check_allocation_transition(row.state, AllocationState.DONE)
         self._check_events(row, report.events_done)
         finished = q.finish(
             conn,
@@ -373,6 +374,7 @@ class PullService:
             if req.failed and _already(row, req.lease_token, agent_name, AllocationState.FAILED):
                 return _ack(row, AllocationState.FAILED, 0, 0, 0), -1
             row = _held(conn, allocation_id, row, req.lease_token, agent_name)
+            check_allocation_transition(row.state, target)
             reason = req.reason or ("failed" if req.failed else "released")
             if req.failed:
                 changed = q.finish(

@@ -66,3 +66,9 @@ ALLOCATION_TRANSITIONS: dict[AllocationState, frozenset[AllocationState]] = {
     A.FAILED: frozenset(),
     A.RECALLED: frozenset(),
 }
+
+
+def check_allocation_transition(current: str, target: str) -> None:
+    """Raise IllegalTransition unless the table allows current -> target."""
+    if AllocationState(target) not in ALLOCATION_TRANSITIONS[AllocationState(current)]:
+        raise IllegalTransition(f"allocation in state '{current}' cannot go to '{target}'", state=current)
