@@ -49,3 +49,33 @@ def test_bulk_transition_applies_the_table_and_records_history(db_url) -> None:
         assert store.history(conn, ids[0])[-1].retry == 1
         assert store.count_by_state(conn, "a") == {("production", "created"): 3, ("production", "submitted"): 2}
     engine.dispose()
+
+
+def test_file_state_table_is_enforced_by_the_store(db_url) -> None:
+    from prodagent.jobs import file_states as fs
+
+    assert all(t in fs.ALL_STATES for targets in fs.TRANSITIONS.values() for t in targets)
+    upgrade(db_url)
+    engine = make_engine(db_url)
+
+    def f(name: str, kind: str = fs.UNMERGED, state: str = fs.NEW) -> dict:
+        return {"lfn": f"/store/{name}", "pfn": f"/data/{name}", "dataset_id": 1, "job_id": 1, "kind": kind,
+                "state": state, "size": 1, "adler32": "00000001", "events": 1}
+
+    with engine.begin() as conn:
+        with pytest.raises(IllegalTransition, match="registered as 'new'"):
+            store.insert_files(conn, [f("a"), f("b", state=fs.MERGED)])  # nothing of the batch is written
+        with pytest.raises(IllegalTransition, match="registered as 'final'"):
+            store.insert_files(conn, [f("m", kind=fs.MERGED_KIND, state=fs.NEW)])
+        store.insert_files(conn, [f("a"), f("b"), f("m", kind=fs.MERGED_KIND, state=fs.FINAL)])
+        ids = [r.id for r in store.select_files(conn, kind=fs.UNMERGED)]
+        assert len(ids) == 2
+        with pytest.raises(IllegalTransition, match="'new' -> 'cleaned'"):
+            store.set_file_states(conn, ids, fs.NEW, fs.CLEANED)
+        with pytest.raises(IllegalTransition, match="'final' -> 'cleaned'"):
+            store.set_file_states(conn, ids, fs.FINAL, fs.CLEANED)
+        assert store.assign_merge(conn, ids, merge_job_id=7) == 2
+        assert store.set_file_states(conn, ids, fs.MERGING, fs.MERGED) == 2
+        assert store.set_file_states(conn, ids, fs.MERGING, fs.MERGED) == 0  # already moved: left alone
+        assert store.set_file_states(conn, ids, fs.MERGED, fs.CLEANED) == 2
+        assert [r.state for r in store.select_files(conn)] == [fs.CLEANED, fs.CLEANED, fs.FINAL]
