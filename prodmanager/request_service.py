@@ -225,6 +225,7 @@ class RequestService:
         def work(conn: sa.Connection) -> int:
             row = _request_or_404(conn, request_id)
             require_visible(principal, request_id, row.owner)
+            check_command_permission(principal, json.loads(row.spec))
             if row.state not in FINISHED:
                 raise Conflict(
                     f"request is {row.state}; clone it once it is completed, failed, aborted or "

@@ -75,7 +75,14 @@ def test_command_payloads_need_their_own_permission(server: Server) -> None:
     assert env.db.read(q.table_counts) == before
 
     carol = ProdManagerClient(server.url, create_token(env.db, "carol", "requester", True))
-    assert carol.submit(doc).request.owner == "carol"
+    request = carol.submit(doc).request
+    assert request.owner == "carol"
+    carol.abort(request.id)
+    # A token of the same name without the permission may not run the command again by cloning.
+    plain_carol = ProdManagerClient(server.url, create_token(env.db, "carol", "requester"))
+    with pytest.raises(Forbidden, match="command"):
+        plain_carol.clone(request.id)
+    assert carol.clone(request.id).created
     ops = client(server, "ops")  # operators have it by role
     assert ops.submit(mc_workflow("ops-commands", 500, 100, payload=COMMAND)).created
 
