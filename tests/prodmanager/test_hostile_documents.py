@@ -366,3 +366,17 @@ def test_yaml_1_2_reads_what_is_written(server: Server) -> None:
         assert spec["payload"]["parameters"]["flag"] == "yes"
     else:
         assert r.status_code == 422, r.text
+
+
+def test_depth_scan_counts_structure_not_text() -> None:
+    """Brackets inside strings are text; 32 levels pass, 33 do not."""
+    from prodrequest.loader import MAX_DEPTH, WorkflowInvalid, load_json
+
+    assert load_json(b'{"a": "' + b"[{" * 100 + b'\\"]"}') == {"a": "[{" * 100 + '"]'}
+    assert load_json(b"[" * MAX_DEPTH + b"]" * MAX_DEPTH) is not None
+    try:
+        load_json(b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1))
+    except WorkflowInvalid as exc:
+        assert "nested more than 32 levels" in str(exc)
+    else:
+        raise AssertionError("33 levels accepted")
