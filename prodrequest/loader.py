@@ -51,6 +51,7 @@ MAX_DOCUMENT_BYTES = 1024 * 1024
 MAX_DEPTH = 32  # nesting of mappings and lists
 MAX_KEYS = 1000  # keys in one mapping
 MAX_NODES = 100_000  # values in one YAML document (each costs Python objects while composing)
+MAX_JSON_VALUES = 250_000  # values in one JSON body (a merged report names up to 100,000 files)
 MAX_KEY_CHARS = 200
 MAX_ERRORS = 50  # errors reported; the rest are counted
 MAX_INT_DIGITS = 19  # longer digit strings are never converted (int() of 5,000 digits fails)
@@ -145,7 +146,7 @@ def parse_yaml(text: str) -> Any:
 
 
 def parse_json(text: str) -> Any:
-    _check_json_depth(text)
+    _check_json_shape(text)
     try:
         return json.loads(
             text,
@@ -171,13 +172,16 @@ _DELTA[ord("[")] = _DELTA[ord("{")] = 1
 _DELTA[ord("]")] = _DELTA[ord("}")] = -1
 
 
-def _check_json_depth(text: str) -> None:
-    """Refuse nesting deeper than MAX_DEPTH before json.loads sees the text (its C scanner
-    recurses once per level). Strings are cut out, then everything but brackets; two rounds
+def _check_json_shape(text: str) -> None:
+    """Refuse nesting deeper than MAX_DEPTH, or more than MAX_JSON_VALUES values, before
+    json.loads sees the text (its C scanner recurses once per level, and builds every value).
+    Strings are cut out (the commas left separate values), then everything but brackets; two rounds
     of removing innermost pairs shrink ordinary documents to almost nothing, and a running sum
     over what is left (C iteration, no Python loop per character) gives the depth."""
-    brackets = _JSON_STRING.sub("", text).encode("utf-8", "surrogatepass")
-    brackets = brackets.translate(None, _NOT_BRACKETS)
+    structure = _JSON_STRING.sub("", text)
+    if structure.count(",") >= MAX_JSON_VALUES:
+        raise _invalid(f"more than {MAX_JSON_VALUES} values")
+    brackets = structure.encode("utf-8", "surrogatepass").translate(None, _NOT_BRACKETS)
     for _ in range(2):
         brackets = _INNERMOST_PAIR.sub(b"", brackets)
     depth = max(accumulate(map(_DELTA.__getitem__, brackets)), default=0)

@@ -299,6 +299,12 @@ CASES: list[tuple[str, bytes, str | None, str]] = [
         None,
         "(document)",
     ),
+    (
+        "values_300k_json",
+        json_doc(put("payload.parameters.xs", "X"), {"X": "[" + "1," * 300_000 + "1]"}),
+        JSON,
+        "(document)",
+    ),
 ]
 
 

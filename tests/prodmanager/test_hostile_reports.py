@@ -205,6 +205,12 @@ def cases(a: Allocation) -> list[tuple[str, str, Any, str]]:
         ),
         ("completions_not_an_object", "/a1/completions", b"[1, 2, 3]", "(body)"),
         ("completions_malformed", "/a1/completions", b'{"items": [', "(body)"),
+        (
+            "completions_300k_values",
+            "/a1/completions",
+            b'{"items": [' + b"[1]," * 300_000 + b"1]}",
+            "(body)",
+        ),
         ("completions_duplicate_key", "/a1/completions", b'{"items": [], "items": []}', "items"),
         # merged files
         (
