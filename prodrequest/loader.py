@@ -137,7 +137,7 @@ def parse_yaml(text: str) -> Any:
     except _Refused as exc:
         raise WorkflowInvalid([FieldError(exc.path, exc.message)]) from None
     except yaml.YAMLError as exc:
-        raise _invalid(f"malformed YAML: {_yaml_problem(exc)}") from None
+        raise _invalid(f"malformed YAML: {printable(_yaml_problem(exc), 300)}") from None
     except (RecursionError, ValueError, TypeError, OverflowError) as exc:
         raise _invalid(f"YAML document could not be read: {type(exc).__name__}") from None
     if len(documents) != 1:
