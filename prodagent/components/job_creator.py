@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from prodagent.components.error_handler import ErrorHandlerSettings, cooloffs_over
 from prodagent.jobs import states, store
+from prodagent.jobs.allocations import ACQUIRED, ACTIVE, UNRUNNABLE
 from prodagent.jobs.layout import Layout
 from prodagent.jobs.specs import (
     WorkflowUnrunnable,
@@ -40,8 +41,6 @@ from prodagent.jobs.specs import (
 from prodagent.payload.jobspec import JobSpec
 from prodagent.runtime.component import Component, Context, handles
 from prodrequest.spec import MonteCarloWorkflow
-
-ACQUIRED, ACTIVE, UNRUNNABLE = "acquired", "active", "unrunnable"  # allocation states
 
 #: OSErrors of the agent's disk, not of an allocation: the batch is retried, nobody given up
 _ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EMFILE, errno.ENFILE})
