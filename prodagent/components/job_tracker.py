@@ -3,12 +3,19 @@
 Publishes what it learns: `JobSuccess` (job report says success; production outputs are
 registered as unmerged files), `JobFailed` (the report says failure, the batch system failed the
 job, or the batch system no longer knows it: `lost`, never silently left running).
+
+Read, then call, then record: the active jobs are read in one short transaction, the batch
+system is asked and the reports are read with no transaction open (a slow `condor_q` never holds
+the database), and what was learned is recorded in another short transaction. Recording is
+idempotent: a job that moved meanwhile (killed, say) is left as it is, and only jobs that did
+move are published.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,9 +39,13 @@ class TrackerSettings(BaseModel):
     query_chunk: int = Field(20000, ge=1)
 
 
+T = TypeVar("T")
+
+
 class JobTracker(Component):
     name = "JobTracker"
     Settings = TrackerSettings
+    tick_in_transaction = False  # the batch query runs with no transaction open
 
     def setup(self) -> None:
         self.plugin: BatchPlugin = configured_plugin(self.config)
@@ -44,9 +55,14 @@ class JobTracker(Component):
     def teardown(self) -> None:
         self.plugin.close()
 
-    def tick(self, ctx: Context) -> None:
+    def _in_transaction(self, ctx: Context | None, work: Callable[[Context], T]) -> T:
+        """`work` in the caller's transaction when given one (a benchmark), else in a short one."""
+        return work(ctx) if ctx is not None else self.transaction(work)
+
+    def tick(self, ctx: Context | None = None) -> None:
         started = time.perf_counter()
-        active = store.jobs_in(ctx.conn, self.config.agent.name, states.IN_BATCH, columns=ACTIVE_COLUMNS)
+        active = self._in_transaction(ctx, lambda c: store.jobs_in(
+            c.conn, self.config.agent.name, states.IN_BATCH, columns=ACTIVE_COLUMNS))
         if not active:
             return
         by_name = {Layout.batch_name(j.name, j.retry): j for j in active}
@@ -91,23 +107,28 @@ class JobTracker(Component):
                 else:
                     failed[job.id] = {"error_class": None, "error_code": report.error_code,
                                       "error_reason": report.error_reason or "job report: failed", **usage}
-        store.transition(ctx.conn, running, states.RUNNING, "running")
-        store.transition(ctx.conn, lost, states.LOST, "the batch system no longer knows the job",
-                         error_class="Lost", error_code=LOST_CODE, per_job=lost)
-        done = store.transition(ctx.conn, failed, states.JOBFAILED, "the job failed", per_job=failed)
-        ok = store.transition(ctx.conn, succeeded, states.SUCCESS, "job report: success",
-                              error_class=None, per_job=succeeded)
-        ok_ids = set(ok.ids)
-        self._register_outputs(ctx, [j for j in active if j.id in ok_ids], reports)
-        if ok.ids:
-            ctx.publish("JobSuccess", {"job_ids": ok.ids})
-        bad = sorted(set(done.ids) | set(lost))
-        if bad:
-            ctx.publish("JobFailed", {"job_ids": bad})
+
+        def record(c: Context) -> tuple[list[int], list[int]]:
+            store.transition(c.conn, running, states.RUNNING, "running")
+            gone = store.transition(c.conn, lost, states.LOST, "the batch system no longer knows the job",
+                                    error_class="Lost", error_code=LOST_CODE, per_job=lost)
+            done = store.transition(c.conn, failed, states.JOBFAILED, "the job failed", per_job=failed)
+            ok = store.transition(c.conn, succeeded, states.SUCCESS, "job report: success",
+                                  error_class=None, per_job=succeeded)
+            ok_ids = set(ok.ids)
+            self._register_outputs(c, [j for j in active if j.id in ok_ids], reports)
+            if ok.ids:
+                c.publish("JobSuccess", {"job_ids": ok.ids})
+            bad = sorted(set(done.ids) | set(gone.ids))
+            if bad:
+                c.publish("JobFailed", {"job_ids": bad})
+            return ok.ids, bad
+
+        ok_ids, bad = self._in_transaction(ctx, record)
         self.last_cycle_s = time.perf_counter() - started
-        if running or ok.ids or bad:
+        if running or ok_ids or bad:
             self.log.info("cycle over %d active job(s) in %.2fs: %d running, %d succeeded, %d failed",
-                          len(active), self.last_cycle_s, len(running), len(ok.ids), len(bad))
+                          len(active), self.last_cycle_s, len(running), len(ok_ids), len(bad))
 
     def _report(self, job: Any) -> JobReport | None:
         try:

@@ -1,0 +1,59 @@
+"""JobTracker reads, then asks the batch system with no transaction open, then records."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import pytest
+
+from prodagent.batch.base import BatchStatus
+from prodagent.batch.emulator import JobEmulator, JobEmulatorOptions
+from prodagent.components.job_submitter import batch_job
+from prodagent.components.job_tracker import JobTracker
+from prodagent.jobs import states
+from prodagent.runtime.component import Component
+from tests.components.merge_env import MergeWorld
+from tests.components.test_reconcile import add_jobs, move
+
+
+@pytest.fixture
+def world(db_url: str, tmp_path: Path) -> Iterator[MergeWorld]:
+    made = MergeWorld(tmp_path, db_url)
+    yield made
+    made.close()
+
+
+class WatchedEmulator(JobEmulator):
+    """The JobEmulator, noting how many database connections were in use at each query."""
+
+    def __init__(self, options: JobEmulatorOptions, workdir: Path, engine) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(options, workdir)
+        self.engine = engine
+        self.in_use_at_query: list[int] = []
+
+    def query(self, job_ids: Iterable[str]) -> dict[str, BatchStatus]:
+        self.in_use_at_query.append(self.engine.pool.checkedout())
+        return super().query(job_ids)
+
+
+def test_the_batch_query_runs_with_no_transaction_open(world: MergeWorld, tmp_path: Path) -> None:
+    assert JobTracker.tick_in_transaction is False and Component.tick_in_transaction is True
+    ids = add_jobs(world, 3)
+    move(world, ids, states.SUBMITTED)
+    plugin = WatchedEmulator(JobEmulatorOptions(duration={"value_s": 0.0}, outcomes=[]), tmp_path / "emu",
+                             world.service.engine)
+    jobs = [world.job(i) for i in ids]
+    assert len(plugin.submit([batch_job(j, "emulator", sys.executable) for j in jobs])) == 3
+    tracker = world.component(JobTracker)
+    tracker.plugin = plugin
+    try:
+        tracker.tick(None)  # as the runner calls it: no transaction given
+    finally:
+        tracker.teardown()
+
+    assert plugin.in_use_at_query == [0]  # no connection held, so no transaction, while the batch was asked
+    assert {world.job(i).state for i in ids} == {states.SUCCESS}
+    assert world.messages("JobSuccess", component="MergeSensor") == [{"job_ids": ids}]
+    assert len(world.files(kind="unmerged")) == 3  # outputs recorded in the same short transaction
