@@ -5,6 +5,11 @@ stay `created` and go at the next tick. Before submitting, the plugin is asked w
 already holds (each carries the agent's id), so a submitter that crashed between submitting and
 committing never submits an attempt twice. Also kills jobs on request (`KillJobs`).
 
+Read, then call, then record: the tick reads the `created` jobs and the room per site in one
+short transaction, asks the batch system (what it holds, then submit) with no transaction open,
+and records the outcome in another; `JobCreated` only asks for a tick at once. If recording
+fails, the next tick finds the attempts already in the batch system and records them then.
+
 Nothing waits on a lost message: the tick submits every `created` job (`JobCreated` only makes
 it sooner), and every `reconcile_s` the live jobs of allocations given up (lost or recalled) are killed, as
 their `KillJobs` would have done (a kill already done is left as it is). (A lost `KillJobs` of an
@@ -17,7 +22,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
 
 from prodagent.batch.base import BatchJob, BatchPlugin
@@ -53,6 +57,7 @@ def batch_job(job: Any, site: str, python: str) -> BatchJob:
 class JobSubmitter(Component):
     name = "JobSubmitter"
     Settings = SubmitterSettings
+    tick_in_transaction = False  # submitting runs with no transaction open
 
     def setup(self) -> None:
         import sys
@@ -65,28 +70,30 @@ class JobSubmitter(Component):
 
     @handles("JobCreated")
     def on_created(self, ctx: Context, payload: dict[str, Any]) -> None:
-        self.submit(ctx, payload["job_ids"])
+        self.tick_now = True  # submit from the tick: no batch-system call inside the handler's transaction
 
-    def tick(self, ctx: Context) -> None:
-        waiting = store.jobs_in(ctx.conn, self.config.agent.name, [states.CREATED], limit=self.settings.bulk_size)
+    def tick(self, _ctx: Context | None = None) -> None:
+        agent = self.config.agent.name
+        waiting, in_batch = self.transaction(lambda c: (
+            store.jobs_in(c.conn, agent, [states.CREATED], limit=self.settings.bulk_size),
+            store.in_batch_by_site(c.conn, agent),
+        ))
         if waiting:
-            self.submit(ctx, [j.id for j in waiting])
+            self.submit(waiting, in_batch)
 
-    def _room(self, conn: sa.Connection) -> dict[str, int]:
+    def _room(self, in_batch_by_site: dict[str, int]) -> dict[str, int]:
         """Free places per site: limit minus this agent's jobs already in the batch system there."""
-        in_batch = Counter(store.in_batch_by_site(conn, self.config.agent.name))
+        in_batch = Counter(in_batch_by_site)
         room = {}
         for site in self.plugin.capacity():
             limit = int(site.slots * (1 + self.settings.max_queued_per_slot))
             room[site.site] = max(0, limit - in_batch.get(site.site, 0))
         return room
 
-    def submit(self, ctx: Context, job_ids: list[int]) -> None:
-        jobs = [j for j in store.jobs(ctx.conn, job_ids) if j.state == states.CREATED]
-        if not jobs:
-            return
-        jobs.sort(key=lambda j: (j.job_type != "merge", j.id))  # merges free disk: first
-        room = self._room(ctx.conn)
+    def submit(self, jobs: list[Any], in_batch: dict[str, int]) -> None:
+        """Submit these `created` jobs within each site's room; record the outcome (no transaction open)."""
+        jobs = sorted(jobs, key=lambda j: (j.job_type != "merge", j.id))  # merges free disk: first
+        room = self._room(in_batch)
         chosen: list[tuple[Any, str]] = []
         for job in jobs:
             site = next((s for s, free in room.items() if free > 0), None)
@@ -106,12 +113,16 @@ class JobSubmitter(Component):
         if fresh:
             accepted.update(self.plugin.submit(fresh))
         per_job = {names[n][0].id: {"batch_id": bid, "site": names[n][1]} for n, bid in accepted.items() if n in names}
-        store.transition(ctx.conn, per_job, states.SUBMITTED, "submitted", per_job=per_job)
         refused = [j.id for n, (j, _s) in names.items() if n not in accepted]
-        if refused:
-            store.transition(ctx.conn, refused, states.SUBMITFAILED, "the batch system refused the job",
-                             error_class="SubmitFailed")
-            ctx.publish("JobFailed", {"job_ids": refused})
+
+        def record(c: Context) -> None:
+            store.transition(c.conn, per_job, states.SUBMITTED, "submitted", per_job=per_job)
+            failed = store.transition(c.conn, refused, states.SUBMITFAILED, "the batch system refused the job",
+                                      error_class="SubmitFailed")
+            if failed.ids:
+                c.publish("JobFailed", {"job_ids": failed.ids})
+
+        self.transaction(record)
         if known:
             self.log.warning("%d attempt(s) were already in the batch system; not submitted again", len(known))
         self.log.info("submitted %d job(s), %d refused", len(per_job) - len(known), len(refused))
