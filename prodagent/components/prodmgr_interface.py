@@ -20,7 +20,6 @@ when the outage starts, one line when it ends. Everything else in the agent goes
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -35,11 +34,11 @@ from prodagent.runtime.component import Component, Context, handles
 from prodmanager import errors as pm_errors
 from prodmanager.client import ProdManagerClient, ServerUnavailable
 from prodmanager.models import Allocation, CompleteOutcome, LeaseStatus, MergedFile, OutputFile
+from prodmanager.text import one_line
 
 RENEW_CHUNK = 5000  # leases per renew call (ProdManager takes at most 10,000)
 COMPLETE_PER_CALL = 100  # allocations per bulk completion call (ProdManager takes at most 500)
 REASON_MAX = 500  # ProdManager's limit on a release reason
-CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
 ENDED = states.DONE_OK | {states.EXHAUSTED, states.KILLED}
 
 
@@ -363,8 +362,8 @@ class ProdMgrInterface(Component):
 
 
 def _reason(text: str) -> str:
-    """A reason ProdManager takes: one line, no control characters, at most REASON_MAX."""
-    return CONTROL.sub(" ", text).strip()[:REASON_MAX] or "failed"
+    """A reason ProdManager takes: one line, valid text (the door's own rule), at most REASON_MAX."""
+    return one_line(text, REASON_MAX) or "failed"
 
 
 def _json(value: Any) -> str:
