@@ -45,7 +45,13 @@ except ImportError:  # pragma: no cover - PyYAML built without LibYAML
 
 
 from prodmanager.text import printable, text_problem
-from prodrequest.spec import KINDS, MonteCarloWorkflow, ProcessingWorkflow, workflow_adapter
+from prodrequest.spec import (
+    KINDS,
+    RUNNABLE_KINDS,
+    MonteCarloWorkflow,
+    ProcessingWorkflow,
+    workflow_adapter,
+)
 
 MAX_DOCUMENT_BYTES = 1024 * 1024
 MAX_DEPTH = 32  # nesting of mappings and lists
@@ -304,7 +310,7 @@ def validate_workflow(document: Any) -> MonteCarloWorkflow | ProcessingWorkflow:
 
 
 def _kind_error(kind: Any) -> FieldError:
-    expected = "expected one of: " + ", ".join(repr(k) for k in KINDS)
+    expected = "expected one of: " + ", ".join(repr(k) for k in sorted(RUNNABLE_KINDS))
     if kind is None:
         return FieldError("kind", f"field required; {expected}")
     return FieldError("kind", f"unknown kind {kind!r}; {expected}")

@@ -71,6 +71,14 @@ def test_unknown_key_suggests_the_right_one() -> None:
     assert "did you mean 'events'?" in str(info.value)
 
 
+def test_unknown_kind_offers_only_what_agents_can_run() -> None:
+    doc = (Path(__file__).parent / "bad_workflows" / "02_unknown_kind.yaml").read_bytes()
+    with pytest.raises(WorkflowInvalid) as info:
+        load_workflow(doc)
+    (message,) = [e.message for e in info.value.errors if e.path == "kind"]
+    assert "'montecarlo'" in message and "processing" not in message, message
+
+
 def test_encoding_errors_say_what_is_expected() -> None:
     with pytest.raises(WorkflowInvalid, match="not valid UTF-8: byte 0xe9"):
         load_workflow(GENERATED[4][1])
