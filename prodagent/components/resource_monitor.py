@@ -2,6 +2,7 @@
 
 The figures land in `pa_site` (JobSubmitter and ProdMgrInterface read them) and in a
 `ResourcesAvailable` message, so that ProdMgrInterface acquires work as soon as room appears.
+The batch system is asked with no transaction open; the figures are recorded in a short one.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class ResourceMonitorSettings(BaseModel):
 class ResourceMonitor(Component):
     name = "ResourceMonitor"
     Settings = ResourceMonitorSettings
+    tick_in_transaction = False  # the batch system is asked with no transaction open
 
     def setup(self) -> None:
         self.plugin: BatchPlugin = configured_plugin(self.config)
@@ -30,11 +32,15 @@ class ResourceMonitor(Component):
     def teardown(self) -> None:
         self.plugin.close()
 
-    def tick(self, ctx: Context) -> None:
-        free = {}
-        for site in self.plugin.capacity():
-            store.upsert_site(ctx.conn, self.config.agent.name, site.site, site.slots, site.running, site.queued)
-            free[site.site] = site.free
-        if free != self.last_free:
-            ctx.publish("ResourcesAvailable", {"free": free})
-            self.last_free = free
+    def tick(self, _ctx: Context | None = None) -> None:
+        sites = self.plugin.capacity()
+        free = {site.site: site.free for site in sites}
+
+        def record(ctx: Context) -> None:
+            for site in sites:
+                store.upsert_site(ctx.conn, self.config.agent.name, site.site, site.slots, site.running, site.queued)
+            if free != self.last_free:
+                ctx.publish("ResourcesAvailable", {"free": free})
+
+        self.transaction(record)
+        self.last_free = free  # only once recorded: a failed transaction publishes again next time

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from prodagent.batch.base import BatchJob, BatchStatus
+from prodagent.batch.base import BatchJob, BatchStatus, SiteSlots
 from prodagent.batch.emulator import JobEmulator, JobEmulatorOptions
 from prodagent.components.job_submitter import JobSubmitter, batch_job
 from prodagent.components.job_tracker import JobTracker
-from prodagent.jobs import states
+from prodagent.components.resource_monitor import ResourceMonitor
+from prodagent.jobs import states, store
 from prodagent.runtime.component import Component
 from tests.components.merge_env import MergeWorld
 from tests.components.test_reconcile import add_jobs, move
@@ -36,6 +37,10 @@ class WatchedEmulator(JobEmulator):
     def query(self, job_ids: Iterable[str]) -> dict[str, BatchStatus]:
         self.in_use_at_query.append(self.engine.pool.checkedout())
         return super().query(job_ids)
+
+    def capacity(self) -> list[SiteSlots]:
+        self.in_use_at_query.append(self.engine.pool.checkedout())
+        return super().capacity()
 
     def find_submitted(self, job_ids: Iterable[str]) -> dict[str, str]:
         self.in_use_at_query.append(self.engine.pool.checkedout())
@@ -82,9 +87,22 @@ def test_submitting_runs_with_no_transaction_open(world: MergeWorld, tmp_path: P
     finally:
         submitter.teardown()
 
-    # find_submitted, then submit; never with a connection (so a transaction) held.
-    assert submitter.plugin.in_use_at_query == [0, 0]
+    # capacity, find_submitted, then submit; never with a connection (so a transaction) held.
+    assert submitter.plugin.in_use_at_query == [0, 0, 0]
     jobs = [world.job(i) for i in ids]
     # Room is the emulator's 2 slots plus 1.0 queued per slot: all three go, each recorded with its batch id.
     assert [j.state for j in jobs] == [states.SUBMITTED] * 3
     assert all(j.batch_id and j.site == "emulator" for j in jobs)
+
+
+def test_resource_figures_are_read_with_no_transaction_open(world: MergeWorld, tmp_path: Path) -> None:
+    monitor = world.component(ResourceMonitor)
+    monitor.plugin = WatchedEmulator(JobEmulatorOptions(slots=7), tmp_path / "emu", world.service.engine)
+    try:
+        monitor.tick(None)
+    finally:
+        monitor.teardown()
+    assert monitor.plugin.in_use_at_query == [0]
+    (site,) = world.tx(lambda conn: store.sites(conn, "mt"))
+    assert (site.site, site.slots) == ("emulator", 7)
+    assert monitor.last_free == {"emulator": 7}
