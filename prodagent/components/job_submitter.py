@@ -128,13 +128,7 @@ class JobSubmitter(Component):
         self.log.info("submitted %d job(s), %d refused", len(per_job) - len(known), len(refused))
 
     def reconcile(self, ctx: Context) -> None:
-        agent = self.config.agent.name
-        given_up = {a.id for a in store.allocations_in(ctx.conn, agent, GIVEN_UP)}
-        if not given_up:
-            return
-        live = store.jobs_in(ctx.conn, agent, states.ALL_STATES - states.TERMINAL - states.DONE_OK,
-                             columns=(store.J.c.id, store.J.c.allocation_id))
-        doomed = [j.id for j in live if j.allocation_id in given_up]
+        doomed = store.live_jobs_of_allocations_in(ctx.conn, self.config.agent.name, GIVEN_UP)
         if doomed:
             self.log.warning("%d live job(s) of allocations given up (KillJobs lost?): killing", len(doomed))
             self.on_kill(ctx, {"job_ids": doomed, "reason": "its allocation was given up"})

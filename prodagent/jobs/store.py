@@ -161,6 +161,16 @@ def transition_reasons(conn: sa.Connection, agent: str, to_states: Iterable[str]
     ))
 
 
+def live_jobs_of_allocations_in(conn: sa.Connection, agent: str, alloc_states: Iterable[str]) -> list[int]:
+    """Ids of the agent's jobs not yet ended whose allocation is in one of `alloc_states`."""
+    A = allocations_sql.A
+    held = sa.select(A.c.id).where(A.c.agent == agent, A.c.state.in_(sorted(set(alloc_states))))
+    live = sorted(states.ALL_STATES - states.TERMINAL - states.DONE_OK)
+    return list(conn.execute(
+        sa.select(J.c.id).where(J.c.agent == agent, J.c.state.in_(live), J.c.allocation_id.in_(held)).order_by(J.c.id)
+    ).scalars())
+
+
 def history(conn: sa.Connection, job_id: int) -> list[sa.Row]:
     return list(conn.execute(
         sa.select(pa_job_transition).where(pa_job_transition.c.job_id == job_id).order_by(pa_job_transition.c.id)
