@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -129,13 +130,19 @@ def jobs_show(ctx: click.Context, job_id: int, as_json: bool) -> None:
 
 
 def _operator_action(ctx: click.Context, ids: tuple[int, ...], request: str | None, error_class: str | None,
-                     allowed: frozenset[str], msg_type: str, reason: str) -> None:
+                     allowed: frozenset[str], msg_type: str, reason: str,
+                     record: Callable[[sa.Connection, list[int]], list[int]] | None = None) -> None:
+    """Publish `msg_type` for the chosen jobs; with `record`, first do in the same transaction
+    what the message asks (so a lost message delays the work, never loses it): the ids it returns
+    are those published."""
     if not (ids or request or error_class):
         raise click.UsageError("name jobs by id, --request or --error-class")
     service = _service(ctx)
 
     def work(conn: sa.Connection) -> list[int]:
         chosen = [j.id for j in _select_jobs(conn, service.agent, ids, None, request, error_class) if j.state in allowed]
+        if chosen and record is not None:
+            chosen = record(conn, chosen)
         if chosen:
             service.publish(conn, msg_type, {"job_ids": chosen, "reason": reason}, source=OPERATOR)
         return chosen
@@ -160,9 +167,13 @@ def jobs_resubmit(ctx: click.Context, job_ids: tuple[int, ...], request: str | N
 @click.option("--error-class")
 @click.pass_context
 def jobs_kill(ctx: click.Context, job_ids: tuple[int, ...], request: str | None, error_class: str | None) -> None:
-    """Kill jobs (in the batch system too) and stop retrying them."""
-    live = states.ALL_STATES - states.TERMINAL - states.DONE_OK
-    _operator_action(ctx, job_ids, request, error_class, frozenset(live), "KillJobs", "killed by an operator")
+    """Kill jobs (in the batch system too) and stop retrying them.
+
+    The jobs are `killed` at once, their batch jobs marked for JobSubmitter to remove; KillJobs
+    is published to have it done at once (lost, it is done at JobSubmitter's next tick)."""
+    why = "killed by an operator"
+    _operator_action(ctx, job_ids, request, error_class, store.KILLABLE, "KillJobs", why,
+                     record=lambda conn, chosen: store.kill_jobs(conn, chosen, why).ids)
 
 
 @cli.group()

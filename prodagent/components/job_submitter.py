@@ -1,19 +1,27 @@
-"""JobSubmitter: hands created jobs to the batch plugin in bulk, within each site's limit.
+"""JobSubmitter: hands created jobs to the batch plugin in bulk, within each site's limit, and
+removes killed jobs from the batch system.
 
 A site's limit is its slots plus `max_queued_per_slot` times its slots queued; jobs beyond it
 stay `created` and go at the next tick. Before submitting, the plugin is asked which attempts it
 already holds (each carries the agent's id), so a submitter that crashed between submitting and
-committing never submits an attempt twice. Also kills jobs on request (`KillJobs`).
+committing never submits an attempt twice.
 
-Read, then call, then record: the tick reads the `created` jobs and the room per site in one
-short transaction, asks the batch system (what it holds, then submit) with no transaction open,
-and records the outcome in another; `JobCreated` only asks for a tick at once. If recording
-fails, the next tick finds the attempts already in the batch system and records them then.
+Read, then call, then record: the tick reads the `created` jobs, the room per site and the
+pending kills in one short transaction, asks the batch system (kill, what it holds, submit) with
+no transaction open, and records the outcome in another; `JobCreated` only asks for a tick at
+once. If recording fails, the next tick finds the attempts already in the batch system and
+records them then.
 
-Nothing waits on a lost message: the tick submits every `created` job (`JobCreated` only makes
-it sooner), and every `reconcile_s` the live jobs of allocations given up (lost or recalled) are killed, as
-their `KillJobs` would have done (a kill already done is left as it is). (A lost `KillJobs` of an
-operator is not re-derived: nothing records the intent; the operator sees the job still live.)
+Kills: a kill is a database fact. Whoever asks for one (`KillJobs` here, the operator command
+line, ProdMgrInterface for a lost or recalled lease) moves the jobs to `killed` and marks their
+batch job as to be removed (`pa_job.kill_pending_at`, `store.kill_jobs`) in its own
+transaction; this tick removes the marked batch jobs and clears the marks (killing a batch job
+already gone is harmless). `KillJobs` is the fast path: a lost one delays the kill by one tick
+at most, never loses it.
+
+Nothing waits on a lost message: the tick submits every `created` job and removes every marked
+batch job; every `reconcile_s` the live jobs of allocations given up (lost or recalled) are
+killed, as their `KillJobs` would have done (a kill already done is left as it is).
 """
 
 from __future__ import annotations
@@ -74,12 +82,21 @@ class JobSubmitter(Component):
 
     def tick(self, _ctx: Context | None = None) -> None:
         agent = self.config.agent.name
-        waiting, in_batch = self.transaction(lambda c: (
+        doomed, waiting, in_batch = self.transaction(lambda c: (
+            store.pending_kills(c.conn, agent, limit=self.settings.bulk_size),
             store.jobs_in(c.conn, agent, [states.CREATED], limit=self.settings.bulk_size),
             store.in_batch_by_site(c.conn, agent),
         ))
+        if doomed:
+            self.remove_killed(doomed)
         if waiting:
             self.submit(waiting, in_batch)
+
+    def remove_killed(self, doomed: list[Any]) -> None:
+        """Remove killed jobs' batch jobs (no transaction open), then clear their marks."""
+        self.plugin.kill([Layout.batch_name(j.name, j.retry) for j in doomed])
+        self.transaction(lambda c: store.clear_kill_pending(c.conn, [j.id for j in doomed]))
+        self.log.info("removed %d killed job(s) from the batch system", len(doomed))
 
     def _room(self, in_batch_by_site: dict[str, int]) -> dict[str, int]:
         """Free places per site: limit minus this agent's jobs already in the batch system there."""
@@ -135,9 +152,8 @@ class JobSubmitter(Component):
 
     @handles("KillJobs")
     def on_kill(self, ctx: Context, payload: dict[str, Any]) -> None:
-        jobs = [j for j in store.jobs(ctx.conn, payload["job_ids"]) if j.state not in states.TERMINAL | states.DONE_OK]
-        in_batch = [Layout.batch_name(j.name, j.retry) for j in jobs if j.state in states.IN_BATCH]
-        if in_batch:
-            self.plugin.kill(in_batch)
-        moved = store.transition(ctx.conn, [j.id for j in jobs], states.KILLED, payload.get("reason", "killed"))
-        self.log.info("killed %d job(s): %s", len(moved.ids), payload.get("reason", ""))
+        """Record the kill (killed, batch job marked); the tick removes the batch jobs, at once."""
+        moved = store.kill_jobs(ctx.conn, payload["job_ids"], payload.get("reason") or "killed")
+        self.tick_now = True
+        if moved.ids:
+            self.log.info("killed %d job(s): %s", len(moved.ids), payload.get("reason", ""))

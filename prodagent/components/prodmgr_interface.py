@@ -1,7 +1,7 @@
 """ProdMgrInterface: the agent's side of the pull protocol with ProdManager.
 
 Each tick it renews the leases of the allocations it holds (an expired or recalled lease kills
-their jobs), gives up allocations whose jobs could not be built (released as failed, with the
+their jobs: `killed` at once, their batch jobs removed by JobSubmitter), gives up allocations whose jobs could not be built (released as failed, with the
 reason), completes allocations whose jobs are done (reporting events and files) or releases
 them as failed when their jobs exhausted retries, acquires new work (only as much as the agent
 can run soon: room per site minus jobs already waiting, so it never hoards) and reports merged
@@ -176,11 +176,13 @@ class ProdMgrInterface(Component):
             self._kill_jobs(ctx, alloc.id, why)
 
     def _kill_jobs(self, ctx: Context, allocation_id: str, why: str) -> None:
-        live = [j.id for j in allocs.jobs_of(ctx.conn, allocation_id)
-                if j.state not in states.TERMINAL | states.DONE_OK]
-        if live:
-            ctx.publish("KillJobs", {"job_ids": live, "reason": why})
-        self.log.warning("%s: %d job(s) to kill", why, len(live))
+        """Kill the allocation's live jobs in this transaction (JobSubmitter removes their batch
+        jobs); `KillJobs` only wakes it, so a lost one delays the removal, never loses it."""
+        live = [j.id for j in allocs.jobs_of(ctx.conn, allocation_id) if j.state in store.KILLABLE]
+        killed = store.kill_jobs(ctx.conn, live, why).ids
+        if killed:
+            ctx.publish("KillJobs", {"job_ids": killed, "reason": why})
+        self.log.warning("%s: %d job(s) killed", why, len(killed))
 
     # -- giving up, completing, releasing ------------------------------------------------------------
 

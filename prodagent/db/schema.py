@@ -155,9 +155,12 @@ pa_job = sa.Table(
     sa.Column("max_rss_mb", sa.Double(), nullable=True),
     sa.Column("created_at", Time, nullable=False),
     sa.Column("updated_at", Time, nullable=False),
+    # killed, its batch job still to be removed by JobSubmitter (set with the kill, cleared after)
+    sa.Column("kill_pending_at", Time, nullable=True),
     sa.Index("ix_pa_job_state", "agent", "state"),
     sa.Index("ix_pa_job_allocation", "allocation_id"),
     sa.Index("ix_pa_job_request", "request_id", "state"),
+    sa.Index("ix_pa_job_kill_pending", "agent", "kill_pending_at"),
 )
 
 pa_job_transition = sa.Table(

@@ -28,6 +28,11 @@ from prodagent.jobs import file_states, states
 
 J = pa_job
 
+KILLABLE = states.ALL_STATES - states.TERMINAL - states.DONE_OK  # jobs not yet ended
+# States from which a killed job may have a batch job to remove: in the batch system, or
+# `created` (JobSubmitter may be submitting it right now; killing an unknown batch id is harmless).
+MAY_BE_IN_BATCH = states.IN_BATCH | {states.CREATED}
+
 
 @dataclass(frozen=True)
 class Moved:
@@ -165,10 +170,39 @@ def live_jobs_of_allocations_in(conn: sa.Connection, agent: str, alloc_states: I
     """Ids of the agent's jobs not yet ended whose allocation is in one of `alloc_states`."""
     A = allocations_sql.A
     held = sa.select(A.c.id).where(A.c.agent == agent, A.c.state.in_(sorted(set(alloc_states))))
-    live = sorted(states.ALL_STATES - states.TERMINAL - states.DONE_OK)
+    live = sorted(KILLABLE)
     return list(conn.execute(
         sa.select(J.c.id).where(J.c.agent == agent, J.c.state.in_(live), J.c.allocation_id.in_(held)).order_by(J.c.id)
     ).scalars())
+
+
+# -- kills: the intent is a database fact; JobSubmitter removes the batch jobs --------------------
+
+def kill_jobs(conn: sa.Connection, job_ids: Iterable[int], reason: str) -> Moved:
+    """Move jobs not yet ended to `killed`, marking those that may have a batch job so that
+    JobSubmitter removes it (outside any transaction, see `pending_kills`). Jobs already ended
+    are left alone, so a repeated kill changes nothing."""
+    moved = transition(conn, job_ids, states.KILLED, reason)
+    marked = [i for i in moved.ids if moved.previous[i] in MAY_BE_IN_BATCH]
+    if marked:
+        conn.execute(J.update().where(J.c.id.in_(marked)).values(kill_pending_at=time.time()))
+    return moved
+
+
+def pending_kills(conn: sa.Connection, agent: str, limit: int | None = None) -> list[sa.Row]:
+    """(id, name, retry) of the agent's killed jobs whose batch job is still to be removed, oldest first."""
+    query = (sa.select(J.c.id, J.c.name, J.c.retry).where(J.c.agent == agent, J.c.kill_pending_at.is_not(None))
+             .order_by(J.c.kill_pending_at, J.c.id))
+    return list(conn.execute(query.limit(limit) if limit else query))
+
+
+def clear_kill_pending(conn: sa.Connection, job_ids: Sequence[int]) -> int:
+    """The batch jobs of these killed jobs are removed: clear their marks."""
+    if not job_ids:
+        return 0
+    return conn.execute(
+        J.update().where(J.c.id.in_(list(job_ids)), J.c.kill_pending_at.is_not(None)).values(kill_pending_at=None)
+    ).rowcount
 
 
 def history(conn: sa.Connection, job_id: int) -> list[sa.Row]:
