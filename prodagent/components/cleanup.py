@@ -12,7 +12,11 @@ written is kept as it is: it was written whole, by rename); the database follows
 transaction. A delivery that finds nothing left to do changes nothing.
 
 Reconciliation: every `reconcile_s` the merges whose inputs are still `merged` (accepted, not
-cleaned: their `MergeAccepted` was lost) are cleaned the same way.
+cleaned: their `MergeAccepted` was lost) are cleaned the same way. The same pass voids the
+outputs of lost work: unmerged files still `new` whose allocation ended without a completion
+(lost, recalled, failed, released) and whose job is no longer live become `void` (never merged),
+are deleted from disk (`cleaned`), and their jobs' work areas are archived and removed the same
+way (success -> cleaned). No message announces such files: reconciliation is their only path.
 """
 
 from __future__ import annotations
@@ -67,29 +71,46 @@ class Cleanup(Component):
             self.log.warning("merge job %d: accepted, inputs not cleaned (MergeAccepted lost?): cleaning",
                              merge_job_id)
             self.clean_after(ctx, merge_job_id)
+        self.clean_void(ctx)
 
     def clean_after(self, ctx: Context, merge_job_id: int) -> Freed:
         """Free what the accepted merge `merge_job_id` leaves behind; what was freed."""
-        freed = Freed()
         inputs = store.merge_inputs(ctx.conn, merge_job_id, lock=True)
-        done = [f for f in inputs if f.state == file_states.MERGED]
-        for f in done:
+        freed = self.free(ctx, [f for f in inputs if f.state == file_states.MERGED], file_states.MERGED,
+                          {f.job_id for f in inputs} | {merge_job_id}, "cleaned after an accepted merge")
+        if freed.files or freed.jobs or freed.bytes:  # else an earlier delivery did it all
+            self.log.info("merge job %d: removed %d unmerged file(s) (%d bytes) and %d work area(s) (%d bytes); "
+                          "%d bytes freed", merge_job_id, freed.files, freed.file_bytes, freed.jobs,
+                          freed.work_area_bytes, freed.bytes)
+        return freed
+
+    def clean_void(self, ctx: Context) -> Freed:
+        """Void the outputs of allocations that ended without a completion, and free them."""
+        agent = self.config.agent.name
+        voided = store.void_outputs_of_ended_allocations(ctx.conn, agent)
+        if voided:
+            self.log.warning("%d unmerged file(s) of allocations ended without a completion are void", voided)
+        files = store.void_files(ctx.conn, agent)
+        freed = self.free(ctx, files, file_states.VOID, {f.job_id for f in files},
+                          "cleaned: its allocation ended without a completion, its outputs are void")
+        if freed.files or freed.jobs:
+            self.log.info("removed %d void file(s) (%d bytes) and %d work area(s) (%d bytes)",
+                          freed.files, freed.file_bytes, freed.jobs, freed.work_area_bytes)
+        return freed
+
+    def free(self, ctx: Context, files: list[Any], state: str, job_ids: set[int], why: str) -> Freed:
+        """Delete `files` (in `state`) from disk and mark them cleaned; then retire the work area of
+        each of `job_ids` in success with no file still waiting for a merge."""
+        freed = Freed()
+        for f in files:
             freed.file_bytes += remove_file(Path(f.pfn))
-        freed.files = store.set_file_states(ctx.conn, [f.id for f in done], file_states.MERGED, file_states.CLEANED)
-        producers = {f.job_id for f in inputs}
+        freed.files = store.set_file_states(ctx.conn, [f.id for f in files], state, file_states.CLEANED)
         # A job with another file still waiting for a merge keeps its work area until that one is merged.
-        waiting = {f.job_id for f in store.files_of_jobs(ctx.conn, producers) if f.state in file_states.WAITING}
-        jobs = [j for j in store.jobs(ctx.conn, producers | {merge_job_id})
-                if j.state == states.SUCCESS and j.id not in waiting]
+        waiting = {f.job_id for f in store.files_of_jobs(ctx.conn, job_ids) if f.state in file_states.WAITING}
+        jobs = [j for j in store.jobs(ctx.conn, job_ids) if j.state == states.SUCCESS and j.id not in waiting]
         for job in jobs:
             freed.work_area_bytes += self.retire_work_area(job)
-        freed.jobs = len(store.transition(ctx.conn, [j.id for j in jobs], states.CLEANED,
-                                          "cleaned after an accepted merge").ids)
-        if not (freed.files or freed.jobs or freed.bytes):
-            return freed  # an earlier delivery did it all
-        self.log.info("merge job %d: removed %d unmerged file(s) (%d bytes) and %d work area(s) (%d bytes); "
-                      "%d bytes freed", merge_job_id, freed.files, freed.file_bytes, freed.jobs,
-                      freed.work_area_bytes, freed.bytes)
+        freed.jobs = len(store.transition(ctx.conn, [j.id for j in jobs], states.CLEANED, why).ids)
         return freed
 
     def retire_work_area(self, job: Any) -> int:

@@ -30,6 +30,7 @@ import sqlalchemy as sa
 
 from prodagent.db.schema import pa_allocation, pa_dataset, pa_file, pa_job
 from prodagent.errors import IllegalTransition
+from prodagent.jobs import states
 
 A = pa_allocation
 
@@ -51,6 +52,7 @@ STATES = frozenset(ALLOCATION_TRANSITIONS)
 HELD = (ACQUIRED, ACTIVE)  # leases renewed with ProdManager
 TO_GIVE_UP = (UNRUNNABLE, UNSUPPORTED)  # released to ProdManager as failed, with their reason
 FINAL = frozenset(s for s, nxt in ALLOCATION_TRANSITIONS.items() if not nxt)
+OUTPUTS_VOID = FINAL - {DONE}  # ended without a completion: their outputs are never merged
 
 
 def allowed_from(to_state: str) -> frozenset[str]:
@@ -165,6 +167,16 @@ def settled_output() -> sa.ColumnElement[bool]:
     return sa.exists(
         sa.select(1).select_from(pa_job.join(A, A.c.id == pa_job.c.allocation_id))
         .where(pa_job.c.id == pa_file.c.job_id, A.c.state == DONE)
+    )
+
+
+def void_output(agent: str) -> sa.ColumnElement[bool]:
+    """A condition on `pa_file` (correlated): its production job, of `agent`, is no longer live
+    and its allocation ended without being completed with ProdManager (`OUTPUTS_VOID`)."""
+    return sa.exists(
+        sa.select(1).select_from(pa_job.join(A, A.c.id == pa_job.c.allocation_id))
+        .where(pa_job.c.id == pa_file.c.job_id, pa_job.c.agent == agent, A.c.state.in_(sorted(OUTPUTS_VOID)),
+               pa_job.c.state.not_in(sorted(states.LIVE)))
     )
 
 

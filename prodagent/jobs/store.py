@@ -427,3 +427,23 @@ def merges_with_uncleaned_inputs(conn: sa.Connection, agent: str) -> list[int]:
         .where(pa_dataset.c.agent == agent, pa_file.c.kind == file_states.UNMERGED,
                pa_file.c.state == file_states.MERGED)
     ).scalars())
+
+
+def void_outputs_of_ended_allocations(conn: sa.Connection, agent: str) -> int:
+    """Mark `void` the unmerged files still `new` whose allocation ended without a completion
+    (lost, recalled, failed, released): they are never merged. How many were marked."""
+    file_states.check(file_states.NEW, file_states.VOID)
+    return conn.execute(
+        pa_file.update().where(pa_file.c.kind == file_states.UNMERGED, pa_file.c.state == file_states.NEW,
+                               pa_file.c.merge_job_id.is_(None), allocations_sql.void_output(agent))
+        .values(state=file_states.VOID)
+    ).rowcount
+
+
+def void_files(conn: sa.Connection, agent: str, limit: int = 1000) -> list[sa.Row]:
+    """The agent's `void` files (still on disk), in id order, locked; at most `limit`."""
+    return list(conn.execute(
+        sa.select(pa_file).where(pa_file.c.state == file_states.VOID,
+                                 pa_file.c.job_id.in_(sa.select(J.c.id).where(J.c.agent == agent)))
+        .order_by(pa_file.c.id).limit(limit).with_for_update()
+    ))
