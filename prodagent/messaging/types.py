@@ -125,7 +125,7 @@ declare("JobSuccess", JobIds, {"JobTracker"}, {"MergeSensor"},
 declare("RetryJob", JobIdsWithReason, {"ErrorHandler", OPERATOR}, {"JobCreator"},
         "jobs whose cool-off is over (or resubmitted by an operator): their next attempt")
 declare("KillJobs", JobIdsWithReason, {"ProdMgrInterface", OPERATOR}, {"JobSubmitter"},
-        "jobs to kill, in the batch system too")
+        "jobs to kill (a producer records the kill itself: JobSubmitter removes the batch jobs at once)")
 declare("MergeAccepted", MergeAccepted, {"MergeSensor"}, {"ProdMgrInterface", "Cleanup"},
         "a merged file registered: report it, free its inputs")
 declare("ResourcesAvailable", ResourcesAvailable, {"ResourceMonitor"}, {"ProdMgrInterface"},
