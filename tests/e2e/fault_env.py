@@ -184,6 +184,13 @@ class FaultStack:
             return int(conn.execute(sa.select(sa.func.count()).where(
                 pa_job.c.job_type == "production", pa_job.c.state.in_(["success", "cleaned"]))).scalar())
 
+    def jobs_live(self) -> int:
+        """Production jobs the agents hold that have not finished yet."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).where(
+                pa_job.c.job_type == "production",
+                pa_job.c.state.in_(["created", "submitted", "running"]))).scalar())
+
     def log_of(self, agent: AgentProcesses, component: str) -> str:
         path = agent.config.workdir / "logs" / f"{component}.log"
         return path.read_text() if path.exists() else ""
