@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-
-import pytest
 
 from prodagent.batch.base import BatchJob, BatchStatus, SiteSlots
 from prodagent.batch.emulator import JobEmulator, JobEmulatorOptions
@@ -17,13 +15,6 @@ from prodagent.jobs import states, store
 from prodagent.runtime.component import Component
 from tests.components.merge_env import MergeWorld
 from tests.components.test_reconcile import add_jobs, move
-
-
-@pytest.fixture
-def world(db_url: str, tmp_path: Path) -> Iterator[MergeWorld]:
-    made = MergeWorld(tmp_path, db_url)
-    yield made
-    made.close()
 
 
 class WatchedEmulator(JobEmulator):

@@ -4,10 +4,7 @@ through the message service."""
 from __future__ import annotations
 
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from prodagent.components.cleanup import Cleanup, tree_size, write_archive
 from prodagent.components.merge_sensor import MergeSensor
@@ -20,13 +17,6 @@ from tests.components.merge_env import (  # noqa: F401
     produced_files,
     unmerged_files_on_disk,
 )
-
-
-@pytest.fixture
-def world(db_url: str, tmp_path: Path) -> Iterator[MergeWorld]:
-    made = MergeWorld(tmp_path, db_url)
-    yield made
-    made.close()
 
 
 def archive_members(path: Path) -> dict[str, bytes]:

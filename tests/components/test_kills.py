@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
@@ -34,13 +33,6 @@ from prodagent.runtime.component import Context
 from tests.agent_helpers import wait_until, write_config
 from tests.components.merge_env import REQUEST, MergeWorld
 from tests.components.test_reconcile import add_jobs, move
-
-
-@pytest.fixture
-def world(db_url: str, tmp_path: Path) -> Iterator[MergeWorld]:
-    made = MergeWorld(tmp_path, db_url)
-    yield made
-    made.close()
 
 
 class WatchedLocal(LocalExecutor):

@@ -6,7 +6,6 @@ the merge jobs MergeSensor creates with the real job wrapper and merge transform
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -89,13 +88,6 @@ def test_policy_from_workflow_takes_the_request_schema_defaults() -> None:
 
 
 # -- merge jobs on a real database ----------------------------------------------------------------
-
-@pytest.fixture
-def world(request: pytest.FixtureRequest, db_url: str, tmp_path: Path) -> Iterator[MergeWorld]:
-    merge = getattr(request, "param", None)
-    made = MergeWorld(tmp_path, db_url, merge)
-    yield made
-    made.close()
 
 
 def test_ready_groups_become_merge_jobs_and_the_last_files_wait_for_an_idle_request(

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 
 from prodagent.components.error_handler import ErrorHandler
@@ -32,12 +30,6 @@ from tests.components.merge_env import (  # noqa: F401
 
 OLD = 3600.0  # seconds: far beyond any reconcile_s
 
-
-@pytest.fixture
-def world(db_url: str, tmp_path: Path) -> Iterator[MergeWorld]:
-    made = MergeWorld(tmp_path, db_url)
-    yield made
-    made.close()
 
 
 def add_jobs(world: MergeWorld, n: int, allocation_id: str = "a1") -> list[int]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,13 +26,6 @@ from tests.components.merge_env import (  # noqa: F401
     Produced,
     produced_files,
 )
-
-
-@pytest.fixture
-def world(db_url: str, tmp_path: Path) -> Iterator[MergeWorld]:
-    made = MergeWorld(tmp_path, db_url)
-    yield made
-    made.close()
 
 
 def production_of(world: MergeWorld, made: list[Produced], allocation_id: str, alloc_state: str) -> list[int]:
