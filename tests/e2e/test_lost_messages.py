@@ -24,7 +24,7 @@ from prodagent.messaging import types
 
 EVENTS_PER_JOB = 10
 JOBS = 6
-RECONCILE_S = 2.0
+RECONCILE_S = 1.0
 # What a production publishes (KillJobs only on aborts and lost leases; Ping/Pong never).
 LOST_TYPES = ["AllocationAcquired", "JobCreated", "JobFailed", "JobSuccess", "RetryJob", "MergeAccepted",
               "ResourcesAvailable"]
@@ -45,7 +45,7 @@ def workflow(name: str) -> dict[str, Any]:
         "seeds": {"policy": "sequential", "base": 100},
         "output": {"dataset": f"/Lost/{name}/GEN", "tier": "GEN"},
         "merge": {"enabled": True, "min_size_bytes": 1, "max_size_bytes": 1_000_000,
-                  "max_events": 3 * EVENTS_PER_JOB, "max_wait_s": 5},
+                  "max_events": 3 * EVENTS_PER_JOB, "max_wait_s": 1},
         "retry": {"max_retries": 12, "cooloff": "linear", "base_s": 1},
         "resources": {"memory_mb": 500, "time_s": 300},
         "priority": 1000,
