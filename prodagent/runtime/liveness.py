@@ -41,16 +41,21 @@ class Holder:
         return f"host {self.host}, pid {self.pid}, heartbeat {self.heartbeat_age_s:.1f}s ago"
 
 
-def foreign_holders(conn: sa.Connection, config: AgentConfig, component: str) -> list[Holder]:
-    """Live instances of `component` under this agent's name that are not this agent's own."""
+def foreign_holders(conn: sa.Connection, config: AgentConfig, component: str,
+                    registered_before: int | None = None) -> list[Holder]:
+    """Live instances of `component` under this agent's name that are not this agent's own
+    (only those registered before process row `registered_before`, when given)."""
     now = time.time()
     host = socket.gethostname()
-    rows = conn.execute(
+    query = (
         sa.select(ms_process.c.host, ms_process.c.pid, ms_process.c.started_at, ms_process.c.heartbeat_at)
         .where(ms_process.c.agent == config.agent.name, ms_process.c.component == component,
                ms_process.c.stopped_at.is_(None),
                ms_process.c.heartbeat_at > now - config.messaging.stale_after_s)
-    ).all()
+    )
+    if registered_before is not None:
+        query = query.where(ms_process.c.id < registered_before)
+    rows = conn.execute(query).all()
     holders = []
     for row in rows:
         if row.host == host and (row.pid == os.getpid()
@@ -60,10 +65,16 @@ def foreign_holders(conn: sa.Connection, config: AgentConfig, component: str) ->
     return holders
 
 
-def check_name_free(engine: sa.Engine, config: AgentConfig, component: str) -> None:
-    """Raise AgentNameInUse naming the live holder(s) of this agent name and component."""
+def check_name_free(engine: sa.Engine, config: AgentConfig, component: str,
+                    registered_as: int | None = None) -> None:
+    """Raise AgentNameInUse naming the live holder(s) of this agent name and component.
+
+    Checked before registering and again after (`registered_as`: this process's row), against
+    the rows registered earlier only: of two copies started at the same moment, both past the
+    first check, the one registered second sees the first and gives way, whatever the order.
+    """
     with engine.connect() as conn:
-        holders = foreign_holders(conn, config, component)
+        holders = foreign_holders(conn, config, component, registered_as)
     if holders:
         raise AgentNameInUse(
             f"{component}: agent name '{config.agent.name}' is already running {component} elsewhere "

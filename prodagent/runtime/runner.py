@@ -81,7 +81,7 @@ class ComponentRunner:
         cls = component_class(self.config, self.name)
         wait_for_database(self.config, self.stop_event)
         service = open_service(self.config)
-        from prodagent.runtime.liveness import check_name_free
+        from prodagent.runtime.liveness import AgentNameInUse, check_name_free
 
         check_name_free(service.engine, self.config, self.name)  # AgentNameInUse: another agent has it
         declare_subscriptions(self.config, service)
@@ -90,6 +90,13 @@ class ComponentRunner:
         component.setup()
         journal = InflightJournal(self.config.workdir / "run", self.name)
         process_id = service.register(self.name)
+        try:
+            check_name_free(service.engine, self.config, self.name, registered_as=process_id)
+        except AgentNameInUse:
+            component.teardown()
+            service.unregister(process_id)
+            service.engine.dispose()
+            raise
         self._recover_crashed(service, process_id, journal, component)
         log.info("%s started (process %d), subscribed to %s", self.name, process_id, cls.subscriptions())
         try:

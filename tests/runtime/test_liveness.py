@@ -15,7 +15,7 @@ import yaml
 
 from prodagent.config import load_config
 from prodagent.db.schema import ms_process
-from prodagent.runtime.liveness import foreign_holders
+from prodagent.runtime.liveness import AgentNameInUse, check_name_free, foreign_holders
 from tests.agent_helpers import env, prodagentd, wait_until
 from tests.messaging.components import effect_counts
 from tests.messaging.conftest import make_agent
@@ -104,3 +104,20 @@ def test_foreign_holders_rules(tmp_path, sqlite_url, host, age, pid_alive, expec
         if other:
             other.kill()
             other.wait()
+
+
+def test_two_copies_past_the_first_check_at_once_the_later_registered_gives_way(tmp_path, db_url) -> None:
+    """Both copies passed the check before either registered: after registering, each checks the
+    rows registered before its own, so exactly one (the one registered second) is refused."""
+    agent = make_agent(tmp_path, db_url)
+    now = time.time()
+    ids = []
+    with agent.service.engine.begin() as conn:
+        for host in ("copy-a.example", "copy-b.example"):
+            ids.append(conn.execute(sa.insert(ms_process).values(
+                agent=agent.config.agent.name, component="Recorder", host=host, pid=4242,
+                started_at=now, heartbeat_at=now, handled=0)).inserted_primary_key[0])
+    first, second = ids
+    check_name_free(agent.service.engine, agent.config, "Recorder", registered_as=first)  # goes on
+    with pytest.raises(AgentNameInUse, match="host copy-a.example"):
+        check_name_free(agent.service.engine, agent.config, "Recorder", registered_as=second)
