@@ -30,9 +30,9 @@ from prodagent.jobs import states, store
 from prodagent.jobs.allocations import ACQUIRED, ACTIVE, UNRUNNABLE
 from prodagent.jobs.layout import Layout
 from prodagent.jobs.specs import (
+    MAX_REASON_CHARS,
     WorkflowUnrunnable,
     describe,
-    one_line,
     parse_workflow,
     production_attempt,
     write_attempt,
@@ -40,6 +40,7 @@ from prodagent.jobs.specs import (
 )
 from prodagent.payload.jobspec import JobSpec
 from prodagent.runtime.component import Component, Context, handles
+from prodmanager.text import one_line
 from prodrequest.spec import MonteCarloWorkflow
 
 #: OSErrors of the agent's disk, not of an allocation: the batch is retried, nobody given up
@@ -188,34 +189,52 @@ class JobCreator(Component):
 
     @handles("RetryJob")
     def on_retry(self, ctx: Context, payload: dict[str, Any]) -> None:
-        """A job's cool-off is over (or an operator resubmitted it): prepare its next attempt."""
+        """A job's cool-off is over (or an operator resubmitted it): prepare its next attempt.
+
+        Each job in a savepoint of its own: one whose next attempt cannot be built fails alone
+        (from cool-off it is paused for an operator, with why), the others go on."""
         ready: list[int] = []
         for job in store.jobs(ctx.conn, payload["job_ids"]):
             if job.state not in states.allowed_from(states.CREATED):
                 continue
-            moved = store.transition(ctx.conn, [job.id], states.CREATED, payload.get("reason", "retry"),
-                                     retry=job.retry + 1)
-            if not moved.ids:
-                continue
-            (fresh,) = store.jobs(ctx.conn, moved.ids)
-            workflow = store.workflow_for_request(ctx.conn, fresh.request_id)
-            if workflow is None:
-                raise LookupError(f"job {fresh.id}: no workflow for request {fresh.request_id}")
-            write_attempt(ctx.conn, self.layout, fresh, workflow)
-            ready.append(fresh.id)
+            try:
+                with ctx.conn.begin_nested():
+                    ready += self._next_attempt(ctx, job, payload.get("reason", "retry"))
+            except Exception as exc:
+                if _environment_fault(exc):
+                    raise
+                self._hold(ctx, job, exc)
         if ready:
             ctx.publish("JobCreated", {"job_ids": ready})
+
+    def _next_attempt(self, ctx: Context, job: Any, reason: str) -> list[int]:
+        moved = store.transition(ctx.conn, [job.id], states.CREATED, reason, retry=job.retry + 1)
+        if not moved.ids:
+            return []
+        (fresh,) = store.jobs(ctx.conn, moved.ids)
+        workflow = store.workflow_for_request(ctx.conn, fresh.request_id)
+        if workflow is None:
+            raise LookupError(f"no workflow for request {fresh.request_id}")
+        write_attempt(ctx.conn, self.layout, fresh, workflow)
+        return [fresh.id]
+
+    def _hold(self, ctx: Context, job: Any, exc: Exception) -> None:
+        """A job whose next attempt cannot be built: paused from cool-off (so no reconciliation
+        retries it for ever); an operator's resubmission of a paused or exhausted job stays put."""
+        why = one_line(f"next attempt cannot be built: {type(exc).__name__}: {exc}", MAX_REASON_CHARS)
+        moved = store.transition(ctx.conn, [job.id], states.PAUSED, why) if job.state == states.COOLOFF else None
+        self.log.error("job %s: %s%s", job.id, why, "; paused" if moved and moved.ids else "")
 
 
 def unrunnable_reason(exc: Exception) -> str:
     """Why an allocation is unrunnable, one line: `invalid workflow: <path>: <message>; ...`,
     `job spec refused: <path>: <message>; ...`, or `job building failed: <error>: <message>`."""
     if isinstance(exc, WorkflowUnrunnable):
-        return one_line(str(exc))
+        return one_line(str(exc), MAX_REASON_CHARS)
     if isinstance(exc, ValidationError):
         return f"job spec refused: {describe(exc)}"
     detail = getattr(exc, "orig", None) or exc  # a database error: the driver's message, not the SQL
-    return one_line(f"job building failed: {type(exc).__name__}: {detail}")
+    return one_line(f"job building failed: {type(exc).__name__}: {detail}", MAX_REASON_CHARS)
 
 
 def _environment_fault(exc: BaseException) -> bool:

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from prodagent.db.schema import pa_file
 from prodagent.jobs.layout import Layout
 from prodagent.payload.jobspec import JobSpec, write_spec
+from prodmanager.text import one_line
 from prodrequest.spec import KINDS, MonteCarloWorkflow, workflow_adapter
 
 #: the most errors a reason lists (the count of the others is given)
@@ -70,13 +71,7 @@ def describe(exc: ValidationError) -> str:
         parts.append(f"{path or '(document)'}: {err['msg']}")
     if len(errors) > MAX_REASON_ERRORS:
         parts.append(f"and {len(errors) - MAX_REASON_ERRORS} more error(s)")
-    return one_line("; ".join(parts))
-
-
-def one_line(text: str) -> str:
-    """`text` without control characters, cut to MAX_REASON_CHARS: safe to store and show."""
-    clean = "".join(c if c.isprintable() else " " for c in text)
-    return clean if len(clean) <= MAX_REASON_CHARS else clean[: MAX_REASON_CHARS - 3] + "..."
+    return one_line("; ".join(parts), MAX_REASON_CHARS)
 
 
 def production_spec(job: Any, workflow: MonteCarloWorkflow, output_path: Path) -> JobSpec:

@@ -6,7 +6,7 @@
         \\__________|__________/
                    v
          cooloff --(delay)--> created (retry n+1)
-         paused  (an operator resubmits or kills)
+         paused  (an operator resubmits or kills; also from cool-off when the next attempt cannot be built)
          exhausted (retries used up; an operator may still resubmit)
     killed: from any live state
     success -> jobfailed: output refused on acceptance (MergeSensor refuses a merged file)
@@ -39,7 +39,7 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     SUBMITFAILED: frozenset(_DECIDE),
     JOBFAILED: frozenset(_DECIDE),
     LOST: frozenset(_DECIDE),
-    COOLOFF: frozenset({CREATED, KILLED}),
+    COOLOFF: frozenset({CREATED, PAUSED, KILLED}),  # paused: its next attempt cannot be built
     PAUSED: frozenset({CREATED, EXHAUSTED, KILLED}),
     EXHAUSTED: frozenset({CREATED, KILLED}),
     CLEANED: frozenset(),
