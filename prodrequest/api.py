@@ -13,7 +13,6 @@ from starlette.concurrency import run_in_threadpool
 
 from prodmanager import deps
 from prodmanager.auth import Principal
-from prodmanager.errors import ProdManagerError
 from prodmanager.models import (
     INT64_MAX,
     TOKEN_NAME_PATTERN,
@@ -26,7 +25,6 @@ from prodmanager.models import (
     WhoAmI,
 )
 from prodmanager.request_service import RequestService
-from prodrequest.loader import DOCUMENT, MAX_DOCUMENT_BYTES
 
 ERRORS = {s: {"model": ErrorBody} for s in (401, 403, 404, 409, 413, 422)}
 router = APIRouter(prefix="/api/v1", tags=["requests"], responses=ERRORS)  # type: ignore[arg-type]
@@ -38,13 +36,6 @@ RequestId = Annotated[int, Path(ge=0, le=INT64_MAX)]
 States = Annotated[list[str] | None, Query(max_length=20)]
 
 
-class DocumentTooLarge(ProdManagerError):
-    """The workflow document is larger than the limit."""
-
-    status = 413
-    code = "too_large"
-
-
 @router.get("/whoami", response_model=WhoAmI)
 def whoami(caller: Caller) -> WhoAmI:
     return WhoAmI(name=caller.name, role=caller.role)
@@ -54,31 +45,13 @@ def whoami(caller: Caller) -> WhoAmI:
 async def submit(
     request: Request, response: Response, caller: Caller, service: Service
 ) -> SubmitResult:
-    data = await _read_limited(request)
+    data = await request.body()  # the guard has already bounded it (prodmanager.guard)
     result = await run_in_threadpool(
         service.submit_document, caller, data, request.headers.get("content-type")
     )
     if not result.created:
         response.status_code = 200
     return result
-
-
-async def _read_limited(request: Request) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > MAX_DOCUMENT_BYTES:
-        raise _too_large(int(declared))
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_DOCUMENT_BYTES:
-            raise _too_large(size)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _too_large(size: int) -> DocumentTooLarge:
-    message = f"document is {size}+ bytes, more than the limit of {MAX_DOCUMENT_BYTES}"
-    return DocumentTooLarge(message, errors=[{"path": DOCUMENT, "message": message}])
 
 
 @router.get("/requests", response_model=list[RequestSummary])
