@@ -21,7 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from pydantic import ValidationError
 
-from prodagent.db.schema import pa_file
+from prodagent.jobs import store
 from prodagent.jobs.layout import Layout
 from prodagent.payload.jobspec import JobSpec, write_spec
 from prodmanager.text import one_line
@@ -91,9 +91,7 @@ def production_spec(job: Any, workflow: MonteCarloWorkflow, output_path: Path) -
 
 
 def merge_spec(conn: sa.Connection, job: Any, workflow: MonteCarloWorkflow, output_path: Path) -> JobSpec:
-    inputs = conn.execute(
-        sa.select(pa_file.c.pfn, pa_file.c.events).where(pa_file.c.merge_job_id == job.id).order_by(pa_file.c.id)
-    ).all()
+    inputs = store.merge_inputs(conn, job.id)
     drop = workflow.payload.typed_parameters.merge_drop_events
     return JobSpec(
         job_id=job.name, job_type="merge", transformation="merge",

@@ -202,6 +202,16 @@ def processes_of(agent: str, component: str) -> sa.Select:
     ).order_by(ms_process.c.id)
 
 
+def running_processes(agent: str, component: str | None = None) -> sa.Select:
+    """(component, host, pid, started_at, heartbeat_at, id) of this agent's processes not marked
+    stopped: every component's, or one's."""
+    P = ms_process.c
+    query = sa.select(P.component, P.host, P.pid, P.started_at, P.heartbeat_at, P.id).where(
+        P.agent == agent, P.stopped_at.is_(None)
+    )
+    return query if component is None else query.where(P.component == component)
+
+
 def queue_stats(agent: str, now: float) -> sa.Select:
     return (
         sa.select(

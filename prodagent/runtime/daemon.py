@@ -208,12 +208,7 @@ def status(config: AgentConfig, components: list[str]) -> list[ComponentStatus]:
 
 def _live_heartbeats(conn: Any, agent: str) -> dict[tuple[str, str, int], float]:
     """{(component, host, pid): heartbeat} of this agent's instances not marked stopped."""
-    import sqlalchemy as sa
+    from prodagent.messaging import queries
 
-    from prodagent.db.schema import ms_process
-
-    rows = conn.execute(
-        sa.select(ms_process.c.component, ms_process.c.host, ms_process.c.pid, ms_process.c.heartbeat_at)
-        .where(ms_process.c.agent == agent, ms_process.c.stopped_at.is_(None))
-    )
-    return {(c, h, p): beat for c, h, p, beat in rows}
+    rows = conn.execute(queries.running_processes(agent))
+    return {(r.component, r.host, r.pid): r.heartbeat_at for r in rows}

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from prodagent.config import DEFAULT_CONFIG, AgentConfig, load_config
 from prodagent.db.schema import ms_process
 from prodagent.errors import ProdAgentError
+from prodagent.messaging import queries
 
 REFUSED_EXIT = 3  # exit code of a component refused at start (another agent holds the name)
 
@@ -47,12 +48,8 @@ def foreign_holders(conn: sa.Connection, config: AgentConfig, component: str,
     (only those registered before process row `registered_before`, when given)."""
     now = time.time()
     host = socket.gethostname()
-    query = (
-        sa.select(ms_process.c.host, ms_process.c.pid, ms_process.c.started_at, ms_process.c.heartbeat_at)
-        .where(ms_process.c.agent == config.agent.name, ms_process.c.component == component,
-               ms_process.c.stopped_at.is_(None),
-               ms_process.c.heartbeat_at > now - config.messaging.stale_after_s)
-    )
+    query = queries.running_processes(config.agent.name, component).where(
+        ms_process.c.heartbeat_at > now - config.messaging.stale_after_s)
     if registered_before is not None:
         query = query.where(ms_process.c.id < registered_before)
     rows = conn.execute(query).all()
