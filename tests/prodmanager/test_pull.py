@@ -216,7 +216,8 @@ def test_expired_lease_goes_to_another_agent_and_late_report_is_refused(env: Env
     rid = submit(env, "alice", mc_workflow("expire", 200, 100))
     register(env, "a1", "agent1")
     register(env, "a2", "agent2")
-    lost = acquire(env, "a1", "agent1", lease_seconds=0.3)
+    # Long enough that the report and the next acquire happen within it on a loaded machine.
+    lost = acquire(env, "a1", "agent1", lease_seconds=2.0)
     env.pull.report(
         env.who("agent1"),
         "a1",
@@ -224,7 +225,7 @@ def test_expired_lease_goes_to_another_agent_and_late_report_is_refused(env: Env
         ProgressReport(lease_token=lost[0].lease_token, events_done=50, files=[out(lost[0])]),
     )
     assert acquire(env, "a2", "agent2") == []  # still leased
-    time.sleep(0.5)
+    time.sleep(max(0.0, lost[0].lease_expires - time.time()) + 0.2)
     taken = acquire(env, "a2", "agent2")
     assert {a.allocation_id for a in taken} == {a.allocation_id for a in lost}
     assert all(a.lease_epoch == 2 for a in taken)
