@@ -2,8 +2,8 @@
 
 Usage: python -m prodagent.runtime.daemon_main --config FILE COMPONENT
 
-Before detaching it refuses (exit 3, the reason on stderr) to run a component that another agent
-already runs under this agent's name, so `prodAgentd start` can say so; the component checks
+Before detaching it refuses a component whose settings are wrong (exit 2) or that another agent
+already runs under this agent's name (exit 3), the reason on stderr, so `prodAgentd start` can say so; the component checks
 again once it runs (see `liveness`).
 """
 
@@ -16,6 +16,7 @@ import sys
 import daemon
 import sqlalchemy as sa
 
+from prodagent.components.registry import component_class
 from prodagent.config import AgentConfig, load_config
 from prodagent.db.engine import make_engine
 from prodagent.errors import ProdAgentError
@@ -26,8 +27,11 @@ from prodagent.runtime.runner import ComponentRunner
 
 
 def precheck(config: AgentConfig, component: str) -> None:
-    """Raise AgentNameInUse if another agent runs this component; an unreachable database is left
-    to the component, which waits for it."""
+    """Raise ConfigError if the component or its settings are wrong (so `start` fails, with why,
+    instead of a daemon dying after it detached), AgentNameInUse if another agent runs this
+    component; an unreachable database is left to the component, which waits for it."""
+    cls = component_class(config, component)
+    config.component_settings(component, cls.Settings)
     engine = make_engine(config.db_url, pool_size=1)
     try:
         check_name_free(engine, config, component)
