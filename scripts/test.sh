@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a clean clone: installs what the tests need, starts MariaDB and a
-# single-node Slurm, then runs pytest. Extra arguments go to pytest.
+# single-node Slurm, then runs pytest in
+# PYTEST_WORKERS (default 2) processes. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -10,7 +11,8 @@ if [ -x scripts/slurm/start-slurm.sh ]; then
 fi
 .venv/bin/ruff check .
 set +e
-.venv/bin/python -m pytest "$@"
+# Two workers: most tests wait on processes and servers, so two share the machine's two cores well.
+.venv/bin/python -m pytest -n "${PYTEST_WORKERS:-2}" "$@"
 code=$?
 set -e
 if [ "$code" -eq 5 ]; then

@@ -84,7 +84,7 @@ class Supervisor:
             rec.down_since = rec.last_exit_at = now
             rec.last_exit_pid = state.pid
             rec.next_retry_at = now + rec.backoff_s
-            log.warning("supervisor: %s (pid %s) is gone; restart in %.0fs", name, state.pid, rec.backoff_s)
+            log.warning("supervisor: %s (pid %s) is gone; restart in %.1fs", name, state.pid, rec.backoff_s)
             return True
         if rec.next_retry_at is not None and now < rec.next_retry_at:
             return False

@@ -27,23 +27,27 @@ def test_restarts_back_off_then_start_over_when_stable(tmp_path, sqlite_url) -> 
     import yaml
 
     raw = yaml.safe_load(agent.path.read_text())
-    raw["supervisor"] = {"restart_min_s": 0.5, "restart_max_s": 1.0, "stable_s": 3.0, "poll_s": 0.2}
+    raw["supervisor"] = {"restart_min_s": 0.5, "restart_max_s": 1.0, "stable_s": 15.0, "poll_s": 0.2}
     write_config(agent.path, raw)
     assert prodagentd(agent.path, "start").returncode == 0
     try:
         seen = [_row(agent.path, "Sink")["pid"]]
-        for restarts, backoff in ((1, 1.0), (2, 1.0)):  # 0.5 s, then doubled and capped at 1 s
+        for restarts in (1, 2):
             os.kill(seen[-1], signal.SIGKILL)
             row = wait_until(lambda n=restarts: (r := _row(agent.path, "Sink"))["restarts"] == n and r["alive"] and r,
                              60, what=f"restart {restarts}")
             assert row["pid"] not in seen and row["last_exit_at"] and row["last_restart_at"]
-            assert _record(agent)["last_exit_pid"] == seen[-1] and _record(agent)["backoff_s"] == backoff
             seen.append(row["pid"])
+        # The delays, from the log: the record's current backoff may already have started over
+        # when a loaded machine makes the test read it after stable_s.
+        log = (agent.config.workdir / "logs" / "supervisor.log").read_text()
+        assert f"Sink (pid {seen[0]}) is gone; restart in 0.5s" in log
+        assert f"Sink (pid {seen[1]}) is gone; restart in 1.0s" in log  # doubled, capped at 1 s
         # Alive for stable_s after its last restart: the delay is back to restart_min_s.
-        wait_until(lambda: _record(agent)["backoff_s"] == 0.5, 30, what="the backoff to start over")
+        wait_until(lambda: _record(agent)["backoff_s"] == 0.5, 60, what="the backoff to start over")
         assert _row(agent.path, "Recorder")["restarts"] == 0
         log = (agent.config.workdir / "logs" / "supervisor.log").read_text()
-        assert f"Sink (pid {seen[0]}) is gone" in log and "restart 2" in log
+        assert "restart 2" in log
     finally:
         stopped = prodagentd(agent.path, "stop")
     assert stopped.returncode == 0 and "supervisor" in stopped.stdout
