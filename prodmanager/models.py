@@ -84,8 +84,11 @@ class AcquireRequest(Wire):
 
 class InputFileRef(Wire):
     lfn: str
+    run: int | None = None
+    chunk: int | None = None
     events: int | None = None
     size: int | None = None
+    checksum: str | None = None
 
 
 class Allocation(Wire):

@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from prodagent.db.schema import (
+    pa_allocation,
     pa_dataset,
     pa_file,
     pa_file_parent,
@@ -369,6 +370,13 @@ def assign_merge(conn: sa.Connection, file_ids: Sequence[int], merge_job_id: int
                                pa_file.c.merge_job_id.is_(None))
         .values(state=file_states.MERGING, merge_job_id=merge_job_id)
     ).rowcount
+
+
+def job_input_files(conn: sa.Connection, job: Any) -> list[dict[str, Any]]:
+    """The input files of a processing job: its allocation's (`lfn`, `events`, `run`, ...)."""
+    text = conn.execute(sa.select(pa_allocation.c.input_files)
+                        .where(pa_allocation.c.id == job.allocation_id)).scalar()
+    return list(json.loads(text)) if text else []
 
 
 def merge_inputs(conn: sa.Connection, merge_job_id: int, lock: bool = False) -> list[sa.Row]:

@@ -7,7 +7,13 @@ import sys
 from pathlib import Path
 
 import prodagent
-from prodagent.payload.jobspec import CommandParams, JobSpec, MergeParams, PythiaParams
+from prodagent.payload.jobspec import (
+    CommandParams,
+    JobSpec,
+    MergeParams,
+    PythiaParams,
+    ReconstructParams,
+)
 
 #: the directory holding the `prodagent` package, so that `-m prodagent...` works from any cwd
 _PACKAGE_ROOT = str(Path(prodagent.__file__).resolve().parent.parent)
@@ -31,6 +37,16 @@ def build_argv(spec: JobSpec) -> list[str]:
         if not params.particles:
             argv.append("--no-particles")
         return argv + _fail_args(spec)
+    if isinstance(params, ReconstructParams):
+        out = Path(spec.output_path)
+        hist, dump = side_outputs(out)
+        argv = [
+            *_module("reconstruct"),
+            *("--out", spec.output_path, "--seed", str(spec.seed)),
+            *("--hist", str(hist), "--dump", str(dump)),
+            *("--radius", repr(params.radius), "--jet-ptmin", repr(params.jet_ptmin)),
+        ]
+        return argv + _fail_args(spec) + ["--", *spec.inputs]
     assert isinstance(params, MergeParams)
     argv = [
         *_module("merge"),
@@ -43,6 +59,12 @@ def build_argv(spec: JobSpec) -> list[str]:
     if params.drop_events:
         argv += ["--drop-events", str(params.drop_events)]
     return argv + _fail_args(spec) + ["--", *spec.inputs]
+
+
+def side_outputs(mdst: Path) -> tuple[Path, Path]:
+    """The histogram file and event dump a reconstruction writes beside its mDST `X.root`."""
+    stem = mdst.name.removesuffix(".root")
+    return mdst.with_name(f"{stem}.hist.root"), mdst.with_name(f"{stem}.dump.txt")
 
 
 def child_env(spec: JobSpec, jobdir: Path) -> dict[str, str]:
