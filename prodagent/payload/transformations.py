@@ -14,6 +14,7 @@ from prodagent.payload.jobspec import (
     PythiaParams,
     ReconstructParams,
 )
+from prodagent.payload.side_outputs import side_outputs
 
 #: the directory holding the `prodagent` package, so that `-m prodagent...` works from any cwd
 _PACKAGE_ROOT = str(Path(prodagent.__file__).resolve().parent.parent)
@@ -59,12 +60,6 @@ def build_argv(spec: JobSpec) -> list[str]:
     if params.drop_events:
         argv += ["--drop-events", str(params.drop_events)]
     return argv + _fail_args(spec) + ["--", *spec.inputs]
-
-
-def side_outputs(mdst: Path) -> tuple[Path, Path]:
-    """The histogram file and event dump a reconstruction writes beside its mDST `X.root`."""
-    stem = mdst.name.removesuffix(".root")
-    return mdst.with_name(f"{stem}.hist.root"), mdst.with_name(f"{stem}.dump.txt")
 
 
 def child_env(spec: JobSpec, jobdir: Path) -> dict[str, str]:
