@@ -334,6 +334,20 @@ class AllocationInfo(Wire):
     reason: str | None
 
 
+class RunInfo(Wire):
+    """A run of a processing request (`prodmanager.runs`): its input files by state, its
+    events, its merge-gate state and why it needs attention, if it does."""
+
+    run: int
+    state: Literal["open", "needs_attention", "ready", "merged", "dropped"]
+    reason: str
+    files: dict[str, int]
+    input_events: int
+    processed_events: int
+    merged_events: int
+    decision: str | None
+
+
 class WhoAmI(Wire):
     name: str
     role: Role

@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from prodmanager.db.schema import agent, allocation, file, request, request_history, token
+from prodmanager.db.schema import agent, allocation, file, request, request_history, run, token
 from prodmanager.states import ACQUIRABLE, AllocationState
 
 OPEN = AllocationState.OPEN.value
@@ -585,3 +585,52 @@ def table_counts(conn: sa.Connection) -> dict[str, int]:
         t.name: int(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one())
         for t in tables
     }
+
+
+# --- runs of processing requests ----------------------------------------------------------------
+
+
+def run_allocations(conn: sa.Connection, request_id: int) -> Sequence[sa.Row[Any]]:
+    """(id, state, lease_expires, input_files) of the request's allocations, in job order."""
+    cols = [allocation.c.id, allocation.c.state, allocation.c.lease_expires, allocation.c.input_files]
+    return conn.execute(
+        sa.select(*cols).where(allocation.c.request_id == request_id).order_by(allocation.c.job_index)
+    ).all()
+
+
+def unmerged_outputs(conn: sa.Connection, request_id: int) -> Sequence[sa.Row[Any]]:
+    """(allocation_id, state, events) of the request's unmerged files that count (not superseded)."""
+    return conn.execute(
+        sa.select(file.c.allocation_id, file.c.state, file.c.events).where(
+            file.c.request_id == request_id, file.c.kind == "unmerged", file.c.state != "superseded"
+        )
+    ).all()
+
+
+def run_decisions(conn: sa.Connection, request_id: int) -> dict[int, sa.Row[Any]]:
+    rows = conn.execute(sa.select(run).where(run.c.request_id == request_id)).all()
+    return {int(r.run): r for r in rows}
+
+
+def set_run_decision(
+    conn: sa.Connection, request_id: int, run_number: int, decision: str | None,
+    actor: str, reason: str, now: float,
+) -> None:
+    """Record (or, with None, forget) the operator's decision on a run."""
+    conn.execute(run.delete().where(run.c.request_id == request_id, run.c.run == run_number))
+    if decision is not None:
+        conn.execute(run.insert().values(request_id=request_id, run=run_number, decision=decision,
+                                         actor=actor, reason=reason, at=now))
+
+
+def reopen_failed(conn: sa.Connection, allocation_ids: list[int], reason: str, now: float) -> int:
+    """Failed allocations back to open and unleased, to be processed again (reprocess)."""
+    if not allocation_ids:
+        return 0
+    return conn.execute(
+        allocation.update()
+        .where(allocation.c.id.in_(allocation_ids), allocation.c.state == AllocationState.FAILED.value)
+        .values(state=OPEN, agent=None, lease_token=None, lease_expires=0, events_done=0,
+                job_state=None, reason=reason, updated_at=now)
+    ).rowcount
+

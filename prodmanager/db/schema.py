@@ -117,3 +117,15 @@ token = sa.Table(
     # May submit workflows whose payload is an arbitrary `command` (migration 0002).
     sa.Column("allow_commands", sa.Boolean, nullable=False, server_default=sa.false()),
 )
+
+run = sa.Table(
+    "pm_run",
+    metadata,
+    # An operator's decision on a run of a processing request (prodmanager.runs); migration 0003.
+    sa.Column("request_id", BigId, sa.ForeignKey("pm_request.id"), primary_key=True),
+    sa.Column("run", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("decision", sa.String(12), nullable=False),  # accepted | dropped
+    sa.Column("actor", sa.String(100), nullable=False),
+    sa.Column("reason", sa.String(500), nullable=False),
+    sa.Column("at", Seconds, nullable=False),
+)
