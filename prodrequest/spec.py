@@ -363,9 +363,15 @@ class Output(Section):
 
 
 class MergeSettings(Section):
-    """How unmerged job outputs are grouped into merged files (WMAgent's defaults)."""
+    """How unmerged job outputs are grouped into merged files (WMAgent's defaults).
+
+    `per_run` (processing): a run's outputs are merged only once every file of the run is
+    processed (or given up by an operator), in pieces of at most `max_size_bytes`, each named by
+    the run and a sequence number; a run needing attention waits for an operator.
+    """
 
     enabled: bool = True
+    per_run: bool = False
     min_size_bytes: int = Field(2 * GiB, ge=0, le=TiB)
     max_size_bytes: int = Field(4 * GiB, ge=KiB, le=TiB)
     max_events: int = Field(100_000_000, ge=1, le=MAX_TOTAL_EVENTS)
