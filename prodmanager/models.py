@@ -84,6 +84,7 @@ class AcquireRequest(Wire):
 
 class InputFileRef(Wire):
     lfn: str
+    pfn: str | None = None
     run: int | None = None
     chunk: int | None = None
     events: int | None = None
@@ -156,6 +157,7 @@ class OutputFile(Wire):
     size: Count
     checksum: str = Field(pattern=r"^[A-Za-z0-9:_.+/=-]{1,100}$")
     events: Count
+    pfn: str | None = Field(None, max_length=1000, pattern=r"^[A-Za-z0-9_./:+=@-]+$")  # where it is
 
 
 class ProgressReport(Wire):

@@ -83,6 +83,7 @@ def store_merged(
         merged_into=None,
         agent=agent_name,
         created_at=now,
+        pfn=merged.pfn,
     )
     if q.mark_merged(conn, [int(f.id) for f in inputs], merged_id) != len(inputs):
         raise Conflict(f"inputs of {merged.lfn} were merged concurrently by another report")

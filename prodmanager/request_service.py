@@ -20,7 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from prodmanager import lifecycle, outputs, runs, splitter
+from prodmanager import chain, lifecycle, outputs, runs, splitter
 from prodmanager.auth import Principal, require_role, require_visible
 from prodmanager.counters import counters_for
 from prodmanager.db import queries as q
@@ -329,6 +329,7 @@ def _store(
 ) -> tuple[int, bool]:
     if q.request_by_name(conn, workflow.name) is not None:
         return _existing(conn, principal, workflow.name, sha), False
+    producer = chain.check_input(conn, json.loads(spec_json))
     now = time.time()
     request_id = q.insert_request(
         conn,
@@ -354,6 +355,8 @@ def _store(
     q.insert_history(
         conn, request_id, None, RequestState.NEW.value, principal.name, "submitted", now
     )
+    if producer is not None:  # what the producer merged already
+        chain.feed(conn, request_id, producer, now)
     return request_id, True
 
 

@@ -36,7 +36,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from prodmanager import lifecycle
+from prodmanager import chain, lifecycle
 from prodmanager.db import queries as q
 from prodmanager.errors import Conflict, NotFound
 from prodmanager.states import AllocationState, RequestState
@@ -130,8 +130,12 @@ def summarise(conn: sa.Connection, request_id: int, now: float) -> list[Run]:
             r.unmerged_outputs += sum(1 for o in outputs_here if o.state == "valid")
         elif a.state == AllocationState.FAILED:
             r.failed_allocations.append(int(a.id))
+    request = q.get_request(conn, request_id)
+    pending = request is not None and chain.producer_pending(conn, json.loads(request.spec))[0]
     for r in runs.values():
         r.judge()
+        if pending and r.state != "dropped":  # its input request may still hand on files of it
+            r.state, r.reason = "open", "input request still producing"
     return [runs[n] for n in sorted(runs)]
 
 

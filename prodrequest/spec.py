@@ -457,17 +457,20 @@ class InputSpec(Section):
     files: list[Annotated[InputFile, BeforeValidator(_lfn_to_file)]] = Field(
         default_factory=list, max_length=MAX_JOBS
     )
+    #: or: the dataset another request produces, its files handed on as they are merged (TaskChain)
+    dataset: str | None = Field(None, pattern=DATASET_PATTERN)
     name_pattern: str | None = Field(None, min_length=1, max_length=200)
     split: Literal["files", "run", "events"] = "files"
     files_per_job: int = Field(1, ge=1, le=10_000)
     events_per_job: int | None = Field(None, ge=1, le=10**9)
 
-    @field_validator("files")
-    @classmethod
-    def _some_files(cls, value: list[InputFile], info: ValidationInfo) -> list[InputFile]:
-        if not value and not _agent_view(info):
-            raise ValueError("no input: give at least one file")
-        return value
+    @model_validator(mode="after")
+    def _files_or_dataset(self, info: ValidationInfo) -> InputSpec:
+        if self.dataset is None and not self.files and not _agent_view(info):
+            raise field_error(("files",), "no input: give at least one file, or a dataset", [])
+        if self.dataset is not None and self.files:
+            raise field_error(("dataset",), "give input files or an input dataset, not both", self.dataset)
+        return self
 
     @field_validator("name_pattern")
     @classmethod
@@ -539,6 +542,7 @@ class InputSpec(Section):
 
     @property
     def jobs(self) -> int:
+        """Jobs known at submission (a dataset's files come later, one job per file)."""
         return len(self.groups())
 
 
@@ -560,6 +564,8 @@ class _Common(Section):
     @model_validator(mode="after")
     def _fail_plan_within_jobs(self, info: ValidationInfo) -> _Common:
         if _agent_view(info):  # the agent has the request's jobs one allocation at a time
+            return self
+        if getattr(getattr(self, "input", None), "dataset", None):  # jobs come as files are merged
             return self
         plan = self.payload.typed_parameters.fail_plan
         for i, item in enumerate(plan):
@@ -627,6 +633,13 @@ class ProcessingWorkflow(_Common):
                 + ", ".join(sorted(RUNNABLE_KINDS))
             )
         return value
+
+    @model_validator(mode="after")
+    def _not_its_own_input(self) -> ProcessingWorkflow:
+        if self.input.dataset is not None and self.input.dataset == self.output.dataset:
+            raise field_error(("input", "dataset"),
+                              "a cycle: the request would consume its own output dataset", self.input.dataset)
+        return self
 
     @model_validator(mode="after")
     def _transformation_reads_input(self) -> ProcessingWorkflow:

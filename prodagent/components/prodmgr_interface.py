@@ -357,7 +357,7 @@ class ProdMgrInterface(Component):
             try:
                 self.client.report_merged(self.agent, int(request_id), [MergedFile(
                     lfn=merged.lfn, size=merged.size, checksum=f"adler32:{merged.adler32}", events=merged.events,
-                    inputs=inputs,
+                    inputs=inputs, pfn=merged.pfn,
                 )])
             except (pm_errors.Conflict, pm_errors.InvalidInput, pm_errors.NotFound, pm_errors.Forbidden) as exc:
                 # A duplicate is acknowledged (files_duplicate), never refused: this is a refusal.

@@ -95,7 +95,7 @@ def production_spec(job: Any, workflow: Workflow, output_path: Path,
         job_id=job.name, job_type="production", transformation=transformation, params=params,
         events=job.n_events, first_event=job.first_event, run=job.run, seed=job.seed,
         retry=job.retry, output_path=str(output_path),
-        inputs=[str(f["lfn"]) for f in files],
+        inputs=[str(f.get("pfn") or f["lfn"]) for f in files],  # a chained input: where it was merged
         input_events=[int(c) for c in counts] if files and None not in counts else None,
         fail=payload.typed_parameters.planned_failure(job.job_index, job.retry),
         memory_mb=job.memory_mb, time_limit_s=job.time_s,

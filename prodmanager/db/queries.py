@@ -9,6 +9,7 @@ their request, so concurrent acquire, report, complete and abort cannot deadlock
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -634,3 +635,41 @@ def reopen_failed(conn: sa.Connection, allocation_ids: list[int], reason: str, n
                 job_state=None, reason=reason, updated_at=now)
     ).rowcount
 
+
+
+# --- chained requests ---------------------------------------------------------------------------
+
+
+def requests_of_kind(conn: sa.Connection, kinds: list[str], states: Iterable[str] | None = None) -> Sequence[sa.Row[Any]]:
+    """(id, state, spec, run_number) of requests of these kinds (and states), oldest first."""
+    query = sa.select(request.c.id, request.c.state, request.c.spec, request.c.run_number).where(
+        request.c.kind.in_(kinds)).order_by(request.c.id)
+    if states is not None:
+        query = query.where(request.c.state.in_(list(states)))
+    return conn.execute(query).all()
+
+
+def merged_files_of(conn: sa.Connection, request_id: int) -> Sequence[sa.Row[Any]]:
+    """The request's merged files, in registration order."""
+    return conn.execute(sa.select(file).where(file.c.request_id == request_id, file.c.kind == "merged")
+                        .order_by(file.c.id)).all()
+
+
+def next_job_index(conn: sa.Connection, request_id: int) -> int:
+    top = conn.execute(sa.select(sa.func.max(allocation.c.job_index))
+                       .where(allocation.c.request_id == request_id)).scalar()
+    return 0 if top is None else int(top) + 1
+
+
+def handed_lfns(conn: sa.Connection, request_id: int) -> set[str]:
+    """LFNs already given to the request's allocations (as input)."""
+    found: set[str] = set()
+    for text in conn.execute(sa.select(allocation.c.input_files).where(
+            allocation.c.request_id == request_id)).scalars():
+        found.update(f["lfn"] for f in json.loads(text or "[]"))
+    return found
+
+
+def add_to_totals(conn: sa.Connection, request_id: int, jobs: int, events: int, now: float) -> None:
+    conn.execute(request.update().where(request.c.id == request_id).values(
+        total_jobs=request.c.total_jobs + jobs, total_events=request.c.total_events + events, updated_at=now))

@@ -90,6 +90,7 @@ file = sa.Table(
     sa.Column("merged_into", BigId, sa.ForeignKey("pm_file.id"), nullable=True),
     sa.Column("agent", sa.String(100), nullable=False),
     sa.Column("created_at", Seconds, nullable=False),
+    sa.Column("pfn", sa.String(1000), nullable=True),  # where the agent wrote it (migration 0003)
     sa.Index("ix_pm_file_request", "request_id", "kind", "state"),
     sa.Index("ix_pm_file_allocation", "allocation_id"),
 )

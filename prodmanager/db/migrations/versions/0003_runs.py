@@ -1,4 +1,5 @@
-"""Runs of processing requests: an operator's decision on a run that needs attention.
+"""Runs of processing requests: an operator's decision on a run that needs attention; the
+physical name of a file (`pm_file.pfn`), so a chained request's jobs find their input.
 
 Revision ID: 0003
 Revises: 0002
@@ -29,5 +30,11 @@ def upgrade() -> None:
     )
 
 
+    with op.batch_alter_table("pm_file") as batch:
+        batch.add_column(sa.Column("pfn", sa.String(1000), nullable=True))
+
+
 def downgrade() -> None:
+    with op.batch_alter_table("pm_file") as batch:
+        batch.drop_column("pfn")
     op.drop_table("pm_run")
