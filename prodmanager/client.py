@@ -43,6 +43,7 @@ from prodmanager.models import (
     RenewResult,
     RequestDetail,
     RequestSummary,
+    RunInfo,
     SubmitResult,
     WhoAmI,
 )
@@ -233,6 +234,14 @@ class ProdManagerClient:
     def clone(self, request_id: int, reason: str = "") -> SubmitResult:
         path = f"/requests/{request_id}/clone"
         return self._call("POST", path, SubmitResult, json={"reason": reason})
+
+    def runs(self, request_id: int) -> list[RunInfo]:
+        return self._call_list("GET", f"/requests/{request_id}/runs", RunInfo)
+
+    def decide_run(self, request_id: int, run: int, action: str, reason: str = "") -> RunInfo:
+        """An operator's `accept`, `drop` or `reprocess` of a run that needs attention."""
+        path = f"/requests/{request_id}/runs/{run}/{action}"
+        return self._call("POST", path, RunInfo, json={"reason": reason})
 
     def whoami(self) -> WhoAmI:
         return self._call("GET", "/whoami", WhoAmI)

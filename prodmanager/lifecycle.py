@@ -9,6 +9,7 @@ import json
 
 import sqlalchemy as sa
 
+from prodmanager import chain
 from prodmanager.db import queries as q
 from prodmanager.states import RequestState, check_request_transition
 
@@ -49,9 +50,14 @@ def settle(conn: sa.Connection, request_id: int, actor: str, now: float) -> str 
         return None
     if q.has_open(conn, request_id):
         return None
+    pending, ended = chain.producer_pending(conn, json.loads(row.spec))
+    if pending:
+        return None  # its input request may still hand on files
     failed = q.count_by_state(conn, request_id).get("failed", 0)
     target = RequestState.FAILED if failed else RequestState.COMPLETED
     reason = f"{failed} allocation(s) failed" if failed else "all allocations done"
+    if ended:
+        reason += f"; {ended}"
     transition(conn, request_id, row.state, target, actor, reason, now)
     if target == RequestState.COMPLETED and not json.loads(row.spec).get("merge", {}).get(
         "enabled", True

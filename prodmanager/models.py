@@ -84,8 +84,12 @@ class AcquireRequest(Wire):
 
 class InputFileRef(Wire):
     lfn: str
+    pfn: str | None = None
+    run: int | None = None
+    chunk: int | None = None
     events: int | None = None
     size: int | None = None
+    checksum: str | None = None
 
 
 class Allocation(Wire):
@@ -153,6 +157,7 @@ class OutputFile(Wire):
     size: Count
     checksum: str = Field(pattern=r"^[A-Za-z0-9:_.+/=-]{1,100}$")
     events: Count
+    pfn: str | None = Field(None, max_length=1000, pattern=r"^[A-Za-z0-9_./:+=@-]+$")  # where it is
 
 
 class ProgressReport(Wire):
@@ -329,6 +334,20 @@ class AllocationInfo(Wire):
     events_done: int
     job_state: str | None
     reason: str | None
+
+
+class RunInfo(Wire):
+    """A run of a processing request (`prodmanager.runs`): its input files by state, its
+    events, its merge-gate state and why it needs attention, if it does."""
+
+    run: int
+    state: Literal["open", "needs_attention", "ready", "merged", "dropped"]
+    reason: str
+    files: dict[str, int]
+    input_events: int
+    processed_events: int
+    merged_events: int
+    decision: str | None
 
 
 class WhoAmI(Wire):

@@ -11,7 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from prodmanager import lifecycle
+from prodmanager import lifecycle, runs
 from prodmanager.db import queries as q
 from prodmanager.errors import Conflict, Forbidden, InvalidInput
 from prodmanager.models import MergedFile, OutputFile
@@ -83,6 +83,7 @@ def store_merged(
         merged_into=None,
         agent=agent_name,
         created_at=now,
+        pfn=merged.pfn,
     )
     if q.mark_merged(conn, [int(f.id) for f in inputs], merged_id) != len(inputs):
         raise Conflict(f"inputs of {merged.lfn} were merged concurrently by another report")
@@ -139,11 +140,19 @@ def _lease_of(leases: dict[int, sa.Row[Any]], f: sa.Row[Any]) -> tuple[str, str,
 
 
 def close_if_merged(conn: sa.Connection, request_id: int, actor: str, now: float) -> str:
+    """Close a completed request once all its output is merged; a failed processing request
+    too, once an operator decided on every run with a failed file (`runs`)."""
     request = q.get_request(conn, request_id, lock=True)
     assert request is not None
-    if request.state == RequestState.COMPLETED and q.count_valid_unmerged(conn, request_id) == 0:
-        lifecycle.transition(
-            conn, request_id, request.state, RequestState.CLOSED, actor, "all output merged", now
-        )
-        return RequestState.CLOSED.value
-    return str(request.state)
+    if q.count_valid_unmerged(conn, request_id) != 0:
+        return str(request.state)
+    if runs.attention_needed(conn, request_id, now):
+        return str(request.state)
+    if request.state == RequestState.COMPLETED:
+        why = "all output merged"
+    elif request.state == RequestState.FAILED and runs.failures_given_up(conn, request_id, now):
+        why = "all output merged; every failed file given up by an operator"
+    else:
+        return str(request.state)
+    lifecycle.transition(conn, request_id, request.state, RequestState.CLOSED, actor, why, now)
+    return RequestState.CLOSED.value

@@ -24,7 +24,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from prodmanager import lifecycle, outputs, splitter
+from prodmanager import chain, lifecycle, outputs, splitter
 from prodmanager.auth import Principal, require_role
 from prodmanager.db import queries as q
 from prodmanager.db.engine import Database
@@ -446,6 +446,8 @@ class PullService:
                     accepted += 1
                 else:
                     duplicate += 1
+            if accepted:
+                chain.hand_on(conn, report.request_id, now)  # to requests consuming its dataset
             state = outputs.close_if_merged(conn, report.request_id, f"agent:{agent_name}", now)
             return MergedAck(
                 request_id=report.request_id,

@@ -20,7 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from prodmanager import lifecycle, splitter
+from prodmanager import chain, lifecycle, outputs, runs, splitter
 from prodmanager.auth import Principal, require_role, require_visible
 from prodmanager.counters import counters_for
 from prodmanager.db import queries as q
@@ -32,6 +32,7 @@ from prodmanager.models import (
     RequestDetail,
     RequestSummary,
     Role,
+    RunInfo,
     SubmitResult,
 )
 from prodmanager.states import FINISHED, RequestState, check_request_transition
@@ -151,6 +152,29 @@ class RequestService:
             ]
 
         return self.db.read(work)
+
+    def runs(self, principal: Principal, request_id: int) -> list[RunInfo]:
+        """The runs of a processing request; agents read them too (their merge gate)."""
+        def work(conn: sa.Connection) -> list[RunInfo]:
+            row = _request_or_404(conn, request_id)
+            if principal.role != Role.AGENT:
+                require_visible(principal, request_id, row.owner)
+            return [_run_info(r) for r in runs.summarise(conn, request_id, time.time())]
+
+        return self.db.read(work)
+
+    def decide_run(self, principal: Principal, request_id: int, run: int, action: str,
+                   reason: str = "") -> RunInfo:
+        """An operator's decision on a run that needs attention: accept, drop or reprocess."""
+        require_role(principal, Role.OPERATOR)
+
+        def work(conn: sa.Connection) -> RunInfo:
+            now = time.time()
+            decided = runs.decide(conn, request_id, run, action, principal.name, reason, now)
+            outputs.close_if_merged(conn, request_id, principal.name, now)
+            return _run_info(decided)
+
+        return self.db.transaction(work)
 
     # --- actions --------------------------------------------------------------------------------
 
@@ -305,6 +329,7 @@ def _store(
 ) -> tuple[int, bool]:
     if q.request_by_name(conn, workflow.name) is not None:
         return _existing(conn, principal, workflow.name, sha), False
+    producer = chain.check_input(conn, json.loads(spec_json))
     now = time.time()
     request_id = q.insert_request(
         conn,
@@ -330,6 +355,8 @@ def _store(
     q.insert_history(
         conn, request_id, None, RequestState.NEW.value, principal.name, "submitted", now
     )
+    if producer is not None:  # what the producer merged already
+        chain.feed(conn, request_id, producer, now)
     return request_id, True
 
 
@@ -468,3 +495,9 @@ def _allocation_info(a: sa.Row[Any], now: float) -> AllocationInfo:
         job_state=a.job_state,
         reason=a.reason,
     )
+
+
+def _run_info(r: runs.Run) -> RunInfo:
+    return RunInfo(run=r.run, state=r.state, reason=r.reason, files=dict(r.files),  # type: ignore[arg-type]
+                   input_events=r.input_events, processed_events=r.processed_events,
+                   merged_events=r.merged_events, decision=r.decision)

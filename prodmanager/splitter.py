@@ -36,10 +36,8 @@ def _event_ranges(workflow: MonteCarloWorkflow, run_number: int) -> list[dict[st
 
 
 def _file_groups(workflow: ProcessingWorkflow) -> list[dict[str, Any]]:
-    files, per_job = workflow.input.files, workflow.input.files_per_job
     rows = []
-    for index, start in enumerate(range(0, len(files), per_job)):
-        group = files[start : start + per_job]
+    for index, group in enumerate(workflow.input.groups()):
         rows.append(
             {
                 "job_index": index,

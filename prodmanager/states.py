@@ -32,7 +32,7 @@ REQUEST_TRANSITIONS: dict[RequestState, frozenset[RequestState]] = {
     # While paused, leased work may still finish; resume goes back to new, assigned or running.
     R.PAUSED: frozenset({R.NEW, R.ASSIGNED, R.RUNNING, R.COMPLETED, R.FAILED, R.ABORTED}),
     R.COMPLETED: frozenset({R.CLOSED}),
-    R.FAILED: frozenset({R.CLOSED}),
+    R.FAILED: frozenset({R.CLOSED, R.RUNNING}),  # -> running: a run of it is reprocessed
     R.CLOSED: frozenset(),
     R.ABORTED: frozenset(),
 }
@@ -63,7 +63,7 @@ A = AllocationState
 ALLOCATION_TRANSITIONS: dict[AllocationState, frozenset[AllocationState]] = {
     A.OPEN: frozenset({A.OPEN, A.DONE, A.FAILED, A.RECALLED}),  # open -> open: (re)lease, release
     A.DONE: frozenset(),
-    A.FAILED: frozenset(),
+    A.FAILED: frozenset({A.OPEN}),  # an operator reprocesses the run it belongs to
     A.RECALLED: frozenset(),
 }
 

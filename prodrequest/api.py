@@ -6,7 +6,7 @@ size and encoding checks see exactly the bytes the requester sent.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -21,6 +21,7 @@ from prodmanager.models import (
     ErrorBody,
     RequestDetail,
     RequestSummary,
+    RunInfo,
     SubmitResult,
     WhoAmI,
 )
@@ -113,3 +114,20 @@ def clone(
     request_id: RequestId, caller: Caller, service: Service, body: Reason = None
 ) -> SubmitResult:
     return service.clone(caller, request_id, body.reason if body else "")
+
+
+@router.get("/requests/{request_id}/runs", response_model=list[RunInfo])
+def runs(request_id: RequestId, caller: Caller, service: Service) -> list[RunInfo]:
+    return service.runs(caller, request_id)
+
+
+@router.post("/requests/{request_id}/runs/{run}/{action}", response_model=RunInfo)
+def decide_run(
+    request_id: RequestId,
+    run: Annotated[int, Path(ge=0, le=2**32 - 1)],
+    action: Annotated[Literal["accept", "drop", "reprocess"], Path()],
+    caller: Caller,
+    service: Service,
+    body: Reason = None,
+) -> RunInfo:
+    return service.decide_run(caller, request_id, run, action, body.reason if body else "")

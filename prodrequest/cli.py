@@ -1,7 +1,8 @@
 """`prodrequest`: submit and follow production requests.
 
     prodrequest [--url URL] [--token TOKEN] submit FILE | list [--state S] | show ID |
-        watch ID | abort ID | pause ID | resume ID | close ID | clone ID | allocations ID
+        watch ID | abort ID | pause ID | resume ID | close ID | clone ID | allocations ID |
+        runs ID | run ID RUN accept|drop|reprocess
 
 The server and token come from --url/--token or $PRODMANAGER_URL/$PRODMANAGER_TOKEN. Every command
 takes --json (machine-readable output on stdout; errors as a JSON object and exit code 1).
@@ -17,7 +18,7 @@ from typing import Any
 
 import click
 from pydantic import BaseModel
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
@@ -122,10 +123,38 @@ def list_cmd(obj: Context, states: tuple[str, ...], owner: str | None, as_json: 
 @json_option
 @click.pass_obj
 def show(obj: Context, request_id: int, as_json: bool) -> None:
-    """Show a request: state, counters, history."""
+    """Show a request: state, counters, history (and the runs of a processing request)."""
     with obj.client() as client:
         detail = _run(as_json, lambda: client.get(request_id))
-    _emit(detail, as_json, render.request_detail(detail))
+        found = _run(as_json, lambda: client.runs(request_id)) if detail.kind == "processing" else []
+    human = render.request_detail(detail)
+    _emit(detail, as_json, Group(human, render.run_table(found)) if found else human)
+
+
+@main.command()
+@click.argument("request_id", type=int)
+@json_option
+@click.pass_obj
+def runs(obj: Context, request_id: int, as_json: bool) -> None:
+    """The runs of a processing request: files by state, events, runs needing attention."""
+    with obj.client() as client:
+        items = _run(as_json, lambda: client.runs(request_id))
+    _emit(items, as_json, render.run_table(items))
+
+
+@main.command()
+@click.argument("request_id", type=int)
+@click.argument("run_number", type=int)
+@click.argument("action", type=click.Choice(["accept", "drop", "reprocess"]))
+@reason_option
+@json_option
+@click.pass_obj
+def run(obj: Context, request_id: int, run_number: int, action: str, reason: str, as_json: bool) -> None:
+    """Decide on a run that needs attention (operators): accept it as it is (merge what there
+    is), drop it (never merged), or reprocess its failed files."""
+    with obj.client() as client:
+        info = _run(as_json, lambda: client.decide_run(request_id, run_number, action, reason))
+    _emit(info, as_json, f"request {request_id} run {info.run}: {info.state}")
 
 
 @main.command()

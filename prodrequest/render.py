@@ -13,7 +13,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 from rich.text import Text
 
-from prodmanager.models import AllocationInfo, RequestDetail, RequestSummary
+from prodmanager.models import AllocationInfo, RequestDetail, RequestSummary, RunInfo
 
 STATE_STYLE = {
     "new": "cyan",
@@ -103,6 +103,19 @@ def request_detail(r: RequestDetail) -> Group:
             when(h.at), plain(h.from_state), state_text(h.to_state), plain(h.actor), plain(h.reason)
         )
     return Group(head, history)
+
+
+def run_table(items: list[RunInfo]) -> Table:
+    """Runs of a processing request: input files by state, events, and what needs attention."""
+    attention = sum(1 for r in items if r.state == "needs_attention")
+    merged = sum(1 for r in items if r.state == "merged")
+    table = Table(title=f"{len(items)} run(s): {merged} merged, {attention} needing attention")
+    for col in ("run", "state", "files", "input ev", "processed ev", "merged ev", "why"):
+        table.add_column(col)
+    for r in items:
+        table.add_row(str(r.run), state_text(r.state), plain(_counts(r.files)), str(r.input_events),
+                      str(r.processed_events), str(r.merged_events), plain(r.reason or r.decision or ""))
+    return table
 
 
 def allocation_table(items: list[AllocationInfo]) -> Table:

@@ -3,7 +3,8 @@
 Two kinds of workflow share the output, merge, retry, resource, priority and site sections:
 
 - `kind: montecarlo`: generate `events.total` events with a payload, `events.per_job` per job;
-- `kind: processing`: run a payload over a list of existing input files, `files_per_job` per job.
+- `kind: processing`: run a payload over a list of existing input files, split by files per
+  job, by run, or by events per job (run and chunk of a file may come from its name).
 
 Every model forbids unknown keys and validates strictly (a quoted number is a wrong type, not a
 number), so a typo is refused instead of silently taking a default. `prodrequest.loader` turns a
@@ -12,14 +13,16 @@ document into one of these models, or into a list of errors that each name the f
 Accepted means runnable: the agent builds its jobs from these same models (`prodagent.jobs.specs`
 validates the allocation's workflow with `workflow_adapter`). `payload.parameters` is checked by
 the transformation's own parameter model (`TRANSFORMATIONS`, the models of the agent's job spec)
-plus the reserved test knobs (`TestKnobs`); a `command` payload takes the knobs only. Kinds the
-agents cannot run yet (`processing`, issue 10) are refused at the door, naming `kind`.
+plus the reserved test knobs (`TestKnobs`); a `command` payload takes the knobs only. Agents
+get a processing workflow without its file list (each allocation carries its own files): they
+validate it under the context `AGENT_VIEW`, which lets `input.files` be empty.
 """
 
 from __future__ import annotations
 
 import difflib
 import math
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -36,7 +39,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from prodagent.payload.jobspec import FailMode, FailSpec, PythiaParams
+from prodagent.payload.jobspec import FailMode, FailSpec, PythiaParams, ReconstructParams
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -63,9 +66,15 @@ Lfn = Annotated[str, Field(pattern=LFN_PATTERN)]
 
 _SCALARS = (str, int, float, bool)
 
-#: kinds agents can run; the others are refused at the door until they can (processing: issue 10).
-#: A validation context {"preview_kinds": {"processing"}} lets tests and issue-10 work build them.
-RUNNABLE_KINDS = frozenset({"montecarlo"})
+#: kinds agents can run; the others are refused at the door until they can.
+#: A validation context {"preview_kinds": {...}} lets tests build kinds not yet runnable.
+RUNNABLE_KINDS = frozenset({"montecarlo", "processing"})
+#: the validation context of a workflow as agents get it: processing without `input.files`
+AGENT_VIEW: dict[str, Any] = {"agent_view": True}
+
+
+def _agent_view(info: ValidationInfo) -> bool:
+    return bool((info.context or {}).get("agent_view"))
 
 
 class Section(BaseModel):
@@ -163,8 +172,19 @@ class CommandParameters(TestKnobs):
     """`parameters` of a `command` payload: the test knobs only (the argv is the command)."""
 
 
+class ReconstructParameters(TestKnobs, ReconstructParams):
+    """`parameters` of a `reconstruct` payload: the agent's ReconstructParams plus the test knobs."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
 #: registered transformations: name -> the model of its `payload.parameters`
-TRANSFORMATIONS: dict[str, type[TestKnobs]] = {"pythia": PythiaParameters}
+TRANSFORMATIONS: dict[str, type[TestKnobs]] = {
+    "pythia": PythiaParameters,
+    "reconstruct": ReconstructParameters,
+}
+#: transformations that read input files (processing), and those that make events (Monte Carlo)
+READS_INPUT = frozenset({"reconstruct"})
 
 
 class Payload(Section):
@@ -343,9 +363,15 @@ class Output(Section):
 
 
 class MergeSettings(Section):
-    """How unmerged job outputs are grouped into merged files (WMAgent's defaults)."""
+    """How unmerged job outputs are grouped into merged files (WMAgent's defaults).
+
+    `per_run` (processing): a run's outputs are merged only once every file of the run is
+    processed (or given up by an operator), in pieces of at most `max_size_bytes`, each named by
+    the run and a sequence number; a run needing attention waits for an operator.
+    """
 
     enabled: bool = True
+    per_run: bool = False
     min_size_bytes: int = Field(2 * GiB, ge=0, le=TiB)
     max_size_bytes: int = Field(4 * GiB, ge=KiB, le=TiB)
     max_events: int = Field(100_000_000, ge=1, le=MAX_TOTAL_EVENTS)
@@ -397,12 +423,18 @@ class Sites(Section):
         return any(s in self.whitelist for s in usable)
 
 
+CHECKSUM_PATTERN = r"^(adler32:[0-9a-f]{8}|md5:[0-9a-f]{32}|sha256:[0-9a-f]{64})$"
+
+
 class InputFile(Section):
     """One input file of a processing workflow; a bare string is taken as its LFN."""
 
     lfn: Lfn
+    run: int | None = Field(None, ge=0, le=2**32 - 1)
+    chunk: int | None = Field(None, ge=0, le=10**9)
     events: int | None = Field(None, ge=0, le=10**9)
     size: int | None = Field(None, ge=0, le=TiB)
+    checksum: str | None = Field(None, pattern=CHECKSUM_PATTERN)
 
 
 def _lfn_to_file(value: Any) -> Any:
@@ -410,24 +442,108 @@ def _lfn_to_file(value: Any) -> Any:
 
 
 class InputSpec(Section):
-    """The input files and how many go into one job."""
+    """The input files and how they are cut into jobs.
+
+    - `split: files`: `files_per_job` consecutive files per job;
+    - `split: run`: one job per run (at most `files_per_job` files each, in chunk order);
+    - `split: events`: consecutive files adding up to about `events_per_job` events per job
+      (whole files; every file must declare `events`).
+
+    `name_pattern` (a regular expression with named groups `run` and/or `chunk`, searched in the
+    file's base name) fills in the run and chunk of files that do not give them, e.g.
+    `cdr(?P<chunk>\\d+)-(?P<run>\\d+)\\.raw` for COMPASS' `cdr12019-275772.raw`.
+    """
 
     files: list[Annotated[InputFile, BeforeValidator(_lfn_to_file)]] = Field(
-        min_length=1, max_length=MAX_JOBS
+        default_factory=list, max_length=MAX_JOBS
     )
+    #: or: the dataset another request produces, its files handed on as they are merged (TaskChain)
+    dataset: str | None = Field(None, pattern=DATASET_PATTERN)
+    name_pattern: str | None = Field(None, min_length=1, max_length=200)
+    split: Literal["files", "run", "events"] = "files"
     files_per_job: int = Field(1, ge=1, le=10_000)
+    events_per_job: int | None = Field(None, ge=1, le=10**9)
 
     @model_validator(mode="after")
-    def _unique_lfns(self) -> InputSpec:
+    def _files_or_dataset(self, info: ValidationInfo) -> InputSpec:
+        if self.dataset is None and not self.files and not _agent_view(info):
+            raise field_error(("files",), "no input: give at least one file, or a dataset", [])
+        if self.dataset is not None and self.files:
+            raise field_error(("dataset",), "give input files or an input dataset, not both", self.dataset)
+        return self
+
+    @field_validator("name_pattern")
+    @classmethod
+    def _pattern_compiles(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            groups = set(re.compile(value).groupindex)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        if not groups & {"run", "chunk"}:
+            raise ValueError("needs a named group (?P<run>...) and/or (?P<chunk>...)")
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> InputSpec:
+        if self.name_pattern is not None:
+            self._fill_from_names(re.compile(self.name_pattern))
         seen: set[str] = set()
         dupes = sorted({f.lfn for f in self.files if f.lfn in seen or seen.add(f.lfn)})
         if dupes:
             raise ValueError(f"duplicate input files: {', '.join(dupes[:5])}")
+        if self.split == "events":
+            if self.events_per_job is None:
+                raise field_error(("events_per_job",), "split: events needs events_per_job", None)
+            for i, f in enumerate(self.files):
+                if f.events is None:
+                    raise field_error(("files", i, "events"), "split: events needs every file's events", None)
+        if self.split == "run":
+            for i, f in enumerate(self.files):
+                if f.run is None:
+                    raise field_error(("files", i, "run"),
+                                      "split: run needs every file's run (or a name_pattern giving it)", None)
         return self
+
+    def _fill_from_names(self, pattern: re.Pattern[str]) -> None:
+        for i, f in enumerate(self.files):
+            if f.run is not None and (f.chunk is not None or "chunk" not in pattern.groupindex):
+                continue
+            found = pattern.search(f.lfn.rsplit("/", 1)[-1])
+            if found is None:
+                raise field_error(("files", i, "lfn"),
+                                  f"base name does not match name_pattern {self.name_pattern!r}", f.lfn)
+            named = {k: int(v) for k, v in found.groupdict().items() if k in ("run", "chunk") and v}
+            self.files[i] = f.model_copy(update={k: v for k, v in named.items() if getattr(f, k) is None})
+
+    def groups(self) -> list[list[InputFile]]:
+        """The files of each job, in job order."""
+        files, per_job = self.files, self.files_per_job
+        if self.split == "run":
+            by_run: dict[int, list[InputFile]] = {}
+            for f in files:
+                by_run.setdefault(int(f.run or 0), []).append(f)
+            out = []
+            for run in sorted(by_run):
+                ordered = sorted(by_run[run], key=lambda f: (f.chunk is None, f.chunk or 0, f.lfn))
+                out += [ordered[i : i + per_job] for i in range(0, len(ordered), per_job)]
+            return out
+        if self.split == "events":
+            out, current, events = [], [], 0
+            for f in files:
+                if current and events + int(f.events or 0) > int(self.events_per_job or 0):
+                    out.append(current)
+                    current, events = [], 0
+                current.append(f)
+                events += int(f.events or 0)
+            return out + ([current] if current else [])
+        return [files[i : i + per_job] for i in range(0, len(files), per_job)]
 
     @property
     def jobs(self) -> int:
-        return math.ceil(len(self.files) / self.files_per_job)
+        """Jobs known at submission (a dataset's files come later, one job per file)."""
+        return len(self.groups())
 
 
 class _Common(Section):
@@ -446,7 +562,11 @@ class _Common(Section):
         raise NotImplementedError
 
     @model_validator(mode="after")
-    def _fail_plan_within_jobs(self) -> _Common:
+    def _fail_plan_within_jobs(self, info: ValidationInfo) -> _Common:
+        if _agent_view(info):  # the agent has the request's jobs one allocation at a time
+            return self
+        if getattr(getattr(self, "input", None), "dataset", None):  # jobs come as files are merged
+            return self
         plan = self.payload.typed_parameters.fail_plan
         for i, item in enumerate(plan):
             if item.job >= self.jobs:
@@ -481,6 +601,14 @@ class MonteCarloWorkflow(_Common):
                 raise ValueError("run_number too large for seeds.policy run_lumi")
         return self
 
+    @model_validator(mode="after")
+    def _transformation_makes_events(self) -> MonteCarloWorkflow:
+        t = self.payload.transformation
+        if t in READS_INPUT:
+            raise field_error(("payload", "transformation"),
+                              f"{t!r} reads input files: use kind: processing with an input section", t)
+        return self
+
     @property
     def jobs(self) -> int:
         return self.events.jobs
@@ -505,6 +633,22 @@ class ProcessingWorkflow(_Common):
                 + ", ".join(sorted(RUNNABLE_KINDS))
             )
         return value
+
+    @model_validator(mode="after")
+    def _not_its_own_input(self) -> ProcessingWorkflow:
+        if self.input.dataset is not None and self.input.dataset == self.output.dataset:
+            raise field_error(("input", "dataset"),
+                              "a cycle: the request would consume its own output dataset", self.input.dataset)
+        return self
+
+    @model_validator(mode="after")
+    def _transformation_reads_input(self) -> ProcessingWorkflow:
+        t = self.payload.transformation
+        if t is not None and t not in READS_INPUT:
+            raise field_error(("payload", "transformation"),
+                              f"{t!r} reads no input files; processing transformations: "
+                              + ", ".join(sorted(READS_INPUT)), t)
+        return self
 
     @property
     def jobs(self) -> int:

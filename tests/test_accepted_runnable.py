@@ -43,7 +43,7 @@ from prodrequest.spec import MonteCarloWorkflow
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "etc" / "workflows").glob("*.yaml"))
 #: examples the service refuses on purpose, and the field it names
-REFUSED_EXAMPLES = {"reprocess_files.yaml": "kind"}
+REFUSED_EXAMPLES: dict[str, str] = {}
 AGENT = "ar"
 
 
@@ -199,7 +199,6 @@ def test_examples_are_accepted_or_refused_on_purpose() -> None:
 def test_every_accepted_document_builds_its_jobs(name: str, doc: dict[str, Any], manager: Manager,
                                                  agent: Agent) -> None:
     workflow = validate_workflow(doc)
-    assert isinstance(workflow, MonteCarloWorkflow)
     leased = manager.lease(doc)
     assert len(leased) == workflow.jobs
     ids = agent.record(leased)
@@ -208,8 +207,15 @@ def test_every_accepted_document_builds_its_jobs(name: str, doc: dict[str, Any],
     allocations = agent.allocations()
     assert {allocations[i].state for i in ids} == {"active"}, [allocations[i].reason for i in ids]
     jobs = agent.jobs()
-    per_job = workflow.events.per_job
-    assert len(jobs) == sum(math.ceil(a.n_events / per_job) for a in leased)
+    if isinstance(workflow, MonteCarloWorkflow):
+        per_job = workflow.events.per_job
+        assert len(jobs) == sum(math.ceil(a.n_events / per_job) for a in leased)
+    else:  # one job per group of files, over exactly those files
+        assert len(jobs) == len(leased)
+        files = {str(a.job_index): [f.lfn for f in a.input_files] for a in leased}
+        for job in jobs:
+            spec = read_spec(Layout.attempt_dir(job.workdir, 0))
+            assert spec.inputs == files[str(job.job_index)]
     assert [m.payload for m in outbox if m.msg_type == "JobCreated"] == [{"job_ids": [j.id for j in jobs]}]
     knobs = workflow.payload.typed_parameters
     for job in jobs:
@@ -300,12 +306,12 @@ def test_command_payloads_take_only_the_test_knobs() -> None:
     assert (item.job, item.mode, item.attempts) == (2, "segv", 3)
 
 
-def test_processing_is_refused_until_agents_run_it() -> None:
+def test_processing_needs_a_transformation_that_reads_input() -> None:
     text = (ROOT / "etc" / "workflows" / "reprocess_files.yaml").read_text()
-    errors = refusal(text.replace("transformation: reco", "transformation: pythia").replace(
-        "  parameters:\n    calibration: v12\n", ""))
-    assert list(errors) == ["kind"]
-    assert "processing requests are not yet runnable by agents" in errors["kind"]
+    errors = refusal(text.replace("transformation: reconstruct", "transformation: pythia").replace(
+        "  parameters:\n    radius: 0.4\n", ""))
+    assert list(errors) == ["payload.transformation"]
+    assert "reads no input files" in errors["payload.transformation"]
 
 
 # -- a poison allocation fails alone --------------------------------------------------------------
@@ -321,7 +327,7 @@ POISONS = {
     "fail_plan_scalar": (lambda s: s["payload"]["parameters"].update(fail_plan=3), "payload.parameters.fail_plan"),
     "null_in_list": (lambda s: s["payload"]["parameters"].update(tune=[1.0, None]), "payload.parameters"),
     "pythia_refuses": (lambda s: s["payload"]["parameters"].update(ecm=-1.0), "payload.parameters.ecm"),
-    "processing": (lambda s: s.update(kind="processing", input={"files_per_job": 1}), "kind"),
+    "processing": (lambda s: s.update(kind="processing", input={"files_per_job": 1}), "events"),
 }
 
 

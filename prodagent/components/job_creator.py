@@ -2,7 +2,8 @@
 
 An allocation (an event range of a request) becomes jobs of `events.per_job` events, each with
 a seed unique within the request and reproducible (the allocation's seed plus the job's offset),
-a job spec and a work area. Many jobs per message; handlers are idempotent: an allocation that
+a job spec and a work area. An allocation of a processing request (a group of input files)
+becomes one job over its files, numbered with their run when they share one. Many jobs per message; handlers are idempotent: an allocation that
 already has jobs, or a job no longer in cool-off, is left as it is.
 
 A poison allocation fails alone: one whose workflow the models refuse, or whose rows or specs
@@ -15,6 +16,7 @@ batch back, and the message is handled again.
 from __future__ import annotations
 
 import errno
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ from prodagent.jobs.allocations import ACQUIRED, ACTIVE, UNRUNNABLE
 from prodagent.jobs.layout import Layout
 from prodagent.jobs.specs import (
     MAX_REASON_CHARS,
+    Workflow,
     WorkflowUnrunnable,
     describe,
     parse_workflow,
@@ -41,7 +44,7 @@ from prodagent.jobs.specs import (
 from prodagent.payload.jobspec import JobSpec
 from prodagent.runtime.component import Component, Context, handles
 from prodmanager.text import one_line
-from prodrequest.spec import MonteCarloWorkflow
+from prodrequest.spec import ProcessingWorkflow
 
 #: OSErrors of the agent's disk, not of an allocation: the batch is retried, nobody given up
 _ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EMFILE, errno.ENFILE})
@@ -52,7 +55,7 @@ class _Plan:
     """One allocation's jobs, built in memory: rows to insert and the specs to write."""
 
     alloc: Any
-    workflow: MonteCarloWorkflow
+    workflow: Workflow
     rows: list[dict[str, Any]]
     specs: list[tuple[Path, JobSpec]]
 
@@ -135,8 +138,9 @@ class JobCreator(Component):
     def _plan(self, alloc: Any) -> _Plan:
         """The allocation's job rows and specs, validated, nothing written."""
         workflow = parse_workflow(alloc.workflow)  # once per workflow text (cached)
-        rows = self._rows(alloc, workflow)
-        specs = [production_attempt(self.layout, SimpleNamespace(**row), workflow) for row in rows]
+        inputs = _input_files(alloc) if isinstance(workflow, ProcessingWorkflow) else None
+        rows = self._rows(alloc, workflow) if inputs is None else [self._processing_row(alloc, workflow, inputs)]
+        specs = [production_attempt(self.layout, SimpleNamespace(**row), workflow, inputs) for row in rows]
         return _Plan(alloc, workflow, rows, specs)
 
     def _record(self, ctx: Context, plans: list[_Plan]) -> list[int]:
@@ -169,23 +173,33 @@ class JobCreator(Component):
         store.set_allocation(ctx.conn, alloc.id, state=UNRUNNABLE, reason=reason)
         self.log.error("allocation %s of request %s is unrunnable: %s", alloc.id, alloc.request_id, reason)
 
-    def _rows(self, alloc: Any, workflow: MonteCarloWorkflow) -> list[dict[str, Any]]:
-        """The job rows of one allocation (without their dataset)."""
-        allocation_id = alloc.id
+    def _rows(self, alloc: Any, workflow: Workflow) -> list[dict[str, Any]]:
+        """The job rows of one Monte Carlo allocation (without their dataset)."""
+        assert not isinstance(workflow, ProcessingWorkflow)
         per_job = workflow.events.per_job
-        rows = []
-        for k, first in enumerate(range(alloc.first_event, alloc.first_event + alloc.n_events, per_job)):
-            name = f"{self.config.agent.name}-r{alloc.request_id}-a{allocation_id}-{k}"
-            rows.append({
-                "agent": self.config.agent.name, "name": name, "job_type": "production",
-                "allocation_id": allocation_id, "request_id": alloc.request_id,
-                "retry": 0, "max_retries": workflow.retry.max_retries,
-                "first_event": first, "n_events": min(per_job, alloc.first_event + alloc.n_events - first),
-                "seed": alloc.seed + k, "run": alloc.run, "job_index": payload_index(alloc, k),
-                "memory_mb": workflow.resources.memory_mb, "time_s": workflow.resources.time_s,
-                "workdir": str(self.layout.job_dir(alloc.request_id, name)),
-            })
-        return rows
+        end = alloc.first_event + alloc.n_events
+        return [self._row(alloc, workflow, k, first, min(per_job, end - first), alloc.run)
+                for k, first in enumerate(range(alloc.first_event, end, per_job))]
+
+    def _processing_row(self, alloc: Any, workflow: Workflow, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        """The one job of a processing allocation: its files' run when they share one."""
+        if not inputs:
+            raise ValueError("a processing allocation without input files")
+        runs = {f.get("run") for f in inputs}
+        run = runs.pop() if len(runs) == 1 and None not in runs else alloc.run
+        return self._row(alloc, workflow, 0, 0, int(alloc.n_events), int(run))
+
+    def _row(self, alloc: Any, workflow: Workflow, k: int, first: int, n_events: int, run: int) -> dict[str, Any]:
+        name = f"{self.config.agent.name}-r{alloc.request_id}-a{alloc.id}-{k}"
+        return {
+            "agent": self.config.agent.name, "name": name, "job_type": "production",
+            "allocation_id": alloc.id, "request_id": alloc.request_id,
+            "retry": 0, "max_retries": workflow.retry.max_retries,
+            "first_event": first, "n_events": n_events,
+            "seed": alloc.seed + k, "run": run, "job_index": payload_index(alloc, k),
+            "memory_mb": workflow.resources.memory_mb, "time_s": workflow.resources.time_s,
+            "workdir": str(self.layout.job_dir(alloc.request_id, name)),
+        }
 
     @handles("RetryJob")
     def on_retry(self, ctx: Context, payload: dict[str, Any]) -> None:
@@ -242,6 +256,11 @@ def _environment_fault(exc: BaseException) -> bool:
     if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.InternalError):
         return True
     return isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS
+
+
+def _input_files(alloc: Any) -> list[dict[str, Any]]:
+    text = alloc.input_files
+    return list(json.loads(text) if isinstance(text, str) else text or [])
 
 
 def payload_index(alloc: Any, k: int) -> int:

@@ -1,7 +1,8 @@
 """MergeSensor: groups unmerged files into merge jobs, and accepts or refuses finished merges.
 
 On `JobSuccess` of production jobs, and on every tick, each dataset's waiting files are grouped
-by the request's merge settings (`prodagent.jobs.merging`); each ready group becomes a merge job
+by the request's merge settings (`prodagent.jobs.merging`; merged per run, only runs whose gate
+ProdManager opened, copied into `pa_run` by ProdMgrInterface); each ready group becomes a merge job
 (through `JobCreated`, the same submit path as production). On `JobSuccess` of a merge job the
 merge is judged: it is accepted only if the merged file holds exactly the events of its inputs.
 
@@ -29,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from prodagent.jobs import states, store
 from prodagent.jobs.layout import Layout
-from prodagent.jobs.merging import Candidate, Group, MergePolicy, plan_merges
+from prodagent.jobs.merging import Candidate, Group, MergePolicy, plan_merges, plan_run_merges
 from prodagent.jobs.specs import write_attempt
 from prodagent.payload import codes
 from prodagent.payload.report import JobReport, read_report
@@ -76,9 +77,15 @@ class MergeSensor(Component):
                 self.log.error("dataset %s: no workflow for request %s; not merged", dataset.name, dataset.request_id)
                 continue
             policy = MergePolicy.from_workflow(workflow)
-            files = [Candidate(f.id, int(f.size), int(f.events), float(f.created_at))
+            files = [Candidate(f.id, int(f.size), int(f.events), float(f.created_at),
+                               None if f.run is None else int(f.run))
                      for f in store.mergeable_files(ctx.conn, dataset_id)] if policy.enabled else []
             if not files:
+                continue
+            if policy.per_run:
+                ready = store.ready_runs(ctx.conn, self.agent, dataset.request_id)
+                for run, groups in plan_run_merges(files, policy, ready).items():
+                    created += self._create_merges(ctx, dataset, workflow, groups, run)
                 continue
             idle = not store.request_has_live_work(ctx.conn, self.agent, dataset.request_id)
             groups = plan_merges(files, policy, now, idle)
@@ -86,13 +93,16 @@ class MergeSensor(Component):
                 created += self._create_merges(ctx, dataset, workflow, groups)
         return created
 
-    def _create_merges(self, ctx: Context, dataset: Any, workflow: dict[str, Any], groups: list[Group]) -> list[int]:
+    def _create_merges(self, ctx: Context, dataset: Any, workflow: dict[str, Any], groups: list[Group],
+                       run: int | None = None) -> list[int]:
+        """Merge jobs of `groups`; those of one run are named by the run and a sequence number."""
         resources = workflow.get("resources", {})
-        base = f"{self.agent}-merge-d{dataset.id}-"
+        base = f"{self.agent}-merge-d{dataset.id}-" + ("" if run is None else f"run{run}-")
         taken = store.job_names_like(ctx.conn, base)
         rows, reasons = [], []
         for group in groups:
-            name = _free_name(f"{base}{group.ids[0]}", taken)
+            first = f"{len(taken):03d}" if run is not None else str(group.ids[0])
+            name = _free_name(f"{base}{first}", taken)
             taken.add(name)
             rows.append({
                 "agent": self.agent, "name": name, "job_type": "merge", "request_id": dataset.request_id,

@@ -4,8 +4,8 @@ Each tick it renews the leases of the allocations it holds (an expired or recall
 their jobs: `killed` at once, their batch jobs removed by JobSubmitter), gives up allocations whose jobs could not be built (released as failed, with the
 reason), completes allocations whose jobs are done (reporting events and files) or releases
 them as failed when their jobs exhausted retries, acquires new work (only as much as the agent
-can run soon: room per site minus jobs already waiting, so it never hoards) and reports merged
-files.
+can run soon: room per site minus jobs already waiting, so it never hoards), copies the run
+gates of requests merged per run (MergeSensor's `pa_run`) and reports merged files.
 
 Read, then call, then record: no HTTP call runs inside a database transaction. Each step reads
 what to do in one short transaction, calls ProdManager with none open, and records the outcome
@@ -101,6 +101,7 @@ class ProdMgrInterface(Component):
             self._give_up()
             self._finish()
             self._acquire(capacity)
+            self._refresh_run_gates()
             self._report_merged()
         except ServerUnavailable as exc:
             self._unreachable(exc)
@@ -342,6 +343,12 @@ class ProdMgrInterface(Component):
 
     # -- merged files -----------------------------------------------------------------------------
 
+    def _refresh_run_gates(self) -> None:
+        """Copy ProdManager's run states of requests merged per run that have files waiting."""
+        for request_id in self.transaction(lambda ctx: store.run_gated_requests(ctx.conn, self.agent)):
+            found = {r.run: r.state for r in self.client.runs(int(request_id))}
+            self.transaction(lambda ctx, r=request_id, f=found: store.record_runs(ctx.conn, self.agent, r, f))
+
     def _report_merged(self) -> None:
         """Report merged files not yet reported; a refusal is recorded as one, not as success."""
         todo = self.transaction(self._merged_to_report)
@@ -350,7 +357,7 @@ class ProdMgrInterface(Component):
             try:
                 self.client.report_merged(self.agent, int(request_id), [MergedFile(
                     lfn=merged.lfn, size=merged.size, checksum=f"adler32:{merged.adler32}", events=merged.events,
-                    inputs=inputs,
+                    inputs=inputs, pfn=merged.pfn,
                 )])
             except (pm_errors.Conflict, pm_errors.InvalidInput, pm_errors.NotFound, pm_errors.Forbidden) as exc:
                 # A duplicate is acknowledged (files_duplicate), never refused: this is a refusal.

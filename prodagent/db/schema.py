@@ -231,3 +231,15 @@ pa_site = sa.Table(
     sa.Column("queued", sa.Integer, nullable=False),
     sa.Column("updated_at", Time, nullable=False),
 )
+
+pa_run = sa.Table(
+    "pa_run",
+    metadata,
+    # ProdManager's state of a run of a processing request merged per run (migration 0006):
+    # MergeSensor merges the run's outputs only while it is `ready`.
+    sa.Column("agent", Name, primary_key=True),
+    sa.Column("request_id", sa.String(64), primary_key=True),
+    sa.Column("run", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+)

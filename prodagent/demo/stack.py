@@ -52,6 +52,7 @@ class Manager:
     db_url: str
     port: int = field(default_factory=free_port)
     lease_s: float = 60.0
+    input_prefixes: tuple[str, ...] = ()  # where processing input may lie (default: /store/)
     proc: subprocess.Popen[bytes] | None = None
     tokens: dict[str, str] = field(default_factory=dict)
 
@@ -75,7 +76,8 @@ class Manager:
         log = open(self.workdir / "prodmanager.log", "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
             [*prodmanager_cmd(), "serve", "--db", self.db_url, "--port", str(self.port),
-             "--lease-seconds", str(self.lease_s), "--log-level", "warning"],
+             "--lease-seconds", str(self.lease_s), "--log-level", "warning",
+             *(a for p in self.input_prefixes for a in ("--input-prefix", p))],
             stdout=log, stderr=subprocess.STDOUT, env=_env(), start_new_session=True,
         )
         deadline = time.monotonic() + 60

@@ -10,7 +10,9 @@ it returns the groups to merge now. Files are taken greedily in file-id order, l
   once its oldest file has waited `max_wait_s`, or when the request is idle (no production job
   of it is live in this agent), so the last files of a request never wait for the timeout;
 - a file alone above `max_size_bytes` or `max_events` is merged alone;
-- with merging disabled nothing is ever grouped.
+- with merging disabled nothing is ever grouped;
+- merged per run (`per_run`), only the files of runs ProdManager calls `ready` are grouped, each
+  run alone and all of it at once (`plan_run_merges`), in pieces within the maximum size.
 
 `remerge` gives the inputs of failed merge jobs (paused, exhausted or killed) back to their
 dataset, so the next grouping merges them again.
@@ -37,6 +39,7 @@ class MergePolicy:
     max_size_bytes: int
     max_events: int
     max_wait_s: float
+    per_run: bool = False
 
     @classmethod
     def from_workflow(cls, workflow: Mapping[str, Any]) -> MergePolicy:
@@ -45,7 +48,7 @@ class MergePolicy:
         return cls(
             enabled=bool(values["enabled"]), min_size_bytes=int(values["min_size_bytes"]),
             max_size_bytes=int(values["max_size_bytes"]), max_events=int(values["max_events"]),
-            max_wait_s=float(values["max_wait_s"]),
+            max_wait_s=float(values["max_wait_s"]), per_run=bool(values["per_run"]),
         )
 
 
@@ -57,6 +60,7 @@ class Candidate:
     size: int
     events: int
     created_at: float
+    run: int | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,15 @@ def plan_merges(files: Iterable[Candidate], policy: MergePolicy, now: float, idl
         if reason:
             ready.append(Group(tuple(current), reason))
     return sorted(ready, key=lambda g: g.files[0].id)
+
+
+def plan_run_merges(files: Iterable[Candidate], policy: MergePolicy, ready_runs: set[int]) -> dict[int, list[Group]]:
+    """Per run whose gate is open, the groups of all its files (pieces within the maximums)."""
+    by_run: dict[int, list[Candidate]] = {}
+    for f in files:
+        if f.run is not None and f.run in ready_runs:
+            by_run.setdefault(f.run, []).append(f)
+    return {run: plan_merges(group, policy, 0.0, idle=True) for run, group in sorted(by_run.items())}
 
 
 def _closed_reason(group: list[Candidate], policy: MergePolicy) -> str:

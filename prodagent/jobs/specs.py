@@ -25,7 +25,15 @@ from prodagent.jobs import store
 from prodagent.jobs.layout import Layout
 from prodagent.payload.jobspec import JobSpec, write_spec
 from prodmanager.text import one_line
-from prodrequest.spec import KINDS, MonteCarloWorkflow, workflow_adapter
+from prodrequest.spec import (
+    AGENT_VIEW,
+    KINDS,
+    MonteCarloWorkflow,
+    ProcessingWorkflow,
+    workflow_adapter,
+)
+
+Workflow = MonteCarloWorkflow | ProcessingWorkflow
 
 #: the most errors a reason lists (the count of the others is given)
 MAX_REASON_ERRORS = 5
@@ -36,9 +44,10 @@ class WorkflowUnrunnable(ValueError):
     """The agent cannot build jobs from this workflow; the message says why, naming fields."""
 
 
-def parse_workflow(workflow: str | dict[str, Any] | MonteCarloWorkflow) -> MonteCarloWorkflow:
-    """The typed workflow of an allocation's JSON text (or its parsed dict); parsed once per text."""
-    if isinstance(workflow, MonteCarloWorkflow):
+def parse_workflow(workflow: str | dict[str, Any] | Workflow) -> Workflow:
+    """The typed workflow of an allocation's JSON text (or its parsed dict); parsed once per text.
+    A processing workflow comes without its file list (each allocation carries its own)."""
+    if isinstance(workflow, MonteCarloWorkflow | ProcessingWorkflow):
         return workflow
     text = workflow if isinstance(workflow, str) else json.dumps(workflow, sort_keys=True)
     parsed = _parse_text(text)
@@ -48,15 +57,12 @@ def parse_workflow(workflow: str | dict[str, Any] | MonteCarloWorkflow) -> Monte
 
 
 @functools.lru_cache(maxsize=32)
-def _parse_text(text: str) -> MonteCarloWorkflow | str:
+def _parse_text(text: str) -> Workflow | str:
     """The typed workflow, or why there is none (kept too: a bad text is judged once)."""
     try:
-        parsed = workflow_adapter.validate_json(text)
+        return workflow_adapter.validate_json(text, context=AGENT_VIEW)
     except ValidationError as exc:
         return f"invalid workflow: {describe(exc)}"
-    if not isinstance(parsed, MonteCarloWorkflow):  # the models refuse other kinds: defensive
-        return f"kind: {parsed.kind} workflows are not runnable by this agent"
-    return parsed
 
 
 def describe(exc: ValidationError) -> str:
@@ -74,9 +80,13 @@ def describe(exc: ValidationError) -> str:
     return one_line("; ".join(parts), MAX_REASON_CHARS)
 
 
-def production_spec(job: Any, workflow: MonteCarloWorkflow, output_path: Path) -> JobSpec:
-    """The spec of a production job's current attempt (`job`: its row, or the row to insert)."""
+def production_spec(job: Any, workflow: Workflow, output_path: Path,
+                    inputs: list[dict[str, Any]] | None = None) -> JobSpec:
+    """The spec of a production job's current attempt (`job`: its row, or the row to insert);
+    `inputs`: the input files of a processing job (its allocation's)."""
     payload = workflow.payload
+    files = inputs or []
+    counts = [f.get("events") for f in files]
     if payload.command is not None:
         transformation, params = "command", {"argv": list(payload.command)}
     else:
@@ -85,12 +95,14 @@ def production_spec(job: Any, workflow: MonteCarloWorkflow, output_path: Path) -
         job_id=job.name, job_type="production", transformation=transformation, params=params,
         events=job.n_events, first_event=job.first_event, run=job.run, seed=job.seed,
         retry=job.retry, output_path=str(output_path),
+        inputs=[str(f.get("pfn") or f["lfn"]) for f in files],  # a chained input: where it was merged
+        input_events=[int(c) for c in counts] if files and None not in counts else None,
         fail=payload.typed_parameters.planned_failure(job.job_index, job.retry),
         memory_mb=job.memory_mb, time_limit_s=job.time_s,
     )
 
 
-def merge_spec(conn: sa.Connection, job: Any, workflow: MonteCarloWorkflow, output_path: Path) -> JobSpec:
+def merge_spec(conn: sa.Connection, job: Any, workflow: Workflow, output_path: Path) -> JobSpec:
     inputs = store.merge_inputs(conn, job.id)
     drop = workflow.payload.typed_parameters.merge_drop_events
     return JobSpec(
@@ -101,10 +113,11 @@ def merge_spec(conn: sa.Connection, job: Any, workflow: MonteCarloWorkflow, outp
     )
 
 
-def production_attempt(layout: Layout, job: Any, workflow: MonteCarloWorkflow) -> tuple[Path, JobSpec]:
+def production_attempt(layout: Layout, job: Any, workflow: Workflow,
+                       inputs: list[dict[str, Any]] | None = None) -> tuple[Path, JobSpec]:
     """The attempt directory and spec of a production job, built in memory (nothing written)."""
     out = layout.unmerged_path(workflow.output.dataset, job.name)
-    return layout.attempt_dir(job.workdir, job.retry), production_spec(job, workflow, out)
+    return layout.attempt_dir(job.workdir, job.retry), production_spec(job, workflow, out, inputs)
 
 
 def write_production(attempt: Path, spec: JobSpec) -> Path:
@@ -117,7 +130,7 @@ def write_production(attempt: Path, spec: JobSpec) -> Path:
 
 
 def write_attempt(conn: sa.Connection, layout: Layout, job: Any,
-                  workflow: str | dict[str, Any] | MonteCarloWorkflow) -> Path:
+                  workflow: str | dict[str, Any] | Workflow) -> Path:
     """Write the job.json of the job's current attempt; return the attempt directory."""
     typed = parse_workflow(workflow)
     if job.job_type == "merge":
@@ -126,4 +139,5 @@ def write_attempt(conn: sa.Connection, layout: Layout, job: Any,
         attempt.mkdir(parents=True, exist_ok=True)
         write_spec(attempt, spec)
         return attempt
-    return write_production(*production_attempt(layout, job, typed))
+    inputs = store.job_input_files(conn, job) if isinstance(typed, ProcessingWorkflow) else None
+    return write_production(*production_attempt(layout, job, typed, inputs))

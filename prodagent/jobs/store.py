@@ -16,11 +16,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from prodagent.db.schema import (
+    pa_allocation,
     pa_dataset,
     pa_file,
     pa_file_parent,
     pa_job,
     pa_job_transition,
+    pa_run,
     pa_site,
 )
 from prodagent.jobs import allocations as allocations_sql
@@ -335,11 +337,37 @@ def mergeable_files(conn: sa.Connection, dataset_id: int) -> list[sa.Row]:
     """Unmerged files of a dataset waiting for a merge, in id order: only outputs of allocations
     completed with ProdManager (never of a lost or still uncertain lease)."""
     return list(conn.execute(
-        sa.select(pa_file.c.id, pa_file.c.size, pa_file.c.events, pa_file.c.created_at)
+        sa.select(pa_file.c.id, pa_file.c.size, pa_file.c.events, pa_file.c.created_at, pa_file.c.run)
         .where(pa_file.c.dataset_id == dataset_id, pa_file.c.kind == file_states.UNMERGED,
                pa_file.c.state == file_states.NEW, pa_file.c.merge_job_id.is_(None), allocations_sql.settled_output())
         .order_by(pa_file.c.id)
     ))
+
+
+def ready_runs(conn: sa.Connection, agent: str, request_id: str) -> set[int]:
+    """Runs of the request whose merge gate ProdManager last said was open (`ready`)."""
+    return set(conn.execute(sa.select(pa_run.c.run).where(
+        pa_run.c.agent == agent, pa_run.c.request_id == request_id, pa_run.c.state == "ready")).scalars())
+
+
+def run_gated_requests(conn: sa.Connection, agent: str) -> list[str]:
+    """Requests with unmerged files waiting in a dataset merged per run: their gate to refresh."""
+    rows = conn.execute(
+        sa.select(pa_dataset.c.request_id, pa_dataset.c.merge_policy).distinct()
+        .select_from(pa_file.join(pa_dataset, pa_dataset.c.id == pa_file.c.dataset_id))
+        .where(pa_dataset.c.agent == agent, pa_file.c.kind == file_states.UNMERGED,
+               pa_file.c.state == file_states.NEW)
+    ).all()
+    return sorted({r.request_id for r in rows if json.loads(r.merge_policy).get("per_run")})
+
+
+def record_runs(conn: sa.Connection, agent: str, request_id: str, run_states: dict[int, str]) -> None:
+    """Replace the request's run gate rows with ProdManager's latest states."""
+    conn.execute(pa_run.delete().where(pa_run.c.agent == agent, pa_run.c.request_id == request_id))
+    now = time.time()
+    if run_states:
+        conn.execute(pa_run.insert(), [{"agent": agent, "request_id": request_id, "run": run, "state": state,
+                                        "updated_at": now} for run, state in run_states.items()])
 
 
 def request_has_live_work(conn: sa.Connection, agent: str, request_id: str) -> bool:
@@ -369,6 +397,13 @@ def assign_merge(conn: sa.Connection, file_ids: Sequence[int], merge_job_id: int
                                pa_file.c.merge_job_id.is_(None))
         .values(state=file_states.MERGING, merge_job_id=merge_job_id)
     ).rowcount
+
+
+def job_input_files(conn: sa.Connection, job: Any) -> list[dict[str, Any]]:
+    """The input files of a processing job: its allocation's (`lfn`, `events`, `run`, ...)."""
+    text = conn.execute(sa.select(pa_allocation.c.input_files)
+                        .where(pa_allocation.c.id == job.allocation_id)).scalar()
+    return list(json.loads(text)) if text else []
 
 
 def merge_inputs(conn: sa.Connection, merge_job_id: int, lock: bool = False) -> list[sa.Row]:

@@ -48,6 +48,13 @@ class PythiaParams(_Strict):
     particles: bool = True  # False: per-event summaries only, ~16 bytes per event
 
 
+class ReconstructParams(_Strict):
+    """`params` of a "reconstruct" job: anti-kt jets of radius `radius` above `jet_ptmin` GeV."""
+
+    radius: float = Field(0.4, gt=0, le=2.0, allow_inf_nan=False)
+    jet_ptmin: float = Field(5.0, ge=0, allow_inf_nan=False)
+
+
 class MergeParams(_Strict):
     """`params` of a "merge" job."""
 
@@ -63,6 +70,7 @@ class CommandParams(_Strict):
 
 PARAMS_MODELS: dict[str, type[_Strict]] = {
     "pythia": PythiaParams,
+    "reconstruct": ReconstructParams,
     "merge": MergeParams,
     "command": CommandParams,
 }
@@ -87,7 +95,7 @@ class JobSpec(_Strict):
 
     job_id: str = Field(min_length=1)
     job_type: Literal["production", "merge"]
-    transformation: Literal["pythia", "merge", "command"]
+    transformation: Literal["pythia", "reconstruct", "merge", "command"]
     params: dict[str, Any] = Field(default_factory=dict)
     events: int | None = Field(None, ge=0)
     first_event: int = Field(1, ge=0)
@@ -109,24 +117,24 @@ class JobSpec(_Strict):
                 raise ValueError("a pythia job needs events >= 1")
             if not self.output_path:
                 raise ValueError("a pythia job needs output_path")
-        if self.transformation == "merge":
+        if self.transformation in ("merge", "reconstruct"):
             if not self.inputs:
-                raise ValueError("a merge job needs inputs")
+                raise ValueError(f"a {self.transformation} job needs inputs")
             if not self.output_path:
-                raise ValueError("a merge job needs output_path")
+                raise ValueError(f"a {self.transformation} job needs output_path")
         if self.output_path is not None and self.output_path in self.inputs:
             raise ValueError("output_path must not be one of the inputs")
         if self.input_events is not None and len(self.input_events) != len(self.inputs):
             raise ValueError("input_events must have one count per input")
         return self
 
-    def typed_params(self) -> PythiaParams | MergeParams | CommandParams:
+    def typed_params(self) -> PythiaParams | ReconstructParams | MergeParams | CommandParams:
         """`params` parsed with the transformation's own model (defaults filled in)."""
         return PARAMS_MODELS[self.transformation].model_validate(self.params)  # type: ignore[return-value]
 
     def expected_events(self) -> int | None:
         """How many entries the output must hold, when that is known."""
-        if self.transformation == "merge":
+        if self.transformation in ("merge", "reconstruct"):
             return sum(self.input_events) if self.input_events is not None else None
         return self.events
 

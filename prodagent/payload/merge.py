@@ -10,7 +10,9 @@ A merge is accepted only if the merged file holds exactly the events of its inpu
   * inputs are read and written in chunks of --step, never all at once;
   * after writing, the output is re-read: its entry count must equal the inputs' total and
     its content digest must equal the digest of the inputs' stream.
-Only then is OUT.part renamed to OUT; a refused merge leaves no output at all.
+Only then is OUT.part renamed to OUT; a refused merge leaves no output at all. Inputs that are
+reconstruction mDSTs bring their side outputs: histograms are added, dumps archived
+(`side_outputs`).
 `--drop-events K` is a test knob: the merge silently loses K events, and must be refused.
 
 Exit status: 0 ok, 2 bad arguments, 3 unreadable or inconsistent input, 4 event count or
@@ -32,6 +34,7 @@ import uproot
 
 from prodagent.payload import codes, faults, rootio
 from prodagent.payload.jobspec import MAX_SEED
+from prodagent.payload.side_outputs import merge_side_outputs
 
 
 class MergeRefused(Exception):
@@ -190,7 +193,14 @@ def merge(args: argparse.Namespace, plan: faults.FailurePlan) -> int:
     except MergeRefused:
         part.unlink(missing_ok=True)
         raise
+    try:
+        sides = merge_side_outputs(args.inputs, args.out)
+    except ValueError as exc:
+        part.unlink(missing_ok=True)
+        raise MergeRefused(codes.MERGE_COUNT_MISMATCH, f"side outputs: {exc}") from None
     os.replace(part, args.out)
+    if sides:
+        say(sides)
     say(f"Content digest: {digest_hex}")
     return total
 

@@ -7,7 +7,14 @@ import sys
 from pathlib import Path
 
 import prodagent
-from prodagent.payload.jobspec import CommandParams, JobSpec, MergeParams, PythiaParams
+from prodagent.payload.jobspec import (
+    CommandParams,
+    JobSpec,
+    MergeParams,
+    PythiaParams,
+    ReconstructParams,
+)
+from prodagent.payload.side_outputs import side_outputs
 
 #: the directory holding the `prodagent` package, so that `-m prodagent...` works from any cwd
 _PACKAGE_ROOT = str(Path(prodagent.__file__).resolve().parent.parent)
@@ -31,6 +38,16 @@ def build_argv(spec: JobSpec) -> list[str]:
         if not params.particles:
             argv.append("--no-particles")
         return argv + _fail_args(spec)
+    if isinstance(params, ReconstructParams):
+        out = Path(spec.output_path)
+        hist, dump = side_outputs(out)
+        argv = [
+            *_module("reconstruct"),
+            *("--out", spec.output_path, "--seed", str(spec.seed)),
+            *("--hist", str(hist), "--dump", str(dump)),
+            *("--radius", repr(params.radius), "--jet-ptmin", repr(params.jet_ptmin)),
+        ]
+        return argv + _fail_args(spec) + ["--", *spec.inputs]
     assert isinstance(params, MergeParams)
     argv = [
         *_module("merge"),

@@ -9,12 +9,13 @@ their request, so concurrent acquire, report, complete and abort cannot deadlock
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
-from prodmanager.db.schema import agent, allocation, file, request, request_history, token
+from prodmanager.db.schema import agent, allocation, file, request, request_history, run, token
 from prodmanager.states import ACQUIRABLE, AllocationState
 
 OPEN = AllocationState.OPEN.value
@@ -585,3 +586,90 @@ def table_counts(conn: sa.Connection) -> dict[str, int]:
         t.name: int(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one())
         for t in tables
     }
+
+
+# --- runs of processing requests ----------------------------------------------------------------
+
+
+def run_allocations(conn: sa.Connection, request_id: int) -> Sequence[sa.Row[Any]]:
+    """(id, state, lease_expires, input_files) of the request's allocations, in job order."""
+    cols = [allocation.c.id, allocation.c.state, allocation.c.lease_expires, allocation.c.input_files]
+    return conn.execute(
+        sa.select(*cols).where(allocation.c.request_id == request_id).order_by(allocation.c.job_index)
+    ).all()
+
+
+def unmerged_outputs(conn: sa.Connection, request_id: int) -> Sequence[sa.Row[Any]]:
+    """(allocation_id, state, events) of the request's unmerged files that count (not superseded)."""
+    return conn.execute(
+        sa.select(file.c.allocation_id, file.c.state, file.c.events).where(
+            file.c.request_id == request_id, file.c.kind == "unmerged", file.c.state != "superseded"
+        )
+    ).all()
+
+
+def run_decisions(conn: sa.Connection, request_id: int) -> dict[int, sa.Row[Any]]:
+    rows = conn.execute(sa.select(run).where(run.c.request_id == request_id)).all()
+    return {int(r.run): r for r in rows}
+
+
+def set_run_decision(
+    conn: sa.Connection, request_id: int, run_number: int, decision: str | None,
+    actor: str, reason: str, now: float,
+) -> None:
+    """Record (or, with None, forget) the operator's decision on a run."""
+    conn.execute(run.delete().where(run.c.request_id == request_id, run.c.run == run_number))
+    if decision is not None:
+        conn.execute(run.insert().values(request_id=request_id, run=run_number, decision=decision,
+                                         actor=actor, reason=reason, at=now))
+
+
+def reopen_failed(conn: sa.Connection, allocation_ids: list[int], reason: str, now: float) -> int:
+    """Failed allocations back to open and unleased, to be processed again (reprocess)."""
+    if not allocation_ids:
+        return 0
+    return conn.execute(
+        allocation.update()
+        .where(allocation.c.id.in_(allocation_ids), allocation.c.state == AllocationState.FAILED.value)
+        .values(state=OPEN, agent=None, lease_token=None, lease_expires=0, events_done=0,
+                job_state=None, reason=reason, updated_at=now)
+    ).rowcount
+
+
+
+# --- chained requests ---------------------------------------------------------------------------
+
+
+def requests_of_kind(conn: sa.Connection, kinds: list[str], states: Iterable[str] | None = None) -> Sequence[sa.Row[Any]]:
+    """(id, state, spec, run_number) of requests of these kinds (and states), oldest first."""
+    query = sa.select(request.c.id, request.c.state, request.c.spec, request.c.run_number).where(
+        request.c.kind.in_(kinds)).order_by(request.c.id)
+    if states is not None:
+        query = query.where(request.c.state.in_(list(states)))
+    return conn.execute(query).all()
+
+
+def merged_files_of(conn: sa.Connection, request_id: int) -> Sequence[sa.Row[Any]]:
+    """The request's merged files, in registration order."""
+    return conn.execute(sa.select(file).where(file.c.request_id == request_id, file.c.kind == "merged")
+                        .order_by(file.c.id)).all()
+
+
+def next_job_index(conn: sa.Connection, request_id: int) -> int:
+    top = conn.execute(sa.select(sa.func.max(allocation.c.job_index))
+                       .where(allocation.c.request_id == request_id)).scalar()
+    return 0 if top is None else int(top) + 1
+
+
+def handed_lfns(conn: sa.Connection, request_id: int) -> set[str]:
+    """LFNs already given to the request's allocations (as input)."""
+    found: set[str] = set()
+    for text in conn.execute(sa.select(allocation.c.input_files).where(
+            allocation.c.request_id == request_id)).scalars():
+        found.update(f["lfn"] for f in json.loads(text or "[]"))
+    return found
+
+
+def add_to_totals(conn: sa.Connection, request_id: int, jobs: int, events: int, now: float) -> None:
+    conn.execute(request.update().where(request.c.id == request_id).values(
+        total_jobs=request.c.total_jobs + jobs, total_events=request.c.total_events + events, updated_at=now))

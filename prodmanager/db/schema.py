@@ -90,6 +90,7 @@ file = sa.Table(
     sa.Column("merged_into", BigId, sa.ForeignKey("pm_file.id"), nullable=True),
     sa.Column("agent", sa.String(100), nullable=False),
     sa.Column("created_at", Seconds, nullable=False),
+    sa.Column("pfn", sa.String(1000), nullable=True),  # where the agent wrote it (migration 0003)
     sa.Index("ix_pm_file_request", "request_id", "kind", "state"),
     sa.Index("ix_pm_file_allocation", "allocation_id"),
 )
@@ -116,4 +117,16 @@ token = sa.Table(
     sa.Column("revoked_at", Seconds, nullable=True),
     # May submit workflows whose payload is an arbitrary `command` (migration 0002).
     sa.Column("allow_commands", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
+run = sa.Table(
+    "pm_run",
+    metadata,
+    # An operator's decision on a run of a processing request (prodmanager.runs); migration 0003.
+    sa.Column("request_id", BigId, sa.ForeignKey("pm_request.id"), primary_key=True),
+    sa.Column("run", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("decision", sa.String(12), nullable=False),  # accepted | dropped
+    sa.Column("actor", sa.String(100), nullable=False),
+    sa.Column("reason", sa.String(500), nullable=False),
+    sa.Column("at", Seconds, nullable=False),
 )

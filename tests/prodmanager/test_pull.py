@@ -95,22 +95,17 @@ def test_allocation_carries_what_the_agent_needs(env: Env) -> None:
 
 
 def test_processing_allocations_are_file_groups(env: Env) -> None:
-    from prodrequest.loader import WorkflowInvalid, validate_workflow
-    from prodrequest.spec import workflow_adapter
+    from prodrequest.loader import validate_workflow
 
     files = [{"lfn": f"/store/raw/f{i}.raw", "events": 10 + i} for i in range(5)]
     doc = {
         "kind": "processing",
         "name": "reco1",
-        "payload": {"transformation": "pythia", "version": "1"},
+        "payload": {"transformation": "reconstruct", "version": "1"},
         "input": {"files": files, "files_per_job": 2},
         "output": {"dataset": "/Run1/reco-v1/DST", "tier": "DST"},
     }
-    # Refused at the door until agents can run processing (issue 10); the splitter is ready.
-    with pytest.raises(WorkflowInvalid, match="kind: processing requests are not yet runnable"):
-        validate_workflow(doc)
-    preview = workflow_adapter.validate_python(doc, context={"preview_kinds": {"processing"}})
-    assert env.requests.submit(env.who("alice"), preview).created
+    assert env.requests.submit(env.who("alice"), validate_workflow(doc)).created
     register(env)
     allocs = acquire(env)
     assert [[f.lfn for f in a.input_files] for a in allocs] == [

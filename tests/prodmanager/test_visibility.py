@@ -120,8 +120,9 @@ def _processing(*lfns: str) -> object:
     doc = mc_workflow("files", 1, 1)
     del doc["events"]
     doc["kind"] = "processing"
+    doc["payload"] = {"transformation": "reconstruct", "version": "1"}
     doc["input"] = {"files": list(lfns)}
-    return workflow_adapter.validate_python(doc, context={"preview_kinds": ("processing",)})
+    return workflow_adapter.validate_python(doc)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,142 @@
+"""A chained production, end to end: task A generates (Pythia), task B reconstructs A's dataset
+as A merges it (a processing request with `input.dataset`), merged per run; failures injected in
+both, on SQLite and on MariaDB (ProdManager and agent sharing the database), and once more with
+agent components SIGKILLed and restarted mid-way.
+
+Exactness: the (run, event) pairs of B's merged mDSTs are A's generated ones, each exactly once;
+B's merged histograms are the sum of its unmerged ones; B's run is merged only after A ended and
+every chunk of it was processed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import uproot
+
+from prodagent.demo.stack import AgentProcesses, Manager, write_agent_config
+from prodagent.payload import rootio
+from prodagent.runtime import pidfiles
+
+RUN = 301
+EVENTS, PER_JOB = 160, 40
+
+
+@pytest.fixture
+def stack(tmp_path: Path, db_url: str) -> Iterator[tuple[Manager, AgentProcesses]]:
+    manager = Manager(tmp_path / "pm", db_url, lease_s=60.0)
+    manager.start()
+    path = write_agent_config(tmp_path / "agent.yaml", tmp_path / "agent", manager, db_url=db_url, slots=3)
+    agent = AgentProcesses(path)
+    agent.start()
+    yield manager, agent
+    agent.stop()
+    manager.stop()
+
+
+def generation() -> dict[str, Any]:
+    return {
+        "kind": "montecarlo", "name": "chain-gen", "run_number": RUN,
+        "payload": {"transformation": "pythia", "version": "8.317",
+                    "parameters": {"process": "minbias", "fail_plan": "1:exit"}},
+        "events": {"total": EVENTS, "per_job": PER_JOB},
+        "output": {"dataset": "/Chain/gen-v1/GEN", "tier": "GEN"},
+        "merge": {"min_size_bytes": 1, "max_size_bytes": 1 << 30, "max_events": 2 * PER_JOB, "max_wait_s": 1},
+        "retry": {"max_retries": 2, "cooloff": "linear", "base_s": 1},
+        "resources": {"memory_mb": 1000, "time_s": 300},
+    }
+
+
+def reconstruction() -> dict[str, Any]:
+    return {
+        "kind": "processing", "name": "chain-reco",
+        "payload": {"transformation": "reconstruct", "version": "1", "parameters": {"fail_plan": "0:exit"}},
+        "input": {"dataset": "/Chain/gen-v1/GEN"},
+        "output": {"dataset": "/Chain/reco-v1/MDST", "tier": "MDST"},
+        "merge": {"per_run": True, "min_size_bytes": 1, "max_size_bytes": 1 << 30, "max_wait_s": 1},
+        "retry": {"max_retries": 2, "cooloff": "linear", "base_s": 1},
+        "resources": {"memory_mb": 1000, "time_s": 300},
+    }
+
+
+def pairs(paths: list[Path]) -> list[tuple[int, int]]:
+    found: list[tuple[int, int]] = []
+    for path in paths:
+        cols = rootio.open_tree(path).arrays(["run", "event"], library="np")
+        found += zip(cols["run"].tolist(), cols["event"].tolist(), strict=True)
+    return found
+
+
+def hist_sum(paths: list[Path]) -> dict[str, np.ndarray]:
+    total: dict[str, np.ndarray] = {}
+    for path in paths:
+        with uproot.open(path) as f:
+            for name in f.keys(cycle=False):
+                total[name] = total.get(name, 0) + f[name].values(flow=True)
+    return total
+
+
+def run_chain(manager: Manager, agent: AgentProcesses, poll: Any = None) -> None:
+    client = manager.client("requester", "tester")
+    gen = client.submit(generation()).request
+    reco = client.submit(reconstruction()).request
+    deadline = time.monotonic() + 280
+    while time.monotonic() < deadline:
+        if poll:
+            poll()
+        if client.get(reco.id).state == "closed":
+            break
+        time.sleep(1.0)
+    gen_view, reco_view = client.get(gen.id), client.get(reco.id)
+    assert (gen_view.state, reco_view.state) == ("closed", "closed"), (gen_view, reco_view)
+    (run,) = client.runs(reco.id)
+    assert (run.run, run.state, run.processed_events, run.merged_events) == (RUN, "merged", EVENTS, EVENTS)
+
+    root = agent.config.workdir / "data"
+    gen_merged = sorted((root / "merged" / "Chain" / "gen-v1").rglob("*.root"))
+    reco_merged = sorted(p for p in (root / "merged" / "Chain" / "reco-v1").rglob("*.root")
+                         if not p.name.endswith(".hist.root"))
+    generated = pairs(gen_merged)
+    assert len(generated) == EVENTS and len(set(generated)) == EVENTS
+    assert sorted(pairs(reco_merged)) == sorted(generated)  # every generated event, exactly once
+    assert all(f"-run{RUN}-" in p.name for p in reco_merged)
+    unmerged_hists = list((root / "unmerged" / "Chain" / "reco-v1").rglob("*.hist.root"))
+    merged_hists = list((root / "merged" / "Chain" / "reco-v1").rglob("*.hist.root"))
+    assert len(unmerged_hists) == len(gen_merged)  # one reconstruction job per merged GEN file
+    want, got = hist_sum(unmerged_hists), hist_sum(merged_hists)
+    assert set(want) == set(got) == {"jet_pt", "n_jets"}
+    assert all(np.array_equal(want[k], got[k]) for k in want)  # merged bins == sum of unmerged
+    history = client.get(gen.id).history
+    gen_closed = max(h.at for h in history if h.to_state == "closed")
+    reco_merge_jobs = [p.stat().st_mtime for p in reco_merged]
+    assert min(reco_merge_jobs) >= gen_closed  # B's run merged only once A could hand on no more
+
+
+def test_chained_generation_and_reconstruction(stack: tuple[Manager, AgentProcesses]) -> None:
+    run_chain(*stack)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_chain_with_components_killed_mid_way(stack: tuple[Manager, AgentProcesses]) -> None:
+    manager, agent = stack
+    victims = ["ProdMgrInterface", "MergeSensor", "JobCreator"]
+    last = [time.monotonic()]
+
+    def kill_one() -> None:
+        if victims and time.monotonic() - last[0] > 4.0:
+            name = victims.pop(0)
+            state = pidfiles.read_pid(agent.config, name)
+            assert state.alive, f"{name} is not running"
+            os.kill(state.pid, signal.SIGKILL)
+            time.sleep(0.5)
+            agent.start(name)
+            last[0] = time.monotonic()
+
+    run_chain(manager, agent, poll=kill_one)
+    assert not victims, f"the chain ended before all kills: {victims}"
