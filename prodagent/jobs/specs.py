@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from prodagent.jobs import store
 from prodagent.jobs.layout import Layout
 from prodagent.payload.jobspec import JobSpec, write_spec
+from prodagent.storage.transfer import StageOutSpec, stage_out_spec
 from prodmanager.text import one_line
 from prodrequest.spec import KINDS, MonteCarloWorkflow, workflow_adapter
 
@@ -74,7 +75,8 @@ def describe(exc: ValidationError) -> str:
     return one_line("; ".join(parts), MAX_REASON_CHARS)
 
 
-def production_spec(job: Any, workflow: MonteCarloWorkflow, output_path: Path) -> JobSpec:
+def production_spec(job: Any, workflow: MonteCarloWorkflow, output_path: Path,
+                    stageout: StageOutSpec | None = None) -> JobSpec:
     """The spec of a production job's current attempt (`job`: its row, or the row to insert)."""
     payload = workflow.payload
     if payload.command is not None:
@@ -86,25 +88,27 @@ def production_spec(job: Any, workflow: MonteCarloWorkflow, output_path: Path) -
         events=job.n_events, first_event=job.first_event, run=job.run, seed=job.seed,
         retry=job.retry, output_path=str(output_path),
         fail=payload.typed_parameters.planned_failure(job.job_index, job.retry),
-        memory_mb=job.memory_mb, time_limit_s=job.time_s,
+        memory_mb=job.memory_mb, time_limit_s=job.time_s, stageout=stageout,
     )
 
 
-def merge_spec(conn: sa.Connection, job: Any, workflow: MonteCarloWorkflow, output_path: Path) -> JobSpec:
+def merge_spec(conn: sa.Connection, job: Any, workflow: MonteCarloWorkflow, output_path: Path,
+               stageout: StageOutSpec | None = None) -> JobSpec:
     inputs = store.merge_inputs(conn, job.id)
     drop = workflow.payload.typed_parameters.merge_drop_events
     return JobSpec(
         job_id=job.name, job_type="merge", transformation="merge",
         params={"drop_events": drop} if drop else {}, retry=job.retry,
         inputs=[r.pfn for r in inputs], input_events=[int(r.events) for r in inputs],
-        output_path=str(output_path), memory_mb=job.memory_mb, time_limit_s=job.time_s,
+        output_path=str(output_path), memory_mb=job.memory_mb, time_limit_s=job.time_s, stageout=stageout,
     )
 
 
 def production_attempt(layout: Layout, job: Any, workflow: MonteCarloWorkflow) -> tuple[Path, JobSpec]:
     """The attempt directory and spec of a production job, built in memory (nothing written)."""
     out = layout.unmerged_path(workflow.output.dataset, job.name)
-    return layout.attempt_dir(job.workdir, job.retry), production_spec(job, workflow, out)
+    stageout = stage_out_spec(layout.storage, Layout.lfn(workflow.output.dataset, "unmerged", job.name))
+    return layout.attempt_dir(job.workdir, job.retry), production_spec(job, workflow, out, stageout)
 
 
 def write_production(attempt: Path, spec: JobSpec) -> Path:
@@ -122,7 +126,8 @@ def write_attempt(conn: sa.Connection, layout: Layout, job: Any,
     typed = parse_workflow(workflow)
     if job.job_type == "merge":
         attempt = layout.attempt_dir(job.workdir, job.retry)
-        spec = merge_spec(conn, job, typed, layout.merged_path(typed.output.dataset, job.name))
+        stageout = stage_out_spec(layout.storage, Layout.lfn(typed.output.dataset, "merged", job.name))
+        spec = merge_spec(conn, job, typed, layout.merged_path(typed.output.dataset, job.name), stageout)
         attempt.mkdir(parents=True, exist_ok=True)
         write_spec(attempt, spec)
         return attempt
