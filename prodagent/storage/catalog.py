@@ -65,16 +65,6 @@ def of_files(conn: sa.Connection, file_ids: Iterable[int]) -> list[sa.Row]:
     return list(conn.execute(sa.select(R).where(R.c.file_id.in_(ids)).order_by(R.c.file_id, R.c.id)))
 
 
-def with_files(conn: sa.Connection, file_ids: Iterable[int]) -> list[sa.Row]:
-    """Replicas with their file's LFN and state, for listing."""
-    ids = list(file_ids)
-    if not ids:
-        return []
-    return list(conn.execute(
-        sa.select(R, pa_file.c.lfn, pa_file.c.state.label("file_state"))
-        .join(pa_file, pa_file.c.id == R.c.file_id).where(R.c.file_id.in_(ids)).order_by(R.c.file_id, R.c.id)))
-
-
 def on_elements(conn: sa.Connection, file_ids: Iterable[int]) -> set[int]:
     """The files among `file_ids` with a live replica on a storage element (not the work area):
     cleanup leaves their catalog state alone until those replicas are deleted."""
