@@ -100,10 +100,12 @@ def test_posix_refuses_a_name_that_resolves_outside_through_a_link(tmp_path):
 def test_uproot_reads_root_urls(xrootd_server, tmp_path):
     import uproot
 
+    from prodagent.payload import rootio
+
     path = tmp_path / "t.root"
     with uproot.recreate(path) as f:
         f["events"] = {"x": [1, 2, 3]}
     se = open_element(ElementSpec(plugin="xrootd", pfn=xrootd_server.pfn_rule("disk/uproot")))
     se.put(path, "t.root")
-    with uproot.open(se.read_url("t.root")) as f:
-        assert f["events"].num_entries == 3
+    with rootio.open_file(se.read_url("t.root")) as f:
+        assert f["events"].arrays(library="np")["x"].tolist() == [1, 2, 3]

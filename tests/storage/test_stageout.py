@@ -8,9 +8,7 @@ import threading
 import time
 from pathlib import Path
 
-import uproot
-
-from prodagent.payload import codes
+from prodagent.payload import codes, rootio
 from prodagent.payload.jobspec import JobSpec, write_spec
 from prodagent.payload.report import read_report
 from prodagent.storage.base import ElementSpec
@@ -69,7 +67,7 @@ def test_server_down_for_30s_during_stageout_nothing_lost_or_duplicated(own_xroo
         assert not (jobdir / "out.root").exists()  # the local copy goes once the replica is verified
         said = (jobdir / "wrapper.err").read_text()
         assert "attempt 1 failed" in said and "(1 attempt(s))" not in said  # retried, then staged out
-        with uproot.open(out.path) as f:
+        with rootio.open_file(out.path) as f:
             events += f["events"].arrays(["event"], library="np")["event"].tolist()
     assert sorted(events) == list(range(1, 3 * EVENTS + 1))  # every event once
 
