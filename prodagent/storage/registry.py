@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
-
-from prodagent.errors import ConfigError
+from prodagent.plugins import load_class
 from prodagent.storage.base import ElementSpec, StorageElement
 
 PLUGINS: dict[str, str] = {
@@ -14,11 +12,7 @@ PLUGINS: dict[str, str] = {
 
 
 def element_class(name: str) -> type[StorageElement]:
-    try:
-        module_name, class_name = PLUGINS[name].split(":")
-    except KeyError:
-        raise ConfigError(f"storage plugin: unknown plugin {name!r}; known: {sorted(PLUGINS)}") from None
-    return getattr(importlib.import_module(module_name), class_name)
+    return load_class(PLUGINS, name, "storage plugin")
 
 
 def open_element(spec: ElementSpec, name: str = "") -> StorageElement:
