@@ -103,9 +103,10 @@ class Cleanup(Component):
 
     def reconcile(self, ctx: Context) -> None:
         for merge_job_id in store.merges_with_uncleaned_inputs(ctx.conn, self.config.agent.name):
-            self.log.warning("merge job %d: accepted, inputs not cleaned (MergeAccepted lost?): cleaning",
-                             merge_job_id)
-            self.clean_after(ctx, merge_job_id)
+            freed = self.clean_after(ctx, merge_job_id)  # inputs still on an element wait for the tick
+            if freed.files or freed.jobs:
+                self.log.warning("merge job %d: accepted, inputs were not cleaned (MergeAccepted lost?): cleaned",
+                                 merge_job_id)
         self.clean_void(ctx)
 
     def clean_after(self, ctx: Context, merge_job_id: int) -> Freed:
