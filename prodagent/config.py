@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from prodagent.errors import ConfigError
+from prodagent.storage.settings import StorageSection
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "etc" / "prodagent.yaml"
 DEFAULT_COMPONENTS = [
@@ -106,6 +107,7 @@ class AgentConfig(Section):
     components: ComponentsSection = Field(default_factory=ComponentsSection)
     logging: LoggingSection = Field(default_factory=LoggingSection)
     supervisor: SupervisorSection = Field(default_factory=SupervisorSection)
+    storage: StorageSection = Field(default_factory=StorageSection)
 
     source: Path | None = Field(None, exclude=True)
 

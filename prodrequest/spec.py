@@ -26,6 +26,7 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -40,6 +41,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from prodagent.payload.jobspec import FailMode, FailSpec, PythiaParams, ReconstructParams
+from prodagent.storage.names import check_lfn
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -62,7 +64,8 @@ DATASET_PATTERN = (
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 SiteName = Annotated[str, Field(pattern=SITE_PATTERN)]
-Lfn = Annotated[str, Field(pattern=LFN_PATTERN)]
+#: a logical file name that cannot escape a storage element's root (`prodagent.storage.names`)
+Lfn = Annotated[str, Field(pattern=LFN_PATTERN), AfterValidator(check_lfn)]
 
 _SCALARS = (str, int, float, bool)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ from pydantic import ValidationError
 from prodagent.batch.base import BatchPlugin
 from prodagent.config import AgentConfig
 from prodagent.errors import ConfigError
+from prodagent.plugins import load_class
 
 PLUGINS: dict[str, str] = {
     "local": "prodagent.batch.local:LocalExecutor",
@@ -21,11 +21,7 @@ PLUGINS: dict[str, str] = {
 
 
 def plugin_class(name: str) -> type[BatchPlugin]:
-    try:
-        module_name, class_name = PLUGINS[name].split(":")
-    except KeyError:
-        raise ConfigError(f"batch.plugin: unknown plugin {name!r}; known: {sorted(PLUGINS)}") from None
-    return getattr(importlib.import_module(module_name), class_name)
+    return load_class(PLUGINS, name, "batch.plugin")
 
 
 def load_plugin(name: str, options: dict[str, Any], workdir: Path) -> BatchPlugin:

@@ -5,6 +5,7 @@
     prodagent jobs show ID [--json]
     prodagent jobs resubmit|kill [ID ...] [--request R] [--error-class C]
     prodagent files list [--dataset ID] [--kind K] [--state S] [--json]
+    prodagent files show ID|LFN [--json]
     prodagent datasets list [--json]
     prodagent datasets remerge DATASET_ID
     prodagent summary [--json]
@@ -198,6 +199,28 @@ def files_list(ctx: click.Context, dataset: int | None, kind: str | None, state:
         table.add_column(col, no_wrap=col != "lfn")
     for r in rows:
         table.add_row(str(r["id"]), r["lfn"], r["kind"], r["state"], str(r["events"]), str(r["size"]), r["adler32"])
+    console.print(table)
+
+
+@files.command("show")
+@click.argument("file")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def files_show(ctx: click.Context, file: str, as_json: bool) -> None:
+    """One file (by id or LFN) with its replicas: element, physical name, checksum, state."""
+    found = _service(ctx).tx.run(lambda c: summary.file_with_replicas(c, file))
+    if found is None:
+        raise click.ClickException(f"no file {file}")
+    if as_json:
+        _print_json(found)
+        return
+    for key, value in found["file"].items():
+        console.print(f"[bold]{key:>13}[/] {value}")
+    table = Table(title=f"{len(found['replicas'])} replica(s)")
+    for col in ("element", "role", "state", "size", "adler32", "pfn"):
+        table.add_column(col, no_wrap=col != "pfn")
+    for r in found["replicas"]:
+        table.add_row(r["element"], r["role"], r["state"], str(r["size"]), r["adler32"], r["pfn"])
     console.print(table)
 
 

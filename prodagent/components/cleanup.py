@@ -11,6 +11,11 @@ what an earlier, interrupted delivery already did (a file already gone, an archi
 written is kept as it is: it was written whole, by rename); the database follows in the same
 transaction. A delivery that finds nothing left to do changes nothing.
 
+Storage elements: an unmerged file with a replica on an element is not cleaned by the handler.
+The tick (`storage.custody`, no transaction open) copies merged files to the archive element when
+one is configured, deletes the unmerged replicas once the merged file (and its archive copy) is
+verified, and then cleans those merges here; nothing is deleted before its successor is verified.
+
 Reconciliation: every `reconcile_s` the merges whose inputs are still `merged` (accepted, not
 cleaned: their `MergeAccepted` was lost) are cleaned the same way. The same pass voids the
 outputs of lost work: unmerged files still `new` whose allocation ended without a completion
@@ -34,6 +39,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from prodagent.jobs import file_states, states, store
 from prodagent.jobs.layout import Layout
 from prodagent.runtime.component import Component, Context, handles
+from prodagent.storage import catalog, replica_states
+from prodagent.storage.custody import Custody
+from prodagent.storage.elements import Elements
 
 DATA_SUFFIXES = (".root", ".part")  # outputs never live in a work area; if one does, it is not a log
 
@@ -53,30 +61,62 @@ class Freed:
 class CleanupSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reconcile_s: float = Field(60.0, gt=0)
+    tick_s: float = Field(5.0, gt=0)  # archive copies and deletions on storage elements
 
 
 class Cleanup(Component):
     name = "Cleanup"
     Settings = CleanupSettings
+    tick_in_transaction = False  # storage I/O runs with no transaction open
 
     def setup(self) -> None:
         self.layout = Layout(self.config)
+        self.custody = Custody(Elements(self.config.storage), self.config.agent.name,
+                               self.config.workdir / "tmp" / "custody", self.log)
 
     @handles("MergeAccepted")
     def on_merge_accepted(self, ctx: Context, payload: dict[str, Any]) -> None:
         self.clean_after(ctx, int(payload["merge_job_id"]))
+        if self.config.storage.elements:
+            self.tick_now = True  # replicas on elements: archive and delete them soon
+
+    def tick(self, ctx: Context | None = None) -> None:
+        """Archive merged replicas and delete the unmerged ones they make redundant, then clean
+        the merges whose inputs that freed."""
+        if not self.config.storage.elements:
+            return
+        progress = self.custody.run(self.transaction)
+        if not progress.deleted:
+            return
+        merges = {r.merge_job_id for r in progress.deleted if r.merge_job_id is not None}
+
+        def record(c: Context) -> None:
+            ids = [r.id for r in progress.deleted]
+            catalog.set_state(c.conn, ids, replica_states.VERIFIED, replica_states.DELETED)
+            catalog.set_state(c.conn, ids, replica_states.CORRUPT, replica_states.DELETED)
+            for merge_job_id in sorted(merges):
+                self.clean_after(c, merge_job_id)
+
+        self.transaction(record)
+        self.log.info("deleted %d replica(s) from storage elements (%d archive copies made)",
+                      len(progress.deleted), progress.archived)
 
     def reconcile(self, ctx: Context) -> None:
         for merge_job_id in store.merges_with_uncleaned_inputs(ctx.conn, self.config.agent.name):
-            self.log.warning("merge job %d: accepted, inputs not cleaned (MergeAccepted lost?): cleaning",
-                             merge_job_id)
-            self.clean_after(ctx, merge_job_id)
+            freed = self.clean_after(ctx, merge_job_id)  # inputs still on an element wait for the tick
+            if freed.files or freed.jobs:
+                self.log.warning("merge job %d: accepted, inputs were not cleaned (MergeAccepted lost?): cleaned",
+                                 merge_job_id)
         self.clean_void(ctx)
 
     def clean_after(self, ctx: Context, merge_job_id: int) -> Freed:
         """Free what the accepted merge `merge_job_id` leaves behind; what was freed."""
         inputs = store.merge_inputs(ctx.conn, merge_job_id, lock=True)
-        freed = self.free(ctx, [f for f in inputs if f.state == file_states.MERGED], file_states.MERGED,
+        # inputs with replicas on a storage element wait for the tick: it deletes those replicas
+        # once the merged file (and its archive copy) is verified, then comes back here
+        held = catalog.on_elements(ctx.conn, [f.id for f in inputs])
+        ready = [f for f in inputs if f.state == file_states.MERGED and f.id not in held]
+        freed = self.free(ctx, ready, file_states.MERGED,
                           {f.job_id for f in inputs} | {merge_job_id}, "cleaned after an accepted merge")
         if freed.files or freed.jobs or freed.bytes:  # else an earlier delivery did it all
             self.log.info("merge job %d: removed %d unmerged file(s) (%d bytes) and %d work area(s) (%d bytes); "
@@ -102,8 +142,10 @@ class Cleanup(Component):
         """Delete `files` (in `state`) from disk and mark them cleaned; then retire the work area of
         each of `job_ids` in success with no file still waiting for a merge."""
         freed = Freed()
+        held = catalog.on_elements(ctx.conn, [f.id for f in files])  # deleted by the tick instead
         for f in files:
-            freed.file_bytes += remove_file(Path(f.pfn))
+            if f.id not in held:
+                freed.file_bytes += remove_file(Path(f.pfn))
         freed.files = store.set_file_states(ctx.conn, [f.id for f in files], state, file_states.CLEANED)
         # A job with another file still waiting for a merge keeps its work area until that one is merged.
         waiting = {f.job_id for f in store.files_of_jobs(ctx.conn, job_ids) if f.state in file_states.WAITING}

@@ -37,6 +37,7 @@ from prodagent.batch.registry import configured_plugin
 from prodagent.jobs import allocations, states, store
 from prodagent.jobs.layout import Layout
 from prodagent.runtime.component import Component, Context, handles
+from prodagent.storage.transfer import SITE_ENV
 
 JOB_WRAPPER = ["-m", "prodagent.payload.runjob"]
 GIVEN_UP = (allocations.LOST, allocations.RECALLED)  # allocation states whose live jobs are killed
@@ -59,6 +60,7 @@ def batch_job(job: Any, site: str, python: str) -> BatchJob:
         memory_mb=int(job.memory_mb * 1.2) + 100,  # the wrapper enforces the job's own limit first
         time_s=int(job.time_s * 1.2) + 60,
         site=site,
+        env={SITE_ENV: site},  # the wrapper stages out to this site's storage element
     )
 
 

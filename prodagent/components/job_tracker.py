@@ -1,12 +1,15 @@
 """JobTracker: asks the batch plugin about every active job in bulk, once per cycle.
 
 Publishes what it learns: `JobSuccess` (job report says success; production outputs are
-registered as unmerged files), `JobFailed` (the report says failure, the batch system failed the
-job, or the batch system no longer knows it: `lost`, never silently left running).
+registered as unmerged files, with their replica), `JobFailed` (the report says failure, the
+batch system failed the job, or the batch system no longer knows it: `lost`, never silently left
+running).
 
-Read, then call, then record: the active jobs are read in one short transaction, the batch
-system is asked and the reports are read with no transaction open (a slow `condor_q` never holds
-the database), and what was learned is recorded in another short transaction. Recording is
+Read, then call, then record: the active jobs are read in one short transaction; the batch
+system is asked, the reports are read and staged-out outputs are read back from their storage
+element (a corrupt replica fails its job: `codes.REPLICA_CORRUPT`) with no transaction open (a
+slow `condor_q` never holds the database); what was learned is recorded in another short
+transaction. Recording is
 idempotent: a job that moved meanwhile (killed, say) is left as it is, and only jobs that did
 move are published.
 """
@@ -23,8 +26,12 @@ from prodagent.batch.base import BatchPlugin, BatchState, BatchStatus
 from prodagent.batch.registry import configured_plugin
 from prodagent.jobs import states, store
 from prodagent.jobs.layout import Layout
+from prodagent.payload import codes
 from prodagent.payload.report import JobReport, read_report
 from prodagent.runtime.component import Component, Context
+from prodagent.storage import catalog
+from prodagent.storage.elements import Elements
+from prodagent.storage.replica_states import WORKAREA
 
 # What a cycle reads of each active job: at 100,000 active jobs, whole rows cost twice as much.
 ACTIVE_COLUMNS = (store.J.c.id, store.J.c.name, store.J.c.retry, store.J.c.state, store.J.c.job_type,
@@ -50,6 +57,7 @@ class JobTracker(Component):
     def setup(self) -> None:
         self.plugin: BatchPlugin = configured_plugin(self.config)
         self.layout = Layout(self.config)
+        self.elements = Elements(self.config.storage)
         self.last_cycle_s = 0.0
 
     def teardown(self) -> None:
@@ -107,6 +115,7 @@ class JobTracker(Component):
                 else:
                     failed[job.id] = {"error_class": None, "error_code": report.error_code,
                                       "error_reason": report.error_reason or "job report: failed", **usage}
+        self._check_replicas(succeeded, failed, reports)
 
         def record(c: Context) -> tuple[list[int], list[int]]:
             store.transition(c.conn, running, states.RUNNING, "running")
@@ -130,6 +139,23 @@ class JobTracker(Component):
             self.log.info("cycle over %d active job(s) in %.2fs: %d running, %d succeeded, %d failed",
                           len(active), self.last_cycle_s, len(running), len(ok_ids), len(bad))
 
+    def _check_replicas(self, succeeded: dict[int, dict[str, Any]], failed: dict[int, dict[str, Any]],
+                        reports: dict[int, JobReport]) -> None:
+        """Read staged-out outputs back (no transaction open): a corrupt replica fails its job, to
+        be redone; one that cannot be read now leaves the job for the next cycle."""
+        for job_id, report in list(reports.items()):
+            check = self.elements.check_outputs(report)
+            if check.ok:
+                continue
+            del reports[job_id]
+            usage = succeeded.pop(job_id)
+            if check.corrupt:
+                self.log.warning("job %d: %s", job_id, check.reason)
+                failed[job_id] = {"error_class": None, "error_code": codes.REPLICA_CORRUPT,
+                                  "error_reason": check.reason, **{k: usage[k] for k in usage if k != "events_done"}}
+            else:
+                self.log.warning("job %d: %s", job_id, check.reason)
+
     def _report(self, job: Any) -> JobReport | None:
         try:
             return read_report(Layout.attempt_dir(job.workdir, job.retry))
@@ -140,7 +166,7 @@ class JobTracker(Component):
     def _register_outputs(self, ctx: Context, jobs: list[Any], reports: dict[int, JobReport]) -> None:
         """Production outputs become unmerged files of their dataset."""
         names: dict[int, str] = {}
-        rows = []
+        rows, replicas = [], []
         for job in jobs:
             if job.job_type != "production":
                 continue
@@ -148,6 +174,9 @@ class JobTracker(Component):
                 dataset = store.dataset(ctx.conn, job.dataset_id)
                 assert dataset is not None
                 names[job.dataset_id] = dataset.name
+            replicas += [{"lfn": Layout.lfn(names[job.dataset_id], "unmerged", job.name), "pfn": out.path,
+                          "element": out.element or WORKAREA, "size": out.size, "adler32": out.adler32}
+                         for out in reports[job.id].outputs]
             rows += [
                 {"lfn": Layout.lfn(names[job.dataset_id], "unmerged", job.name), "pfn": out.path,
                  "dataset_id": job.dataset_id, "job_id": job.id, "kind": "unmerged", "state": "new",
@@ -156,3 +185,5 @@ class JobTracker(Component):
                 for out in reports[job.id].outputs
             ]
         store.insert_files(ctx.conn, rows)
+        catalog.record(ctx.conn, [{"lfn": r["lfn"], "element": r["element"], "pfn": r["pfn"], "role": "unmerged",
+                                   "size": r["size"], "adler32": r["adler32"]} for r in replicas])

@@ -35,6 +35,8 @@ from prodagent.jobs.specs import write_attempt
 from prodagent.payload import codes
 from prodagent.payload.report import JobReport, read_report
 from prodagent.runtime.component import Component, Context, handles
+from prodagent.storage import catalog
+from prodagent.storage.replica_states import WORKAREA
 
 
 class MergeSensorSettings(BaseModel):
@@ -176,6 +178,8 @@ class MergeSensor(Component):
         }])
         merged = store.file_by_lfn(ctx.conn, lfn)
         assert merged is not None
+        catalog.record(ctx.conn, [{"file_id": merged.id, "element": output.element or WORKAREA, "pfn": output.path,
+                                   "role": "merged", "size": output.size, "adler32": output.adler32}])
         store.add_parents(ctx.conn, merged.id, [f.id for f in inputs])
         store.set_file_states(ctx.conn, [f.id for f in inputs], "merging", "merged")
         ctx.publish("MergeAccepted", {"merge_job_id": job.id, "dataset_id": dataset.id, "file_id": merged.id})
@@ -188,7 +192,8 @@ class MergeSensor(Component):
         outputs = {str(self.layout.merged_path(dataset.name, job.name))}
         outputs |= {out.path for out in report.outputs} if report else set()
         for path in outputs - {f.pfn for f in inputs}:  # whatever the report says, never an input
-            Path(path).unlink(missing_ok=True)
+            if "://" not in path:  # on a storage element, the retry's stage-out replaces it whole
+                Path(path).unlink(missing_ok=True)
         moved = store.transition(ctx.conn, [job.id], states.JOBFAILED, f"output refused on acceptance: {why}",
                                  error_class="MergeRefused", error_code=code, error_reason=f"merge refused: {why}")
         if moved.ids:
@@ -206,6 +211,8 @@ def _output_problem(report: JobReport | None, output: Any, expected: int) -> tup
         return codes.MISSING_OUTPUT, f"the report lists {len(report.outputs)} outputs, expected exactly one"
     if output.events != expected:
         return codes.EVENT_COUNT_MISMATCH, f"merged file holds {output.events} events, its inputs hold {expected}"
+    if output.element is not None:
+        return None  # staged out: the wrapper verified it on the element and JobTracker read it back
     path = Path(output.path)
     if not path.is_file() or path.stat().st_size != output.size:
         return codes.MISSING_OUTPUT, f"merged file {path} is missing or not {output.size} bytes as reported"

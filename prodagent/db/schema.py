@@ -243,3 +243,22 @@ pa_run = sa.Table(
     sa.Column("state", sa.String(20), nullable=False),
     sa.Column("updated_at", Time, nullable=False),
 )
+
+# -- replicas: where each file's bytes are (work area, storage elements, archive) -----------------
+
+pa_replica = sa.Table(
+    "pa_replica",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("file_id", sa.Integer, nullable=False),
+    sa.Column("element", Name, nullable=False),  # a configured storage element, or "workarea"
+    sa.Column("pfn", sa.String(600), nullable=False),
+    sa.Column("role", sa.String(20), nullable=False),  # unmerged | merged | archive
+    sa.Column("state", sa.String(20), nullable=False),  # table in prodagent.storage.replica_states
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("adler32", sa.String(8), nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+    sa.UniqueConstraint("file_id", "element", name="uq_pa_replica_file_element"),
+    sa.Index("ix_pa_replica_state", "state", "role"),
+)

@@ -5,7 +5,8 @@ payload's exit code, the batch system's error class, a regular expression over t
 job's log, and the job type. Its action is one of retry, retry_more_memory, retry_more_time,
 pause (an operator must look) or exhaust. The defaults carry the COMPASS lessons: "A FATAL ERROR
 APPEARED" needs a person; "Cannot Allocate N Bytes" is retried with more memory; a missing or
-empty output, or no "End of Job" line, is retried.
+empty output, or no "End of Job" line, is retried; so is a stage-out that failed for good
+(StageOutFailed) and a replica found corrupt when read back (CorruptReplica): the job is redone.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ DEFAULT_RULES: list[dict[str, Any]] = [
     {"name": "EmptyOutput", "action": "retry", "error_codes": [codes.EMPTY_OUTPUT, codes.UNREADABLE_OUTPUT]},
     {"name": "NoEndOfJob", "action": "retry", "error_codes": [codes.NO_END_OF_JOB]},
     {"name": "BadOutput", "action": "retry", "error_codes": [codes.EVENT_COUNT_MISMATCH, codes.NUMBERING_MISMATCH]},
+    {"name": "StageOutFailed", "action": "retry", "error_codes": [codes.STAGEOUT_FAILED]},
+    {"name": "CorruptReplica", "action": "retry", "error_codes": [codes.REPLICA_CORRUPT]},
     {"name": "Lost", "action": "retry", "batch_classes": ["Lost"]},
     {"name": "Infrastructure", "action": "retry", "batch_classes": ["NODE_FAIL", "PREEMPTED", "SubmitFailed", "BatchFailure"]},
     {"name": "Cancelled", "action": "pause", "batch_classes": ["CANCELLED"]},

@@ -16,6 +16,7 @@ from prodagent.config import AgentConfig
 class Layout:
     def __init__(self, config: AgentConfig) -> None:
         self.root = config.workdir
+        self.storage = config.storage  # where outputs go beyond the work area (if anywhere)
 
     def job_dir(self, request_id: str | None, job_name: str) -> Path:
         return self.root / "jobs" / str(request_id or "none") / job_name

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from prodagent.jobs import store
 from prodagent.jobs.layout import Layout
 from prodagent.payload.jobspec import JobSpec, write_spec
+from prodagent.storage.transfer import StageOutSpec, stage_out_spec
 from prodmanager.text import one_line
 from prodrequest.spec import (
     AGENT_VIEW,
@@ -81,7 +82,8 @@ def describe(exc: ValidationError) -> str:
 
 
 def production_spec(job: Any, workflow: Workflow, output_path: Path,
-                    inputs: list[dict[str, Any]] | None = None) -> JobSpec:
+                    inputs: list[dict[str, Any]] | None = None,
+                    stageout: StageOutSpec | None = None) -> JobSpec:
     """The spec of a production job's current attempt (`job`: its row, or the row to insert);
     `inputs`: the input files of a processing job (its allocation's)."""
     payload = workflow.payload
@@ -98,18 +100,19 @@ def production_spec(job: Any, workflow: Workflow, output_path: Path,
         inputs=[str(f.get("pfn") or f["lfn"]) for f in files],  # a chained input: where it was merged
         input_events=[int(c) for c in counts] if files and None not in counts else None,
         fail=payload.typed_parameters.planned_failure(job.job_index, job.retry),
-        memory_mb=job.memory_mb, time_limit_s=job.time_s,
+        memory_mb=job.memory_mb, time_limit_s=job.time_s, stageout=stageout,
     )
 
 
-def merge_spec(conn: sa.Connection, job: Any, workflow: Workflow, output_path: Path) -> JobSpec:
+def merge_spec(conn: sa.Connection, job: Any, workflow: Workflow, output_path: Path,
+               stageout: StageOutSpec | None = None) -> JobSpec:
     inputs = store.merge_inputs(conn, job.id)
     drop = workflow.payload.typed_parameters.merge_drop_events
     return JobSpec(
         job_id=job.name, job_type="merge", transformation="merge",
         params={"drop_events": drop} if drop else {}, retry=job.retry,
         inputs=[r.pfn for r in inputs], input_events=[int(r.events) for r in inputs],
-        output_path=str(output_path), memory_mb=job.memory_mb, time_limit_s=job.time_s,
+        output_path=str(output_path), memory_mb=job.memory_mb, time_limit_s=job.time_s, stageout=stageout,
     )
 
 
@@ -117,7 +120,8 @@ def production_attempt(layout: Layout, job: Any, workflow: Workflow,
                        inputs: list[dict[str, Any]] | None = None) -> tuple[Path, JobSpec]:
     """The attempt directory and spec of a production job, built in memory (nothing written)."""
     out = layout.unmerged_path(workflow.output.dataset, job.name)
-    return layout.attempt_dir(job.workdir, job.retry), production_spec(job, workflow, out, inputs)
+    stageout = stage_out_spec(layout.storage, Layout.lfn(workflow.output.dataset, "unmerged", job.name))
+    return layout.attempt_dir(job.workdir, job.retry), production_spec(job, workflow, out, inputs, stageout)
 
 
 def write_production(attempt: Path, spec: JobSpec) -> Path:
@@ -135,7 +139,8 @@ def write_attempt(conn: sa.Connection, layout: Layout, job: Any,
     typed = parse_workflow(workflow)
     if job.job_type == "merge":
         attempt = layout.attempt_dir(job.workdir, job.retry)
-        spec = merge_spec(conn, job, typed, layout.merged_path(typed.output.dataset, job.name))
+        stageout = stage_out_spec(layout.storage, Layout.lfn(typed.output.dataset, "merged", job.name))
+        spec = merge_spec(conn, job, typed, layout.merged_path(typed.output.dataset, job.name), stageout)
         attempt.mkdir(parents=True, exist_ok=True)
         write_spec(attempt, spec)
         return attempt

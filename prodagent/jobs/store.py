@@ -427,6 +427,10 @@ def file_by_lfn(conn: sa.Connection, lfn: str) -> sa.Row | None:
     return conn.execute(sa.select(pa_file).where(pa_file.c.lfn == lfn)).first()
 
 
+def file_by_id(conn: sa.Connection, file_id: int) -> sa.Row | None:
+    return conn.execute(sa.select(pa_file).where(pa_file.c.id == file_id)).first()
+
+
 def files_of_jobs(conn: sa.Connection, job_ids: Iterable[int]) -> list[sa.Row]:
     """The files the given jobs produced (any kind, any state)."""
     ids = sorted(set(job_ids))

@@ -11,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from prodagent.jobs import file_states, states, store
+from prodagent.storage import catalog
 
 DECISIONS = (states.COOLOFF, states.PAUSED, states.EXHAUSTED)
 
@@ -63,3 +64,11 @@ def datasets(conn: sa.Connection, agent: str) -> list[dict[str, Any]]:
 def files(conn: sa.Connection, dataset_id: int | None = None, kind: str | None = None,
           state: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
     return [dict(r._mapping) for r in store.select_files(conn, dataset_id, kind, state, limit)]
+
+
+def file_with_replicas(conn: sa.Connection, key: str) -> dict[str, Any] | None:
+    """{file, replicas} of the file with this id or LFN, or None."""
+    row = store.file_by_lfn(conn, key) or (store.file_by_id(conn, int(key)) if key.isdigit() else None)
+    if row is None:
+        return None
+    return {"file": dict(row._mapping), "replicas": [dict(r._mapping) for r in catalog.of_files(conn, [row.id])]}

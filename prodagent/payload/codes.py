@@ -42,6 +42,8 @@ EXEC_FAILED = 60308  #: the transformation could not be started
 MEMORY_LIMIT = 60310  #: killed by the wrapper: resident memory above the spec's limit
 TIME_LIMIT = 60311  #: killed by the wrapper: wall time above the spec's limit
 TERMINATED = 60312  #: the wrapper was told to stop (SIGTERM/SIGINT) and killed the payload
+STAGEOUT_FAILED = 60313  #: the output could not be put on the storage element (retries used up)
+REPLICA_CORRUPT = 60314  #: the agent read the staged-out replica back: its adler32 differs
 
 DESCRIPTIONS: dict[int, str] = {
     WRAPPER_ERROR: "internal error in the job wrapper",
@@ -56,6 +58,8 @@ DESCRIPTIONS: dict[int, str] = {
     MEMORY_LIMIT: "memory limit exceeded",
     TIME_LIMIT: "wall time limit exceeded",
     TERMINATED: "terminated by a signal to the wrapper",
+    STAGEOUT_FAILED: "stage-out to the storage element failed",
+    REPLICA_CORRUPT: "staged-out replica corrupt on the storage element",
 }
 
 #: the wrapper's exit status for each 603xx code (80 + last two digits)

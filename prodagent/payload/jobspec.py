@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from prodagent.payload.faults import MODES
 from prodagent.payload.files import atomic_write_text
+from prodagent.storage.transfer import StageOutSpec
 
 SPEC_NAME = "job.json"
 
@@ -108,6 +109,7 @@ class JobSpec(_Strict):
     fail: FailSpec | None = None
     memory_mb: int | None = Field(None, ge=1)  # resident-memory limit the wrapper enforces
     time_limit_s: float | None = Field(None, gt=0)  # wall-time limit the wrapper enforces
+    stageout: StageOutSpec | None = None  # copy the output to a storage element at the end
 
     @model_validator(mode="after")
     def _check_transformation(self) -> JobSpec:

@@ -1,6 +1,6 @@
 """The merge transformation: concatenate the `events` trees of several ROOT files into one.
 
-    python -m prodagent.payload.merge --out OUT [--expect-events N] IN1 IN2 ...
+    python -m prodagent.payload.merge --out OUT [--expect-events N] IN1 IN2 ...   (paths or root:// URLs)
         [--compression zlib1|lz4|zstd|none] [--step "50 MB"] [--seed S] [--drop-events K]
         [--fail-mode M --fail-rate P --fail-code C --fail-after K --fail-salt X --fail-message T]
 
@@ -51,7 +51,7 @@ def say(message: str, err: bool = False) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m prodagent.payload.merge")
-    parser.add_argument("inputs", nargs="+", type=Path)
+    parser.add_argument("inputs", nargs="+", type=source, help="paths or root:// URLs")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--expect-events", type=int, default=None)
     parser.add_argument("--compression", choices=tuple(rootio.COMPRESSIONS), default="zlib1")
@@ -64,8 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def source(text: str) -> Path | str:
+    """An input: a local path, or a URL (root://...) uproot reads directly, kept as written."""
+    return text if "://" in text else Path(text)
+
+
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if args.out.resolve() in {p.resolve() for p in args.inputs}:
+    if args.out.resolve() in {p.resolve() for p in args.inputs if isinstance(p, Path)}:
         parser.error("--out must not be one of the inputs")
     if args.expect_events is not None and args.expect_events < 0:
         parser.error("--expect-events must be >= 0")
@@ -77,7 +82,7 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         args.step = int(args.step)
 
 
-def inspect_inputs(paths: list[Path]) -> tuple[list[Any], dict[str, str], list[int]]:
+def inspect_inputs(paths: list[Path | str]) -> tuple[list[Any], dict[str, str], list[int]]:
     """Open every input and check it; return the trees, the branch types and the entries."""
     trees, entries = [], []
     reference: dict[str, str] | None = None
@@ -152,7 +157,7 @@ def write_merged(
     return digest.hexdigest()
 
 
-def provenance_of(path: Path) -> Any:
+def provenance_of(path: Path | str) -> Any:
     text = rootio.read_provenance(path)
     try:
         return {"path": str(path), "provenance": json.loads(text) if text else None}

@@ -38,6 +38,7 @@ class OutputFile(BaseModel):
     events: int | None = None
     run: int | None = None
     first_event: int | None = None
+    element: str | None = None  # staged out: the storage element holding it (`path` is its PFN)
 
 
 class JobReport(BaseModel):
@@ -116,7 +117,7 @@ def evaluate(spec: JobSpec, jobdir: Path, run: RunResult) -> JobReport:
         error_reason="; ".join(p.message for p in problems) if problems else None,
         events_processed=_events_processed(log),
         outputs=outputs,
-        inputs=[str(jobdir / p) for p in spec.inputs],
+        inputs=[p if "://" in p else str(jobdir / p) for p in spec.inputs],
         wall_s=round(run.wall_s, 3),
         cpu_s=round(run.cpu_s, 3),
         max_rss_mb=round(run.max_rss_mb, 1),

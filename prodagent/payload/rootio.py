@@ -81,9 +81,17 @@ def tree_types(records: Mapping[str, Any]) -> dict[str, Any]:
     return types
 
 
+def open_file(path: str | os.PathLike[str]) -> Any:
+    """A ROOT file by path or root:// URL. URLs go through uproot's own XRootD source: its fsspec
+    route (fsspec-xrootd) hands NumPy integers to XRootD's read and fails (scikit-hep/uproot5#1582)."""
+    if str(path).startswith(("root://", "xroot://")):
+        return uproot.open(str(path), handler=uproot.source.xrootd.XRootDSource)
+    return uproot.open(path)
+
+
 def open_tree(path: str | os.PathLike[str]) -> Any:
     """The `events` TTree of a file; ValueError if it is missing or is not a TTree."""
-    file = uproot.open(path)
+    file = open_file(path)
     if TREE not in file:
         raise ValueError(f"{path}: no '{TREE}' tree")
     classname = file.classname_of(TREE)
@@ -126,5 +134,5 @@ def first_run_event(path: str | os.PathLike[str]) -> tuple[int | None, int | Non
 
 
 def read_provenance(path: str | os.PathLike[str]) -> str | None:
-    file = uproot.open(path)
+    file = open_file(path)
     return str(file[PROVENANCE]) if PROVENANCE in file else None

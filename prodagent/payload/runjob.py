@@ -5,7 +5,8 @@
 It reads JOBDIR/job.json, runs the transformation as a child process (cwd JOBDIR, stdout and
 stderr to JOBDIR/job.log), measures wall time, CPU time and peak memory, enforces the spec's
 memory and wall-time limits, judges the result (`report.evaluate`) and writes
-JOBDIR/report.json atomically. It exits 0 on success, the payload's own status when that was
+JOBDIR/report.json atomically. When the spec says so, a good output is then staged out to a
+storage element (`stageout`) and the report names its replica there. It exits 0 on success, the payload's own status when that was
 non-zero, or 80 + the last two digits of a 603xx code (`codes.wrapper_exit_status`).
 
 Each run starts clean: the old report and log in JOBDIR and the spec's old output are removed
@@ -37,6 +38,7 @@ from prodagent.payload.report import (
     evaluate,
     write_report,
 )
+from prodagent.payload.stageout import stage_out_output
 from prodagent.payload.transformations import build_argv, child_env
 from prodagent.payload.watchdog import Watchdog
 
@@ -58,6 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = execute(spec, jobdir)
         report = evaluate(spec, jobdir, result)
         remove_partial_output(spec, jobdir)
+        if report.ok and spec.stageout is not None:
+            report = stage_out_output(spec, report)
     except Exception as exc:  # noqa: BLE001 - the wrapper must always leave a report
         traceback.print_exc()
         reason = f"wrapper error: {exc.__class__.__name__}: {exc}"
@@ -70,7 +74,7 @@ def prepare(spec: JobSpec, jobdir: Path) -> None:
         stale.unlink(missing_ok=True)
     if spec.output_path:
         output = (jobdir / spec.output_path).resolve()
-        if output not in {(jobdir / p).resolve() for p in spec.inputs}:
+        if output not in {(jobdir / p).resolve() for p in spec.inputs if "://" not in p}:
             output.unlink(missing_ok=True)
 
 

@@ -1,0 +1,48 @@
+"""Logical file names (LFNs) and the checks that keep them inside a storage element's root.
+
+A catalog LFN is `/store/<relative name>`; the storage element maps the relative name under its
+root with its PFN rule. Anything that could leave the root is refused: `..` or `.` components,
+empty components, an absolute path outside `/store/`, control characters (NUL among them),
+characters outside a small safe set, and over-long names. The request service refuses such names
+at submission (`prodrequest.spec`) and every plugin checks again before touching storage.
+"""
+
+from __future__ import annotations
+
+import re
+
+NAMESPACE = "/store/"
+MAX_LFN_CHARS = 500
+MAX_COMPONENT_CHARS = 255
+_COMPONENT = re.compile(r"[A-Za-z0-9_+=@-][A-Za-z0-9_.+=@-]*")
+
+
+class UnsafeName(ValueError):
+    """A logical file name that could escape the element's root, or is not a plain name."""
+
+
+def relative_name(lfn: str) -> str:
+    """The element-relative path of `lfn` (`/store/a/b` or `a/b`); raises UnsafeName."""
+    if not isinstance(lfn, str) or not lfn:
+        raise UnsafeName("a logical file name must be a non-empty string")
+    if len(lfn) > MAX_LFN_CHARS:
+        raise UnsafeName(f"logical file name longer than {MAX_LFN_CHARS} characters")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in lfn):
+        raise UnsafeName("logical file name holds a control character (NUL, newline, ...)")
+    rel = lfn[len(NAMESPACE):] if lfn.startswith(NAMESPACE) else lfn
+    if rel.startswith("/"):
+        raise UnsafeName(f"absolute name outside {NAMESPACE}: {lfn!r}")
+    for part in rel.split("/"):
+        if part in ("", ".", ".."):
+            raise UnsafeName(f"logical file name has an empty, '.' or '..' component: {lfn!r}")
+        if len(part) > MAX_COMPONENT_CHARS:
+            raise UnsafeName(f"a component of the name is longer than {MAX_COMPONENT_CHARS} characters")
+        if not _COMPONENT.fullmatch(part):
+            raise UnsafeName(f"component {part!r} has characters outside [A-Za-z0-9_.+=@-]")
+    return rel
+
+
+def check_lfn(lfn: str) -> str:
+    """`lfn` itself if it is safe (a validator for pydantic models); raises UnsafeName."""
+    relative_name(lfn)
+    return lfn
