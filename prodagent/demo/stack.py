@@ -193,7 +193,7 @@ def _wait_gone(procs: list[psutil.Process], timeout_s: float) -> bool:
 
 def write_agent_config(path: Path, workdir: Path, manager: Manager, db_url: str | None = None,
                        slots: int = 2, name: str = "agent1", settings: dict[str, Any] | None = None,
-                       batch: dict[str, Any] | None = None) -> Path:
+                       batch: dict[str, Any] | None = None, sites: list[dict[str, Any]] | None = None) -> Path:
     """An agent config for a quick production: fast ticks, the local executor."""
     component_settings = {
         "ProdMgrInterface": {"tick_s": 1.0, "queue_factor": 1.0},
@@ -212,6 +212,8 @@ def write_agent_config(path: Path, workdir: Path, manager: Manager, db_url: str 
         "prodmanager": {"url": manager.url, "token": manager.token("agent", name)},
         "components": {"settings": component_settings},
     }
+    if sites:
+        raw["sites"] = sites
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
