@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from prodagent.batch.base import BatchJob, BatchPlugin, SiteSlots
 from prodagent.batch.registry import configured_plugin
-from prodagent.jobs import allocations, site_states, site_store, states, store
+from prodagent.jobs import allocations, placement, site_states, site_store, states, store
 from prodagent.jobs.layout import Layout
 from prodagent.jobs.site_health import SiteBreaker, SiteHealthSettings
 from prodagent.runtime.component import Component, Context, handles
@@ -83,7 +83,7 @@ class JobSubmitter(Component):
         self.breaker = SiteBreaker(self.config.agent.name, self.settings.health)
         self.evaluated_at = 0.0
         self.site_names: list[str] = []
-        self.site_lists: dict[str, tuple[frozenset[str], frozenset[str]]] = {}  # request -> (white, black)
+        self.site_lists: dict[str, placement.SiteLists] = {}  # request id -> (whitelist, blacklist)
 
     def teardown(self) -> None:
         self.plugin.close()
@@ -127,9 +127,7 @@ class JobSubmitter(Component):
         workflows = self.transaction(
             lambda c: {r: allocations.workflow_for_request(c.conn, r) for r in unknown})
         for request_id, workflow in workflows.items():
-            sites = (workflow or {}).get("sites") or {}
-            self.site_lists[request_id] = (frozenset(sites.get("whitelist") or ()),
-                                           frozenset(sites.get("blacklist") or ()))
+            self.site_lists[request_id] = placement.site_lists(workflow)
 
     def remove_killed(self, doomed: list[Any]) -> None:
         """Remove killed jobs' batch jobs (no transaction open), then clear their marks."""
@@ -153,36 +151,14 @@ class JobSubmitter(Component):
             room[site.site] = max(0, limit - in_batch.get(site.site, 0))
         return room
 
-    def _allowed(self, job: Any, site: str) -> bool:
-        white, black = self.site_lists.get(job.request_id, (frozenset(), frozenset()))
-        return site not in black and (not white or site in white)
-
-    def place(self, jobs: list[Any], room: dict[str, int], health: dict[str, str]) -> list[tuple[Any, str]]:
-        """Each job to the allowed site with the most room, weighted by state and recent success."""
-        chosen: list[tuple[Any, str]] = []
-        for job in sorted(jobs, key=lambda j: (j.job_type != "merge", j.id)):  # merges free disk: first
-            best, score = None, 0.0
-            for site, free in room.items():
-                if free <= 0 or not self._allowed(job, site):
-                    continue
-                weight = site_states.WEIGHT[health.get(site, site_states.NORMAL)] or 1.0
-                value = free * weight * self.breaker.success.get(site, 1.0)
-                if value > score:
-                    best, score = site, value
-            if best is None:
-                if not any(free > 0 for free in room.values()):
-                    break
-                continue
-            room[best] -= 1
-            chosen.append((job, best))
-        return chosen
-
     def submit(self, jobs: list[Any], in_batch: dict[str, int], capacity: list[SiteSlots] | None = None,
                health: dict[str, str] | None = None, excluded: dict[str, tuple[str, ...]] | None = None) -> None:
         """Submit these `created` jobs within each site's room; record the outcome (no transaction open)."""
         health = health or {}
         excluded = excluded or {}
-        chosen = self.place(jobs, self._room(in_batch, capacity or self.plugin.capacity(), health), health)
+        room = self._room(in_batch, capacity or self.plugin.capacity(), health)
+        chosen = placement.place(jobs, room, health, self.breaker.success,
+                                 lambda j: self.site_lists.get(j.request_id, placement.NO_LISTS))
         if not chosen:
             return
         names = {Layout.batch_name(j.name, j.retry): (j, site) for j, site in chosen}

@@ -63,7 +63,7 @@ class SiteBreaker:
         """Apply the rules once; what changed (for the log)."""
         now = now or time.time()
         rows = site_store.health(conn, self.agent, lock=True)
-        site_store.ensure_sites(conn, self.agent, sites, rows)
+        site_store.ensure_sites(conn, self.agent, sites, rows, now - self.s.window_s)
         rows = site_store.health(conn, self.agent) if set(sites) - set(rows) else rows
         since = {s: max(now - self.s.window_s, rows[s].since) for s in sites}
         window = site_store.tallies(conn, self.agent, {s: now - self.s.window_s for s in sites})

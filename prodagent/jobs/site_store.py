@@ -85,10 +85,10 @@ def health(conn: sa.Connection, agent: str, lock: bool = False) -> dict[str, sa.
     return {r.site: r for r in conn.execute(query)}
 
 
-def ensure_sites(conn: sa.Connection, agent: str, sites: Sequence[str], known: dict[str, sa.Row]) -> None:
-    """A row in state `normal` for each configured site without one."""
-    now = time.time()
-    fresh = [{"agent": agent, "site": s, "state": site_states.NORMAL, "reason": "configured", "since": now,
+def ensure_sites(conn: sa.Connection, agent: str, sites: Sequence[str], known: dict[str, sa.Row],
+                 since: float) -> None:
+    """A row in state `normal` for each configured site without one, judged on results after `since`."""
+    fresh = [{"agent": agent, "site": s, "state": site_states.NORMAL, "reason": "configured", "since": since,
               "forced": False} for s in sites if s not in known]
     if fresh:
         conn.execute(H.insert(), fresh)
