@@ -29,7 +29,7 @@ from prodagent.batch.base import (
     SiteSlots,
 )
 from prodagent.batch.emulator_db import EmulatorDB, JobRow
-from prodagent.batch.emulator_report import write_job_result
+from prodagent.batch.emulator_report import job_spec, write_job_result
 
 
 class _Strict(BaseModel):
@@ -92,6 +92,11 @@ class JobEmulatorOptions(PluginOptions):
     nodes: int = Field(default=10, ge=1)
     site: str = "emulator"
     slots: int = Field(default=100_000, ge=1)  # reported by capacity(); not enforced
+    # Cost per event: a production job runs events x per_event_s x uniform(1 -+ per_event_jitter)
+    # (its spec says how many events) instead of `duration`; peak memory is drawn from `rss_mb`.
+    per_event_s: float | None = Field(default=None, gt=0)
+    per_event_jitter: float = Field(default=0.0, ge=0, lt=1)
+    rss_mb: Duration = Field(default_factory=lambda: Duration(value_s=250.0))
     write_reports: bool = True  # report.json, logs and output per finished job, lazily
     output_bytes: int = Field(default=1024, ge=1)
 
@@ -127,7 +132,7 @@ class JobEmulator(BatchPlugin):
             return JobRow(job.job_id, seq, attempt, str(job.workdir), hole.node, now, start,
                           start + hole.duration_s, hole.exit_code, hole.error_class, 0, hole.log, None, 0)
         node = f"emu-node-{rng.randrange(self.opts.nodes):03d}"
-        end = start + self.opts.duration.draw(rng)
+        end = start + self._run_time(job, rng)
         pick, outcome = rng.random(), Outcome(probability=0.0)
         for candidate in self.opts.outcomes:
             if pick < candidate.probability:
@@ -150,6 +155,19 @@ class JobEmulator(BatchPlugin):
             None,
             0,
         )
+
+    def _run_time(self, job: BatchJob, rng: random.Random) -> float:
+        if self.opts.per_event_s is None:
+            return self.opts.duration.draw(rng)
+        spec = job_spec(job.workdir)
+        if spec is None or spec.transformation == "merge":  # merges copy events: no per-event cost
+            return self.opts.duration.draw(rng)
+        events = spec.expected_events() or 1
+        jitter = self.opts.per_event_jitter
+        return events * self.opts.per_event_s * rng.uniform(1 - jitter, 1 + jitter)
+
+    def _rss(self, job_id: str) -> float:
+        return round(self.opts.rss_mb.draw(random.Random(f"{self.opts.seed}:{job_id}:rss")), 1)
 
     # ---- BatchPlugin ----------------------------------------------------------------------------
     def submit(self, jobs: Sequence[BatchJob]) -> dict[str, str]:
@@ -177,7 +195,7 @@ class JobEmulator(BatchPlugin):
         result: dict[str, BatchStatus] = {}
         to_report: list[JobRow] = []
         for row in self.db.rows(ids):
-            status = _status(row, now)
+            status = _status(row, now, self._rss(row.job_id))
             result[row.job_id] = status
             if self.opts.write_reports and not row.reported and status.state is BatchState.DONE:
                 to_report.append(row)
@@ -190,6 +208,7 @@ class JobEmulator(BatchPlugin):
                 row.start,
                 row.end,
                 self.opts.output_bytes,
+                self._rss(row.job_id),
             )
         self.db.mark_reported([r.job_id for r in to_report])
         for job_id in ids:
@@ -208,7 +227,7 @@ class JobEmulator(BatchPlugin):
         return [SiteSlots(self.opts.site, self.opts.slots, running, queued)]
 
 
-def _status(row: JobRow, now: float) -> BatchStatus:
+def _status(row: JobRow, now: float, rss_mb: float = 250.0) -> BatchStatus:
     """A job's state at `now`, from what was drawn at submission."""
     batch_id = str(row.seq)
     if row.killed is not None and row.killed < row.end:
@@ -245,6 +264,6 @@ def _status(row: JobRow, now: float) -> BatchStatus:
         reason=f"ran on {row.node}",
         wall_s=wall,
         cpu_s=round(wall * 0.95, 3),
-        max_rss_mb=250.0,
+        max_rss_mb=rss_mb,
         node=row.node,
     )

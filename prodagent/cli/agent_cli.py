@@ -12,6 +12,7 @@
     prodagent sites history [SITE] [--json]
     prodagent sites force SITE STATE --reason TEXT
     prodagent sites release SITE --reason TEXT
+    prodagent sizing [--json]
 """
 
 from __future__ import annotations
@@ -336,6 +337,28 @@ def sites_release(ctx: click.Context, site: str, reason: str) -> None:
     service = _service(ctx)
     state = service.tx.run(lambda c: force(c, service.agent, site, None, reason))
     click.echo(f"site {site}: released in state {state}")
+
+
+@cli.command("sizing")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def sizing_cmd(ctx: click.Context, as_json: bool) -> None:
+    """per_job auto: each request's state, estimate, the figures behind it and the formula."""
+    from prodagent.jobs import sizing_store
+
+    service = _service(ctx)
+    rows = service.tx.run(lambda c: sizing_store.all_of(c, service.agent))
+    data = [{"request": r.request_id, "state": r.state, "events_per_job": r.events_per_job,
+             "memory_mb": r.memory_mb, "time_s": r.time_s, "reason": r.reason,
+             "figures": json.loads(r.figures), "formula": r.formula} for r in rows]
+    if as_json:
+        _print_json(data)
+        return
+    for d in data:
+        click.echo(f"request {d['request']}: {d['state']}" + (f" ({d['reason']})" if d["reason"] else ""))
+        click.echo(f"  events/job {d['events_per_job']}, memory {d['memory_mb']} MB, time {d['time_s']} s")
+        click.echo(f"  figures: {d['figures']}")
+        click.echo(f"  formula: {d['formula']}")
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -158,6 +158,7 @@ pa_job = sa.Table(
     # killed, its batch job still to be removed by JobSubmitter (set with the kill, cleared after)
     sa.Column("kill_pending_at", Time, nullable=True),
     sa.Column("node", Name, nullable=True),  # the node it ran on, when the batch system says
+    sa.Column("scout", sa.Boolean, nullable=False, server_default=sa.false()),  # per_job auto: a scout job
     sa.Index("ix_pa_job_state", "agent", "state"),
     sa.Index("ix_pa_job_allocation", "allocation_id"),
     sa.Index("ix_pa_job_request", "request_id", "state"),
@@ -285,4 +286,20 @@ pa_node_exclusion = sa.Table(
     sa.Column("node", Name, primary_key=True),
     sa.Column("until", Time, nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
+)
+
+# per_job auto: each request's job-size estimate on this agent (prodagent.jobs.sizing)
+pa_sizing = sa.Table(
+    "pa_sizing",
+    metadata,
+    sa.Column("agent", Name, primary_key=True),
+    sa.Column("request_id", sa.String(64), primary_key=True),
+    sa.Column("state", sa.String(20), nullable=False),  # scouting | sized | paused
+    sa.Column("events_per_job", sa.BigInteger, nullable=True),
+    sa.Column("memory_mb", sa.Integer, nullable=True),
+    sa.Column("time_s", sa.Integer, nullable=True),
+    sa.Column("figures", JsonText, nullable=False),  # the measurements behind the estimate (JSON)
+    sa.Column("formula", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),  # why it paused
+    sa.Column("updated_at", Time, nullable=False),
 )

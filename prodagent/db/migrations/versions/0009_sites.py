@@ -3,7 +3,8 @@
 `pa_site_health` holds each site's breaker state (table in prodagent.jobs.site_states),
 `pa_site_event` every change with its reason and figures, `pa_site_result` one row per ended
 attempt (site, node, success, site-caused failure), `pa_node_exclusion` nodes kept out of
-submission for a while; `pa_job.node` records where an attempt ran.
+submission for a while; `pa_job.node` records where an attempt ran. Automatic job sizing:
+`pa_job.scout` marks scout jobs, `pa_sizing` holds each request's estimate.
 
 Revision ID: 0009
 Revises: 0005
@@ -26,6 +27,20 @@ JsonText = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 def upgrade() -> None:
     with op.batch_alter_table("pa_job", schema=None) as batch_op:
         batch_op.add_column(sa.Column("node", Name, nullable=True))
+        batch_op.add_column(sa.Column("scout", sa.Boolean, nullable=False, server_default=sa.false()))
+    op.create_table(
+        "pa_sizing",
+        sa.Column("agent", Name, primary_key=True),
+        sa.Column("request_id", sa.String(64), primary_key=True),
+        sa.Column("state", sa.String(20), nullable=False),
+        sa.Column("events_per_job", sa.BigInteger, nullable=True),
+        sa.Column("memory_mb", sa.Integer, nullable=True),
+        sa.Column("time_s", sa.Integer, nullable=True),
+        sa.Column("figures", JsonText, nullable=False),
+        sa.Column("formula", sa.Text, nullable=False),
+        sa.Column("reason", sa.Text, nullable=True),
+        sa.Column("updated_at", sa.Double(), nullable=False),
+    )
     op.create_table(
         "pa_site_health",
         sa.Column("agent", Name, primary_key=True),
@@ -77,5 +92,7 @@ def downgrade() -> None:
     op.drop_index("ix_pa_site_event_site", table_name="pa_site_event")
     op.drop_table("pa_site_event")
     op.drop_table("pa_site_health")
+    op.drop_table("pa_sizing")
     with op.batch_alter_table("pa_job", schema=None) as batch_op:
+        batch_op.drop_column("scout")
         batch_op.drop_column("node")
