@@ -53,6 +53,7 @@ RUN_LUMI_STRIDE = 100_000  # run_lumi seeds: run_number * stride + job index + 1
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{2,99}$"
 PARAM_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
 SITE_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+GROUP_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 LFN_PATTERN = r"^[A-Za-z0-9_./:+=@-]{1,500}$"
 TIER_PATTERN = r"^[A-Z][A-Z0-9-]{1,19}$"
 DATASET_PATTERN = (
@@ -479,7 +480,8 @@ class _Common(Section):
     merge: MergeSettings = Field(default_factory=MergeSettings)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     resources: Resources = Field(default_factory=Resources)
-    priority: int = Field(1000, ge=0, le=1_000_000)
+    priority: int = Field(1000, ge=0, le=1_000_000)  # orders work within its group
+    group: str = Field("default", pattern=GROUP_PATTERN)  # fair shares: ProdManager's `--share GROUP=W`
     sites: Sites = Field(default_factory=Sites)
 
     @property

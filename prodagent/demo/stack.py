@@ -52,6 +52,7 @@ class Manager:
     db_url: str
     port: int = field(default_factory=free_port)
     lease_s: float = 60.0
+    shares: dict[str, float] = field(default_factory=dict)  # fair shares: `--share GROUP=WEIGHT`
     proc: subprocess.Popen[bytes] | None = None
     tokens: dict[str, str] = field(default_factory=dict)
 
@@ -75,7 +76,8 @@ class Manager:
         log = open(self.workdir / "prodmanager.log", "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
             [*prodmanager_cmd(), "serve", "--db", self.db_url, "--port", str(self.port),
-             "--lease-seconds", str(self.lease_s), "--log-level", "warning"],
+             "--lease-seconds", str(self.lease_s), "--log-level", "warning",
+             *(arg for g, w in self.shares.items() for arg in ("--share", f"{g}={w}"))],
             stdout=log, stderr=subprocess.STDOUT, env=_env(), start_new_session=True,
         )
         deadline = time.monotonic() + 60
