@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from prodagent.errors import ConfigError
 from prodagent.storage.settings import StorageSection
@@ -79,6 +79,16 @@ class BatchSection(Section):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class SiteSection(Section):
+    """One site the agent feeds: its batch plugin and queue, its slots and its storage."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")  # the request's site lists name these
+    plugin: str = "local"
+    options: dict[str, Any] = Field(default_factory=dict)  # the plugin's own (queue, partition, ...)
+    slots: int | None = Field(None, ge=1)  # null: what the batch system reports
+    storage: str | None = None  # the site's storage element (issue 11); not used by placement
+
+
 class ProdManagerSection(Section):
     url: str = "http://127.0.0.1:8765"
     token: str | None = None
@@ -103,6 +113,8 @@ class AgentConfig(Section):
     database: DatabaseSection = Field(default_factory=DatabaseSection)
     messaging: MessagingSection = Field(default_factory=MessagingSection)
     batch: BatchSection = Field(default_factory=BatchSection)
+    # Several sites, each with its own plugin; when given, `batch` is not used.
+    sites: list[SiteSection] = Field(default_factory=list, max_length=200)
     prodmanager: ProdManagerSection = Field(default_factory=ProdManagerSection)
     components: ComponentsSection = Field(default_factory=ComponentsSection)
     logging: LoggingSection = Field(default_factory=LoggingSection)
@@ -110,6 +122,15 @@ class AgentConfig(Section):
     storage: StorageSection = Field(default_factory=StorageSection)
 
     source: Path | None = Field(None, exclude=True)
+
+    @field_validator("sites")
+    @classmethod
+    def _unique_sites(cls, sites: list[SiteSection]) -> list[SiteSection]:
+        names = [s.name for s in sites]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"site names given twice: {', '.join(twice)}")
+        return sites
 
     @property
     def db_url(self) -> str:

@@ -41,6 +41,7 @@ class ServerSettings:
     migrate: bool = True
     input_prefixes: tuple[str, ...] = DEFAULT_INPUT_PREFIXES
     body_limits: BodyLimits = field(default_factory=BodyLimits)
+    shares: dict[str, float] = field(default_factory=dict)  # fair shares by request group
 
 
 def create_app(settings: ServerSettings) -> FastAPI:
@@ -52,7 +53,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.state.auth = Authenticator(db, settings.token_cache_s)
     app.state.requests = RequestService(db, settings.input_prefixes)
     app.state.pull = PullService(
-        db, lease_seconds=settings.lease_seconds, max_lease_seconds=settings.max_lease_seconds
+        db, lease_seconds=settings.lease_seconds, max_lease_seconds=settings.max_lease_seconds,
+        shares=settings.shares,
     )
     app.include_router(request_api.router)
     app.include_router(pull_api.router)

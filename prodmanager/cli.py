@@ -1,6 +1,7 @@
 """`prodmanager`: run the server, migrate its database, manage tokens.
 
     prodmanager serve [--db URL] [--host H] [--port P] [--lease-seconds S] [--input-prefix P]...
+                      [--share GROUP=WEIGHT]...
     prodmanager db upgrade|current [--db URL]
     prodmanager token create --role requester|operator|agent --name NAME [--allow-commands]
     prodmanager token list|revoke ID [--db URL]
@@ -71,6 +72,12 @@ def main() -> None:
     type=float,
     help="Cache good tokens this long (a revoked token keeps working up to this long).",
 )
+@click.option(
+    "--share",
+    "share_items",
+    multiple=True,
+    help="Fair share of a request group, GROUP=WEIGHT (repeatable; groups not named weigh 1).",
+)
 @click.option("--log-level", default="info", show_default=True)
 def serve(
     db: str | None,
@@ -81,12 +88,19 @@ def serve(
     max_lease_seconds: float,
     input_prefixes: tuple[str, ...],
     token_cache_seconds: float,
+    share_items: tuple[str, ...],
     log_level: str,
 ) -> None:
     """Run ProdRequest and ProdManager (migrates the database first)."""
     import uvicorn
 
+    from prodmanager import shares
     from prodmanager.app import ServerSettings, create_app
+
+    try:
+        fair_shares = shares.parse(share_items)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--share") from None
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
@@ -97,6 +111,7 @@ def serve(
         max_lease_seconds=max(max_lease_seconds, lease_seconds),
         input_prefixes=tuple(input_prefixes),
         token_cache_s=token_cache_seconds,
+        shares=fair_shares,
     )
     app = create_app(settings)
     click.echo(

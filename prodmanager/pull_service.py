@@ -24,7 +24,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from prodmanager import chain, lifecycle, outputs, splitter
+from prodmanager import chain, lifecycle, outputs, shares, splitter
 from prodmanager.auth import Principal, require_role
 from prodmanager.db import queries as q
 from prodmanager.db.engine import Database
@@ -66,8 +66,10 @@ class PullService:
         lease_seconds: float = 300.0,
         max_lease_seconds: float = 3600.0,
         max_jobs_per_acquire: int = 1000,
+        shares: dict[str, float] | None = None,
     ) -> None:
         self.db = db
+        self.shares = shares or {}  # fair shares by request group (prodmanager.shares); none: priority only
         self.lease_seconds = lease_seconds
         self.max_lease_seconds = max_lease_seconds
         self.max_jobs_per_acquire = max_jobs_per_acquire
@@ -156,31 +158,53 @@ class PullService:
         budget = req.events
         token = secrets.token_hex(16)
         taken: list[Allocation] = []
+        candidates = []
         for request in q.acquirable_requests(conn):
             if not Sites.model_validate_json(request.sites).admits(agent_sites):
                 continue
             try:
-                view = self._view(request.id, conn)
+                candidates.append((request, self._view(request.id, conn)))
             except (ValueError, KeyError, TypeError) as exc:  # UnicodeEncodeError is a ValueError
                 _unservable(conn, request, exc, now)
-                continue
-            rows = list(q.lock_available(conn, request.id, now, jobs - len(taken)))
-            if budget is not None:
-                rows = _within_budget(rows, budget, first=not taken)
-                budget -= sum(int(r.n_events) for r in rows)
-            if not rows and request.state != RequestState.NEW:
-                # Safety net: finish a request whose last completion could not settle it.
-                lifecycle.settle(conn, request.id, "prodmanager", now)
-            if rows:
-                try:
-                    with conn.begin_nested():  # a row that cannot be delivered leases nothing
-                        taken += self._lease(conn, request, rows, view, agent_name, token, lease_s, now)
-                except (ValueError, KeyError, TypeError) as exc:  # pydantic's ValidationError too
-                    _unservable(conn, request, exc, now)
-                    continue
-            if len(taken) >= jobs or (budget is not None and budget <= 0):
-                break
+        # With shares: a first pass gives each group its part, a second fills what is left in order.
+        quota = self._quotas(conn, candidates, jobs, now) if self.shares else None
+        for first_pass in ([True, False] if quota is not None else [False]):
+            for request, view in candidates:
+                group = _group(view)
+                limit = jobs - len(taken)
+                if first_pass:
+                    limit = min(limit, quota.get(group, 0)) if quota is not None else limit
+                    if limit <= 0:
+                        continue
+                rows = list(q.lock_available(conn, request.id, now, limit))
+                if budget is not None:
+                    rows = _within_budget(rows, budget, first=not taken)
+                    budget -= sum(int(r.n_events) for r in rows)
+                if not rows and request.state != RequestState.NEW and not first_pass:
+                    # Safety net: finish a request whose last completion could not settle it.
+                    lifecycle.settle(conn, request.id, "prodmanager", now)
+                if rows:
+                    try:
+                        with conn.begin_nested():  # a row that cannot be delivered leases nothing
+                            leased = self._lease(conn, request, rows, view, agent_name, token, lease_s, now)
+                    except (ValueError, KeyError, TypeError) as exc:  # pydantic's ValidationError too
+                        _unservable(conn, request, exc, now)
+                        continue
+                    taken += leased
+                    if first_pass and quota is not None:
+                        quota[group] -= len(leased)
+                if len(taken) >= jobs or (budget is not None and budget <= 0):
+                    return taken
         return taken
+
+    def _quotas(self, conn: sa.Connection, candidates: list[tuple[sa.Row[Any], dict[str, Any]]], jobs: int,
+                now: float) -> dict[str, int]:
+        """Each group's part of this acquire (prodmanager.shares), from the leases held now."""
+        leased = q.leased_by_request(conn, [r.id for r, _v in candidates], now)
+        held: dict[str, int] = {}
+        for request, view in candidates:
+            held[_group(view)] = held.get(_group(view), 0) + leased.get(request.id, 0)
+        return shares.quotas(jobs, held, [_group(v) for _r, v in candidates], self.shares)
 
     def _lease(
         self,
@@ -460,6 +484,10 @@ class PullService:
 
 
 # --- helpers run inside transactions ------------------------------------------------------------
+
+
+def _group(view: dict[str, Any]) -> str:
+    return str(view["spec"].get("group") or "default")
 
 
 def _check_owner(principal: Principal, agent_name: str, owner: str) -> None:

@@ -1,7 +1,9 @@
 """Cut a workflow into allocations: one per job, as rows for `pm_allocation`.
 
 Monte Carlo: consecutive event ranges of `events.per_job` (the last one shorter), each with its
-job's seed. Processing: consecutive groups of `input.files_per_job` files.
+job's seed; with `per_job: auto`, ranges of several guessed job lengths that agents cut into jobs
+of the measured length, each job's seed and index then being its first event's. Processing:
+consecutive groups of `input.files_per_job` files.
 """
 
 from __future__ import annotations
@@ -22,16 +24,16 @@ def cut(
 
 
 def _event_ranges(workflow: MonteCarloWorkflow, run_number: int) -> list[dict[str, Any]]:
-    total, per_job = workflow.events.total, workflow.events.per_job
+    total, size, auto = workflow.events.total, workflow.events.allocation_events, workflow.events.auto
     return [
         {
-            "job_index": index,
+            "job_index": first if auto else index,
             "first_event": first,
-            "n_events": min(per_job, total - first),
-            "seed": job_seed(workflow, run_number, index),
+            "n_events": min(size, total - first),
+            "seed": job_seed(workflow, run_number, first if auto else index),
             "input_files": None,
         }
-        for index, first in enumerate(range(0, total, per_job))
+        for index, first in enumerate(range(0, total, size))
     ]
 
 

@@ -50,12 +50,15 @@ TiB = 1024 * GiB
 
 MAX_JOBS = 100_000  # allocations per request: each job is one allocation row
 MAX_TOTAL_EVENTS = 10_000_000_000
+MAX_PER_JOB = 10_000_000
+AUTO_CHUNK_JOBS = 4  # per_job auto: guessed job lengths per allocation (jobs are cut from it)
 SEED_MAX = 900_000_000  # Pythia's Random:seed accepts 0..900,000,000
 RUN_LUMI_STRIDE = 100_000  # run_lumi seeds: run_number * stride + job index + 1
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{2,99}$"
 PARAM_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
 SITE_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+GROUP_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 LFN_PATTERN = r"^[A-Za-z0-9_./:+=@-]{1,500}$"
 TIER_PATTERN = r"^[A-Z][A-Z0-9-]{1,19}$"
 DATASET_PATTERN = (
@@ -309,16 +312,29 @@ def _is_parameter_value(item: Any) -> bool:
 
 
 class EventSplit(Section):
-    """Monte Carlo size: total events and events per job (one job per allocation)."""
+    """Monte Carlo size: total events and events per job, a number or `auto`.
+
+    `auto`: the agents size jobs to `target_job_s` from a few small scout jobs (the first
+    `scouts` jobs), starting from the requester's guess `time_per_event_s`. ProdManager then
+    cuts the request into allocations of `AUTO_CHUNK_JOBS` guessed job lengths, which agents cut
+    into jobs of the measured length.
+    """
 
     total: int = Field(ge=1, le=MAX_TOTAL_EVENTS)
-    per_job: int = Field(ge=1, le=10_000_000)
+    per_job: int | str  # 1..MAX_PER_JOB events, or "auto" (checked below: one error, on this field)
+    target_job_s: float | None = Field(None, ge=1, le=7 * 86400)
+    time_per_event_s: float | None = Field(None, gt=0, le=86400)
+    scouts: int = Field(4, ge=1, le=50)
 
     @field_validator("per_job")
     @classmethod
-    def _not_above_total(cls, value: int, info: ValidationInfo) -> int:
+    def _not_above_total(cls, value: int | str, info: ValidationInfo) -> int | str:
+        if isinstance(value, str) and value != "auto":
+            raise ValueError(f"per_job must be a number of events or 'auto', not {value[:20]!r}")
+        if isinstance(value, int) and not 1 <= value <= MAX_PER_JOB:
+            raise ValueError(f"per_job must be between 1 and {MAX_PER_JOB} events (got {value})")
         total = info.data.get("total")
-        if total is not None and value > total:
+        if isinstance(value, int) and total is not None and value > total:
             raise ValueError(
                 f"per_job ({value}) is larger than total ({total}): the request would be one job "
                 f"of {total} events; set per_job to at most {total}"
@@ -327,7 +343,9 @@ class EventSplit(Section):
 
     @model_validator(mode="after")
     def _not_too_many_jobs(self) -> EventSplit:
-        jobs = math.ceil(self.total / self.per_job)
+        if self.auto and (self.target_job_s is None or self.time_per_event_s is None):
+            raise ValueError("per_job: auto needs target_job_s and time_per_event_s (your guess)")
+        jobs = math.ceil(self.total / self.allocation_events)
         if jobs > MAX_JOBS:
             raise ValueError(
                 f"total/per_job gives {jobs} jobs, more than the limit of {MAX_JOBS}; "
@@ -336,8 +354,32 @@ class EventSplit(Section):
         return self
 
     @property
+    def auto(self) -> bool:
+        return self.per_job == "auto"
+
+    @property
+    def guessed_events_per_job(self) -> int:
+        """auto: events per job from the requester's guess."""
+        assert self.target_job_s is not None and self.time_per_event_s is not None
+        return max(1, math.floor(self.target_job_s / self.time_per_event_s))
+
+    @property
+    def allocation_events(self) -> int:
+        """Events per allocation: `per_job`, or for auto several guessed job lengths."""
+        if isinstance(self.per_job, int):
+            return self.per_job
+        return min(self.total, AUTO_CHUNK_JOBS * self.guessed_events_per_job)
+
+    @property
     def jobs(self) -> int:
-        return math.ceil(self.total / self.per_job)
+        """Allocations of the request (for auto, each holds several jobs)."""
+        return math.ceil(self.total / self.allocation_events)
+
+    @property
+    def seed_slots(self) -> int:
+        """Seeds the request may use: one per job, or for auto one per event (a job's seed is
+        its first event's)."""
+        return self.total if self.auto else self.jobs
 
 
 class SeedPolicy(Section):
@@ -557,7 +599,8 @@ class _Common(Section):
     merge: MergeSettings = Field(default_factory=MergeSettings)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     resources: Resources = Field(default_factory=Resources)
-    priority: int = Field(1000, ge=0, le=1_000_000)
+    priority: int = Field(1000, ge=0, le=1_000_000)  # orders work within its group
+    group: str = Field("default", pattern=GROUP_PATTERN)  # fair shares: ProdManager's `--share GROUP=W`
     sites: Sites = Field(default_factory=Sites)
 
     @property
@@ -592,7 +635,7 @@ class MonteCarloWorkflow(_Common):
 
     @model_validator(mode="after")
     def _seeds_fit(self) -> MonteCarloWorkflow:
-        jobs = self.events.jobs
+        jobs = self.events.seed_slots
         if self.seeds.policy == "sequential" and self.seeds.base + jobs > SEED_MAX:
             raise ValueError(
                 f"seeds.base + {jobs} jobs exceeds the largest seed {SEED_MAX}; lower seeds.base"

@@ -54,6 +54,7 @@ class BatchJob:
     memory_mb: int = 2000
     time_s: int = 3600
     site: str | None = None
+    exclude_nodes: tuple[str, ...] = ()  # nodes this job must not run on (black holes)
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class BatchStatus:
     wall_s: float | None = None
     cpu_s: float | None = None
     max_rss_mb: float | None = None
+    node: str | None = None  # where it ran, when the engine says
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,9 @@ run time and an outcome; the row goes into one SQLite table under `<workdir>/emu
 by the submitter and tracker processes and surviving their restarts. A query computes each
 job's state from the clock. Outcomes: success (with a synthetic report.json and output file,
 written lazily when a query first sees the job finished), exit codes, log patterns, batch
-failures (OUT_OF_MEMORY, ...), lost jobs, and a black-hole node that fails its jobs quickly.
+failures (OUT_OF_MEMORY, ...), lost jobs, a black-hole node that fails its jobs quickly (unless
+the job excludes that node: the emulator's notion of `--exclude`), and a whole-site outage: while
+the file `broken_while` exists, every job submitted fails quickly with a site-caused error.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from prodagent.batch.base import (
     SiteSlots,
 )
 from prodagent.batch.emulator_db import EmulatorDB, JobRow
-from prodagent.batch.emulator_report import write_job_result
+from prodagent.batch.emulator_report import job_spec, write_job_result
 
 
 class _Strict(BaseModel):
@@ -69,6 +71,15 @@ class BlackHole(_Strict):
     duration_s: float = Field(default=1.0, ge=0)
     exit_code: int = 1
     log: str | None = "A FATAL ERROR APPEARED: black hole node"
+    error_class: str | None = None  # e.g. NODE_FAIL: a batch-level failure instead of an exit code
+
+
+class Outage(_Strict):
+    """The whole site is broken while `broken_while` exists: jobs fail after `duration_s`."""
+
+    broken_while: Path
+    error_class: str = "NODE_FAIL"
+    duration_s: float = Field(default=0.2, ge=0)
 
 
 class JobEmulatorOptions(PluginOptions):
@@ -77,9 +88,15 @@ class JobEmulatorOptions(PluginOptions):
     queue_delay: Duration = Field(default_factory=lambda: Duration(value_s=0.0))
     outcomes: list[Outcome] = Field(default_factory=list)
     black_hole: BlackHole | None = None
+    outage: Outage | None = None
     nodes: int = Field(default=10, ge=1)
     site: str = "emulator"
     slots: int = Field(default=100_000, ge=1)  # reported by capacity(); not enforced
+    # Cost per event: a production job runs events x per_event_s x uniform(1 -+ per_event_jitter)
+    # (its spec says how many events) instead of `duration`; peak memory is drawn from `rss_mb`.
+    per_event_s: float | None = Field(default=None, gt=0)
+    per_event_jitter: float = Field(default=0.0, ge=0, lt=1)
+    rss_mb: Duration = Field(default_factory=lambda: Duration(value_s=250.0))
     write_reports: bool = True  # report.json, logs and output per finished job, lazily
     output_bytes: int = Field(default=1024, ge=1)
 
@@ -103,29 +120,19 @@ class JobEmulator(BatchPlugin):
         self.db.close()
 
     # ---- drawing --------------------------------------------------------------------------------
-    def _draw(self, job: BatchJob, seq: int, attempt: int, now: float) -> JobRow:
+    def _draw(self, job: BatchJob, seq: int, attempt: int, now: float, broken: bool = False) -> JobRow:
         rng = random.Random(f"{self.opts.seed}:{job.job_id}:{attempt}")
         start = now + self.opts.queue_delay.draw(rng)
+        if broken and self.opts.outage:
+            out, node = self.opts.outage, f"emu-node-{rng.randrange(self.opts.nodes):03d}"
+            return JobRow(job.job_id, seq, attempt, str(job.workdir), node, now, start, start + out.duration_s,
+                          0, out.error_class, 0, None, None, 0)
         hole = self.opts.black_hole
-        if hole and rng.random() < hole.fraction:
-            return JobRow(
-                job.job_id,
-                seq,
-                attempt,
-                str(job.workdir),
-                hole.node,
-                now,
-                start,
-                start + hole.duration_s,
-                hole.exit_code,
-                None,
-                0,
-                hole.log,
-                None,
-                0,
-            )
+        if hole and rng.random() < hole.fraction and hole.node not in job.exclude_nodes:
+            return JobRow(job.job_id, seq, attempt, str(job.workdir), hole.node, now, start,
+                          start + hole.duration_s, hole.exit_code, hole.error_class, 0, hole.log, None, 0)
         node = f"emu-node-{rng.randrange(self.opts.nodes):03d}"
-        end = start + self.opts.duration.draw(rng)
+        end = start + self._run_time(job, rng)
         pick, outcome = rng.random(), Outcome(probability=0.0)
         for candidate in self.opts.outcomes:
             if pick < candidate.probability:
@@ -149,6 +156,19 @@ class JobEmulator(BatchPlugin):
             0,
         )
 
+    def _run_time(self, job: BatchJob, rng: random.Random) -> float:
+        if self.opts.per_event_s is None:
+            return self.opts.duration.draw(rng)
+        spec = job_spec(job.workdir)
+        if spec is None or spec.transformation == "merge":  # merges copy events: no per-event cost
+            return self.opts.duration.draw(rng)
+        events = spec.expected_events() or 1
+        jitter = self.opts.per_event_jitter
+        return events * self.opts.per_event_s * rng.uniform(1 - jitter, 1 + jitter)
+
+    def _rss(self, job_id: str) -> float:
+        return round(self.opts.rss_mb.draw(random.Random(f"{self.opts.seed}:{job_id}:rss")), 1)
+
     # ---- BatchPlugin ----------------------------------------------------------------------------
     def submit(self, jobs: Sequence[BatchJob]) -> dict[str, str]:
         now = time.time()
@@ -156,12 +176,13 @@ class JobEmulator(BatchPlugin):
         accepted: dict[str, str] = {}
         fresh: list[JobRow] = []
         seq = self.db.reserve_seq(len(jobs))
+        broken = self.opts.outage is not None and self.opts.outage.broken_while.exists()
         for job in jobs:
             old = known.get(job.job_id)
             if old is not None and old.end > now and old.killed is None:
                 accepted[job.job_id] = str(old.seq)  # still active: never run twice
                 continue
-            row = self._draw(job, seq, old.attempt + 1 if old else 0, now)
+            row = self._draw(job, seq, old.attempt + 1 if old else 0, now, broken)
             fresh.append(row)
             accepted[job.job_id] = str(seq)
             seq += 1
@@ -174,7 +195,7 @@ class JobEmulator(BatchPlugin):
         result: dict[str, BatchStatus] = {}
         to_report: list[JobRow] = []
         for row in self.db.rows(ids):
-            status = _status(row, now)
+            status = _status(row, now, self._rss(row.job_id))
             result[row.job_id] = status
             if self.opts.write_reports and not row.reported and status.state is BatchState.DONE:
                 to_report.append(row)
@@ -187,6 +208,7 @@ class JobEmulator(BatchPlugin):
                 row.start,
                 row.end,
                 self.opts.output_bytes,
+                self._rss(row.job_id),
             )
         self.db.mark_reported([r.job_id for r in to_report])
         for job_id in ids:
@@ -205,7 +227,7 @@ class JobEmulator(BatchPlugin):
         return [SiteSlots(self.opts.site, self.opts.slots, running, queued)]
 
 
-def _status(row: JobRow, now: float) -> BatchStatus:
+def _status(row: JobRow, now: float, rss_mb: float = 250.0) -> BatchStatus:
     """A job's state at `now`, from what was drawn at submission."""
     batch_id = str(row.seq)
     if row.killed is not None and row.killed < row.end:
@@ -215,14 +237,15 @@ def _status(row: JobRow, now: float) -> BatchStatus:
             batch_id,
             error_class="CANCELLED",
             reason=f"killed on {row.node}",
+            node=row.node,
         )
     if now < row.start:
         return BatchStatus(row.job_id, BatchState.QUEUED, batch_id)
     if now < row.end:
-        return BatchStatus(row.job_id, BatchState.RUNNING, batch_id, wall_s=now - row.start)
+        return BatchStatus(row.job_id, BatchState.RUNNING, batch_id, wall_s=now - row.start, node=row.node)
     wall = row.end - row.start
     if row.lost:
-        return BatchStatus(row.job_id, BatchState.LOST, batch_id, reason=f"lost on {row.node}")
+        return BatchStatus(row.job_id, BatchState.LOST, batch_id, reason=f"lost on {row.node}", node=row.node)
     if row.error_class:
         return BatchStatus(
             row.job_id,
@@ -231,6 +254,7 @@ def _status(row: JobRow, now: float) -> BatchStatus:
             error_class=row.error_class,
             reason=f"{row.error_class} on {row.node}",
             wall_s=wall,
+            node=row.node,
         )
     return BatchStatus(
         row.job_id,
@@ -240,5 +264,6 @@ def _status(row: JobRow, now: float) -> BatchStatus:
         reason=f"ran on {row.node}",
         wall_s=wall,
         cpu_s=round(wall * 0.95, 3),
-        max_rss_mb=250.0,
+        max_rss_mb=rss_mb,
+        node=row.node,
     )

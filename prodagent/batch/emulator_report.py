@@ -18,7 +18,7 @@ from prodagent.payload.report import LOG_NAME, JobReport, OutputFile, write_repo
 DEFAULT_OUTPUT = "output.dat"
 
 
-def _spec(jobdir: Path) -> JobSpec | None:
+def job_spec(jobdir: Path) -> JobSpec | None:
     try:
         return read_spec(jobdir)
     except Exception:  # noqa: BLE001 - no or unusable spec: emulate a generic job
@@ -33,10 +33,11 @@ def write_job_result(
     started: float,
     ended: float,
     output_bytes: int,
+    max_rss_mb: float = 250.0,
 ) -> JobReport:
     """Write the logs, the output (on success) and report.json of one emulated job."""
     jobdir.mkdir(parents=True, exist_ok=True)
-    spec = _spec(jobdir)
+    spec = job_spec(jobdir)
     events = (spec.expected_events() if spec else None) or 100
     succeeded = exit_code == 0 and log_line is None
     lines = [f"JobEmulator: job {job_id}", f"Processed {events}/{events} events"]
@@ -86,7 +87,7 @@ def write_job_result(
         inputs=[str(jobdir / p) for p in spec.inputs] if spec else [],
         wall_s=round(ended - started, 3),
         cpu_s=round((ended - started) * 0.95, 3),
-        max_rss_mb=250.0,
+        max_rss_mb=max_rss_mb,
         log_path=str(jobdir / LOG_NAME),
         started_at=datetime.fromtimestamp(started, UTC),
         ended_at=datetime.fromtimestamp(ended, UTC),

@@ -51,6 +51,7 @@ def description(event_log: str, instance: str, extra: Mapping[str, str]) -> dict
         "error": "batch.err",
         "log": event_log,
         "request_memory": "$(pa_memory_mb)",
+        "requirements": "$(pa_requirements)",  # black-hole nodes excluded per job
         "allowed_execute_duration": "$(pa_time_s)",
         "transfer_executable": "false",
         "should_transfer_files": "IF_NEEDED",
@@ -79,4 +80,12 @@ def item(job: BatchJob) -> dict[str, str]:
         "pa_workdir": str(job.workdir),
         "pa_memory_mb": str(job.memory_mb),
         "pa_time_s": str(job.time_s),
+        "pa_requirements": requirements(job.exclude_nodes),
     }
+
+
+def requirements(exclude_nodes: Sequence[str]) -> str:
+    """A requirement keeping the job off these machines (`True` when none)."""
+    if any('"' in n or "\\" in n for n in exclude_nodes):
+        raise ValueError("node names cannot contain quotes")
+    return " && ".join(f'(TARGET.Machine =!= "{n}")' for n in exclude_nodes) or "True"

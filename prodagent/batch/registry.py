@@ -35,5 +35,22 @@ def load_plugin(name: str, options: dict[str, Any], workdir: Path) -> BatchPlugi
 
 
 def configured_plugin(config: AgentConfig) -> BatchPlugin:
-    """The plugin the agent's `batch` section names, with its options."""
-    return load_plugin(config.batch.plugin, config.batch.options, config.workdir)
+    """The plugin the agent's `batch` section names, with its options; or, when the config lists
+    `sites`, one plugin per site behind `MultiSite`."""
+    if not config.sites:
+        return load_plugin(config.batch.plugin, config.batch.options, config.workdir)
+    from prodagent.batch.multisite import MultiSite
+
+    plugins = {}
+    for site in config.sites:
+        options = dict(site.options)
+        fields = plugin_class(site.plugin).Options.model_fields
+        if "site" in fields:
+            options.setdefault("site", site.name)
+        if "slots" in fields and site.slots:
+            options.setdefault("slots", site.slots)
+        try:
+            plugins[site.name] = load_plugin(site.plugin, options, config.workdir / "sites" / site.name)
+        except ConfigError as exc:
+            raise ConfigError(f"sites[{site.name}]: {exc}") from None
+    return MultiSite(config.sites, plugins, config.workdir)

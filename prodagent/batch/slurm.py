@@ -147,7 +147,8 @@ class SlurmPlugin(BatchPlugin):
         return script
 
     def _sbatch_args(
-        self, tag: str, count: int, partition: str | None, memory_mb: int, time_s: int
+        self, tag: str, count: int, partition: str | None, memory_mb: int, time_s: int,
+        exclude: tuple[str, ...] = (),
     ) -> list[str]:
         args = [
             "sbatch",
@@ -164,21 +165,25 @@ class SlurmPlugin(BatchPlugin):
             args.append(f"--partition={partition}")
         if self.opts.account:
             args.append(f"--account={self.opts.account}")
+        if exclude:
+            args.append(f"--exclude={','.join(exclude)}")  # black-hole nodes
         return args + list(self.opts.extra_args)
 
     def submit(self, jobs: Sequence[BatchJob]) -> dict[str, str]:
-        groups: dict[tuple[str | None, int, int], list[BatchJob]] = defaultdict(list)
+        groups: dict[tuple[str | None, int, int, tuple[str, ...]], list[BatchJob]] = defaultdict(list)
         for job in jobs:
-            groups[(job.site or self.opts.partition, job.memory_mb, job.time_s)].append(job)
+            key = (job.site or self.opts.partition, job.memory_mb, job.time_s, tuple(sorted(job.exclude_nodes)))
+            groups[key].append(job)
         accepted: dict[str, str] = {}
-        for (partition, memory_mb, time_s), group in groups.items():
+        for (partition, memory_mb, time_s, exclude), group in groups.items():
             for start in range(0, len(group), self.opts.max_array_size):
                 chunk = group[start : start + self.opts.max_array_size]
-                accepted.update(self._submit_array(chunk, partition, memory_mb, time_s))
+                accepted.update(self._submit_array(chunk, partition, memory_mb, time_s, exclude))
         return accepted
 
     def _submit_array(
-        self, jobs: list[BatchJob], partition: str | None, memory_mb: int, time_s: int
+        self, jobs: list[BatchJob], partition: str | None, memory_mb: int, time_s: int,
+        exclude: tuple[str, ...] = (),
     ) -> dict[str, str]:
         tag = f"{time.time_ns():x}-{uuid.uuid4().hex[:6]}"
         scripts = [self._job_script(job) for job in jobs]
@@ -192,7 +197,7 @@ class SlurmPlugin(BatchPlugin):
             "#!/bin/sh\n"
             f'exec /bin/sh "$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" {shlex.quote(str(list_file))})"\n'
         )
-        args = self._sbatch_args(tag, len(jobs), partition, memory_mb, time_s)
+        args = self._sbatch_args(tag, len(jobs), partition, memory_mb, time_s, exclude)
         try:
             out = self._run(args, stdin=array_script)
         except BatchUnavailable:

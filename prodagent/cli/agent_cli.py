@@ -9,6 +9,11 @@
     prodagent datasets list [--json]
     prodagent datasets remerge DATASET_ID
     prodagent summary [--json]
+    prodagent sites list [--json]
+    prodagent sites history [SITE] [--json]
+    prodagent sites force SITE STATE --reason TEXT
+    prodagent sites release SITE --reason TEXT
+    prodagent sizing [--json]
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from rich.table import Table
 
 from prodagent.config import AgentConfig, load_config
 from prodagent.errors import ProdAgentError
-from prodagent.jobs import states, store, summary
+from prodagent.jobs import site_states, states, store, summary
 from prodagent.messaging.types import OPERATOR
 
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -275,6 +280,108 @@ def summary_cmd(ctx: click.Context, as_json: bool) -> None:
         _print_json(data)
         return
     console.print(data)
+
+
+@cli.group()
+def sites() -> None:
+    """Site health: circuit-breaker states, their history, excluded nodes; operator overrides."""
+
+
+@sites.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def sites_list(ctx: click.Context, as_json: bool) -> None:
+    """Each site's state, since when and why, and its excluded nodes."""
+    import time
+
+    from prodagent.jobs import site_store
+
+    service = _service(ctx)
+    now = time.time()
+    health, excluded = service.tx.run(lambda c: (site_store.health(c, service.agent),
+                                                 site_store.excluded_nodes(c, service.agent, now)))
+    rows = [{"site": s, "state": r.state, "forced": bool(r.forced), "since": r.since, "reason": r.reason,
+             "excluded_nodes": list(excluded.get(s, ()))} for s, r in health.items()]
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table(title="sites")
+    for col in ("site", "state", "forced", "since", "reason", "excluded nodes"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["site"], r["state"], "yes" if r["forced"] else "", time.strftime(
+            "%Y-%m-%d %H:%M:%S", time.gmtime(r["since"])), r["reason"] or "", ", ".join(r["excluded_nodes"]))
+    console.print(table)
+
+
+@sites.command("history")
+@click.argument("site", required=False)
+@click.option("--limit", type=click.IntRange(1, 10000), default=100)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def sites_history(ctx: click.Context, site: str | None, limit: int, as_json: bool) -> None:
+    """Every recorded change (newest first) with its reason and figures."""
+    from prodagent.jobs import site_store
+
+    service = _service(ctx)
+    rows = service.tx.run(lambda c: site_store.events(c, service.agent, site, limit))
+    data = [{"at": r.at, "site": r.site, "node": r.node, "from": r.from_state, "to": r.to_state,
+             "reason": r.reason, "figures": json.loads(r.figures)} for r in rows]
+    if as_json:
+        _print_json(data)
+        return
+    for d in data:
+        where = d["site"] + (f"/{d['node']}" if d["node"] else "")
+        click.echo(f"{d['at']:.0f} {where}: {d['from'] or '-'} -> {d['to']}: {d['reason']} {d['figures']}")
+
+
+@sites.command("force")
+@click.argument("site")
+@click.argument("state", type=click.Choice(sorted(site_states.ALL_STATES)))
+@click.option("--reason", required=True)
+@click.pass_context
+def sites_force(ctx: click.Context, site: str, state: str, reason: str) -> None:
+    """Force a site's state; it stays until `sites release`."""
+    from prodagent.jobs.site_health import force
+
+    service = _service(ctx)
+    service.tx.run(lambda c: force(c, service.agent, site, state, reason))
+    click.echo(f"site {site}: forced {state}")
+
+
+@sites.command("release")
+@click.argument("site")
+@click.option("--reason", required=True)
+@click.pass_context
+def sites_release(ctx: click.Context, site: str, reason: str) -> None:
+    """Give a forced site back to the automatic breaker (from its current state)."""
+    from prodagent.jobs.site_health import force
+
+    service = _service(ctx)
+    state = service.tx.run(lambda c: force(c, service.agent, site, None, reason))
+    click.echo(f"site {site}: released in state {state}")
+
+
+@cli.command("sizing")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def sizing_cmd(ctx: click.Context, as_json: bool) -> None:
+    """per_job auto: each request's state, estimate, the figures behind it and the formula."""
+    from prodagent.jobs import sizing_store
+
+    service = _service(ctx)
+    rows = service.tx.run(lambda c: sizing_store.all_of(c, service.agent))
+    data = [{"request": r.request_id, "state": r.state, "events_per_job": r.events_per_job,
+             "memory_mb": r.memory_mb, "time_s": r.time_s, "reason": r.reason,
+             "figures": json.loads(r.figures), "formula": r.formula} for r in rows]
+    if as_json:
+        _print_json(data)
+        return
+    for d in data:
+        click.echo(f"request {d['request']}: {d['state']}" + (f" ({d['reason']})" if d["reason"] else ""))
+        click.echo(f"  events/job {d['events_per_job']}, memory {d['memory_mb']} MB, time {d['time_s']} s")
+        click.echo(f"  figures: {d['figures']}")
+        click.echo(f"  formula: {d['formula']}")
 
 
 def main(argv: list[str] | None = None) -> Any:

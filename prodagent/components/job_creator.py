@@ -6,6 +6,11 @@ a job spec and a work area. An allocation of a processing request (a group of in
 becomes one job over its files, numbered with their run when they share one. Many jobs per message; handlers are idempotent: an allocation that
 already has jobs, or a job no longer in cool-off, is left as it is.
 
+With `events.per_job: auto` (prodagent.jobs.sizing) an allocation is cut in steps: scouts
+first, the rest once the scouts have reported, to the estimate of the moment; it stays
+`acquired` until all of it is cut. The tick (every `tick_s`) judges the scouts, refreshes the
+estimates from finished jobs and cuts what was waiting for them.
+
 A poison allocation fails alone: one whose workflow the models refuse, or whose rows or specs
 cannot be built or written, becomes `unrunnable` with a `reason` naming what is wrong (for
 ProdMgrInterface to release as failed), and the rest of its batch gets its jobs. Faults of the
@@ -28,7 +33,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from prodagent.components.error_handler import ErrorHandlerSettings, cooloffs_over
-from prodagent.jobs import states, store
+from prodagent.jobs import sizing, sizing_store, states, store
 from prodagent.jobs.allocations import ACQUIRED, ACTIVE, UNRUNNABLE
 from prodagent.jobs.layout import Layout
 from prodagent.jobs.specs import (
@@ -44,7 +49,7 @@ from prodagent.jobs.specs import (
 from prodagent.payload.jobspec import JobSpec
 from prodagent.runtime.component import Component, Context, handles
 from prodmanager.text import one_line
-from prodrequest.spec import ProcessingWorkflow
+from prodrequest.spec import MonteCarloWorkflow, ProcessingWorkflow
 
 #: OSErrors of the agent's disk, not of an allocation: the batch is retried, nobody given up
 _ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EMFILE, errno.ENFILE})
@@ -58,6 +63,8 @@ class _Plan:
     workflow: Workflow
     rows: list[dict[str, Any]]
     specs: list[tuple[Path, JobSpec]]
+    complete: bool = True  # all of the allocation is cut (per_job auto may cut it in steps)
+    scouting: dict[str, Any] | None = None  # per_job auto: the request's scouting starts with these
 
 
 class JobCreatorSettings(BaseModel):
@@ -65,6 +72,7 @@ class JobCreatorSettings(BaseModel):
     # Job specs written at once: each is fsync'ed, and the waits overlap instead of adding up.
     write_workers: int = Field(8, ge=1)
     reconcile_s: float = Field(60.0, gt=0)  # allocations and cool-offs left waiting this long: acted on
+    tick_s: float = Field(5.0, gt=0)  # per_job auto: judge scouts, refresh estimates, cut waiting work
 
 
 class JobCreator(Component):
@@ -106,14 +114,18 @@ class JobCreator(Component):
         allocation is recorded alone in its own savepoint, so only the one at fault is given up."""
         locked = {a.id: a for a in store.allocations(ctx.conn, allocation_ids, lock=True)}
         plans: list[_Plan] = []
+        scouting: set[str] = set()  # per_job auto: requests whose scouts this batch makes
         for allocation_id in dict.fromkeys(allocation_ids):
             alloc = locked.get(allocation_id)
             if alloc is None or alloc.state != ACQUIRED:
                 continue
             try:
-                plans.append(self._plan(alloc))
+                plan = self._plan(ctx.conn, alloc, scouting)
             except Exception as exc:
                 self._give_up(ctx, alloc, exc)
+                continue
+            if plan.rows or plan.complete:
+                plans.append(plan)
         if not plans:
             return []
         try:
@@ -135,13 +147,25 @@ class JobCreator(Component):
                 self._give_up(ctx, plan.alloc, exc)
         return created
 
-    def _plan(self, alloc: Any) -> _Plan:
+    def _plan(self, conn: sa.Connection, alloc: Any, scouting_now: set[str]) -> _Plan:
         """The allocation's job rows and specs, validated, nothing written."""
         workflow = parse_workflow(alloc.workflow)  # once per workflow text (cached)
-        inputs = _input_files(alloc) if isinstance(workflow, ProcessingWorkflow) else None
-        rows = self._rows(alloc, workflow) if inputs is None else [self._processing_row(alloc, workflow, inputs)]
-        specs = [production_attempt(self.layout, SimpleNamespace(**row), workflow, inputs) for row in rows]
-        return _Plan(alloc, workflow, rows, specs)
+        if isinstance(workflow, ProcessingWorkflow):
+            inputs = _input_files(alloc)
+            rows = [self._processing_row(alloc, workflow, inputs)]
+            specs = [production_attempt(self.layout, SimpleNamespace(**row), workflow, inputs) for row in rows]
+            return _Plan(alloc, workflow, rows, specs)
+        complete, scouting = True, None
+        if workflow.events.auto and alloc.request_id in scouting_now:
+            rows, complete = [], False  # another allocation of this batch makes the scouts
+        elif workflow.events.auto:
+            rows, complete, scouting = self._auto_rows(conn, alloc, workflow)
+            if scouting is not None:
+                scouting_now.add(alloc.request_id)
+        else:
+            rows = self._rows(alloc, workflow)
+        specs = [production_attempt(self.layout, SimpleNamespace(**row), workflow) for row in rows]
+        return _Plan(alloc, workflow, rows, specs, complete, scouting)
 
     def _record(self, ctx: Context, plans: list[_Plan]) -> list[int]:
         """Insert the plans' jobs, then write their specs (after the rows: a job row never
@@ -157,12 +181,17 @@ class JobCreator(Component):
                     plan.workflow.merge.model_dump(mode="json"),
                 )
             rows += [{**row, "dataset_id": datasets[output.dataset]} for row in plan.rows]
-            reasons += [f"allocation {plan.alloc.id}"] * len(plan.rows)
-        ids = store.insert_jobs(ctx.conn, rows, reason=reasons)
+            reasons += [f"allocation {plan.alloc.id}" + (" (scout)" if row.get("scout") else "")
+                        for row in plan.rows]
+            if plan.scouting is not None and not sizing_store.start(
+                    ctx.conn, self.config.agent.name, plan.alloc.request_id, sizing.SCOUTING, plan.scouting,
+                    sizing.FORMULA):
+                raise RuntimeError(f"request {plan.alloc.request_id}: scouting started twice")
+        ids = store.insert_jobs(ctx.conn, rows, reason=reasons) if rows else []
         # Specs only touch the disk, each fsync'ed: in parallel, so the waits overlap.
         list(self.pool.map(lambda attempt_spec: write_production(*attempt_spec),
                            [attempt_spec for plan in plans for attempt_spec in plan.specs]))
-        store.set_allocations(ctx.conn, [plan.alloc.id for plan in plans], state=ACTIVE)
+        store.set_allocations(ctx.conn, [plan.alloc.id for plan in plans if plan.complete], state=ACTIVE)
         return ids
 
     def _give_up(self, ctx: Context, alloc: Any, exc: Exception) -> None:
@@ -173,12 +202,11 @@ class JobCreator(Component):
         store.set_allocation(ctx.conn, alloc.id, state=UNRUNNABLE, reason=reason)
         self.log.error("allocation %s of request %s is unrunnable: %s", alloc.id, alloc.request_id, reason)
 
-    def _rows(self, alloc: Any, workflow: Workflow) -> list[dict[str, Any]]:
+    def _rows(self, alloc: Any, workflow: MonteCarloWorkflow) -> list[dict[str, Any]]:
         """The job rows of one Monte Carlo allocation (without their dataset)."""
-        assert not isinstance(workflow, ProcessingWorkflow)
-        per_job = workflow.events.per_job
+        per_job = workflow.events.allocation_events
         end = alloc.first_event + alloc.n_events
-        return [self._row(alloc, workflow, k, first, min(per_job, end - first), alloc.run)
+        return [self._row(alloc, workflow, k, first, min(per_job, end - first), k)
                 for k, first in enumerate(range(alloc.first_event, end, per_job))]
 
     def _processing_row(self, alloc: Any, workflow: Workflow, inputs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -187,19 +215,78 @@ class JobCreator(Component):
             raise ValueError("a processing allocation without input files")
         runs = {f.get("run") for f in inputs}
         run = runs.pop() if len(runs) == 1 and None not in runs else alloc.run
-        return self._row(alloc, workflow, 0, 0, int(alloc.n_events), int(run))
+        return self._row(alloc, workflow, 0, 0, int(alloc.n_events), 0, run=int(run))
 
-    def _row(self, alloc: Any, workflow: Workflow, k: int, first: int, n_events: int, run: int) -> dict[str, Any]:
+    def _row(self, alloc: Any, workflow: Workflow, k: int, first: int, n_events: int, offset: int,
+             run: int | None = None, memory_mb: int | None = None, time_s: int | None = None,
+             scout: bool = False) -> dict[str, Any]:
+        """Job `k` of an allocation; `offset` makes its seed and index unique in the request;
+        `run`: the run of its input files (default: the allocation's)."""
         name = f"{self.config.agent.name}-r{alloc.request_id}-a{alloc.id}-{k}"
         return {
             "agent": self.config.agent.name, "name": name, "job_type": "production",
             "allocation_id": alloc.id, "request_id": alloc.request_id,
             "retry": 0, "max_retries": workflow.retry.max_retries,
             "first_event": first, "n_events": n_events,
-            "seed": alloc.seed + k, "run": run, "job_index": payload_index(alloc, k),
-            "memory_mb": workflow.resources.memory_mb, "time_s": workflow.resources.time_s,
-            "workdir": str(self.layout.job_dir(alloc.request_id, name)),
+            "seed": alloc.seed + offset, "run": alloc.run if run is None else run, "job_index": payload_index(alloc, offset),
+            "memory_mb": memory_mb or workflow.resources.memory_mb, "time_s": time_s or workflow.resources.time_s,
+            "workdir": str(self.layout.job_dir(alloc.request_id, name)), "scout": scout,
         }
+
+    def _auto_rows(self, conn: sa.Connection, alloc: Any, workflow: MonteCarloWorkflow
+                   ) -> tuple[list[dict[str, Any]], bool, dict[str, Any] | None]:
+        """per_job auto: (rows, all cut, scouting figures): scouts for a request not yet scouted
+        here, the rest to the estimate once sized, nothing while scouting or paused."""
+        end = alloc.first_event + alloc.n_events
+        cut_end, k = sizing_store.cut_so_far(conn, alloc.id)
+        start = cut_end if cut_end is not None else alloc.first_event
+        estimate = sizing_store.get(conn, self.config.agent.name, alloc.request_id)
+        if estimate is None:
+            size = sizing.scout_events(workflow.events.guessed_events_per_job)
+            firsts = list(range(start, end, size))[:workflow.events.scouts]
+            rows = [self._row(alloc, workflow, k + i, first, min(size, end - first), first - alloc.first_event,
+                              scout=True) for i, first in enumerate(firsts)]
+            cut_to = rows[-1]["first_event"] + rows[-1]["n_events"] if rows else start
+            return rows, cut_to >= end, {"scouts": len(rows), "scout_events": size,
+                                         "guessed_events_per_job": workflow.events.guessed_events_per_job}
+        if estimate.state != sizing.SIZED:
+            return [], False, None
+        rows = [self._row(alloc, workflow, k + i, first, n, first - alloc.first_event,
+                          memory_mb=estimate.memory_mb, time_s=estimate.time_s)
+                for i, (first, n) in enumerate(sizing.even_cut(start, end, int(estimate.events_per_job)))]
+        return rows, True, None
+
+    def tick(self, ctx: Context) -> None:
+        """per_job auto: judge finished scouts, refresh estimates, cut allocations waiting for them."""
+        agent = self.config.agent.name
+        ready: list[str] = []
+        for row in sizing_store.in_states(ctx.conn, agent, [sizing.SCOUTING, sizing.SIZED]):
+            workflow = store.workflow_for_request(ctx.conn, row.request_id)
+            if workflow is None:
+                continue
+            events = parse_workflow(workflow).events
+            state, reason = sizing.SIZED, None
+            if row.state == sizing.SCOUTING:
+                state, reason = sizing.scout_verdict(sizing_store.scouts(ctx.conn, agent, row.request_id))
+            if state == sizing.PAUSED:
+                sizing_store.update(ctx.conn, agent, row.request_id, state=state, reason=reason)
+                self.log.error("request %s: %s", row.request_id, reason)
+                continue
+            if state != sizing.SIZED:
+                continue
+            assert events.target_job_s is not None
+            found = sizing.estimate(sizing_store.finished_usage(ctx.conn, agent, row.request_id, states.DONE_OK),
+                                    events.target_job_s, events.allocation_events)
+            if found is None:
+                continue
+            figures = {**json.loads(row.figures), **found.figures}
+            sizing_store.update(ctx.conn, agent, row.request_id, figures, state=state,
+                                events_per_job=found.events_per_job, memory_mb=found.memory_mb, time_s=found.time_s)
+            if row.state == sizing.SCOUTING:
+                self.log.info("request %s sized from its scouts: %s", row.request_id, found.figures)
+            ready += sizing_store.waiting_allocations(ctx.conn, agent, row.request_id)
+        if ready:
+            self.on_allocation(ctx, {"allocation_ids": ready})
 
     @handles("RetryJob")
     def on_retry(self, ctx: Context, payload: dict[str, Any]) -> None:

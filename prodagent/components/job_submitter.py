@@ -2,7 +2,11 @@
 removes killed jobs from the batch system.
 
 A site's limit is its slots plus `max_queued_per_slot` times its slots queued; jobs beyond it
-stay `created` and go at the next tick. Before submitting, the plugin is asked which attempts it
+stay `created` and go at the next tick. With several sites, each job goes to a site its request
+allows (`sites.whitelist`/`blacklist`) that has room, weighted by the site's breaker state and
+its recent success (`prodagent.jobs.site_health`, evaluated here every `health.evaluate_s`):
+banned sites get nothing, probing sites a few jobs at a time, and jobs never go to a node
+excluded as a black hole. Before submitting, the plugin is asked which attempts it
 already holds (each carries the agent's id), so a submitter that crashed between submitting and
 committing never submits an attempt twice.
 
@@ -26,16 +30,18 @@ killed, as their `KillJobs` would have done (a kill already done is left as it i
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from prodagent.batch.base import BatchJob, BatchPlugin
+from prodagent.batch.base import BatchJob, BatchPlugin, SiteSlots
 from prodagent.batch.registry import configured_plugin
-from prodagent.jobs import allocations, states, store
+from prodagent.jobs import allocations, placement, site_states, site_store, states, store
 from prodagent.jobs.layout import Layout
+from prodagent.jobs.site_health import SiteBreaker, SiteHealthSettings
 from prodagent.runtime.component import Component, Context, handles
 from prodagent.storage.transfer import SITE_ENV
 
@@ -49,9 +55,10 @@ class SubmitterSettings(BaseModel):
     bulk_size: int = Field(2000, ge=1)
     tick_s: float = Field(2.0, gt=0)
     reconcile_s: float = Field(60.0, gt=0)
+    health: SiteHealthSettings = Field(default_factory=SiteHealthSettings)
 
 
-def batch_job(job: Any, site: str, python: str) -> BatchJob:
+def batch_job(job: Any, site: str, python: str, exclude_nodes: tuple[str, ...] = ()) -> BatchJob:
     attempt_dir = str(Layout.attempt_dir(job.workdir, job.retry))
     return BatchJob(
         job_id=Layout.batch_name(job.name, job.retry),
@@ -61,6 +68,7 @@ def batch_job(job: Any, site: str, python: str) -> BatchJob:
         time_s=int(job.time_s * 1.2) + 60,
         site=site,
         env={SITE_ENV: site},  # the wrapper stages out to this site's storage element
+        exclude_nodes=exclude_nodes,
     )
 
 
@@ -74,6 +82,10 @@ class JobSubmitter(Component):
 
         self.plugin: BatchPlugin = configured_plugin(self.config)
         self.python = sys.executable
+        self.breaker = SiteBreaker(self.config.agent.name, self.settings.health)
+        self.evaluated_at = 0.0
+        self.site_names: list[str] = []
+        self.site_lists: dict[str, placement.SiteLists] = {}  # request id -> (whitelist, blacklist)
 
     def teardown(self) -> None:
         self.plugin.close()
@@ -84,15 +96,40 @@ class JobSubmitter(Component):
 
     def tick(self, _ctx: Context | None = None) -> None:
         agent = self.config.agent.name
-        doomed, waiting, in_batch = self.transaction(lambda c: (
+        now = time.time()
+        due = now - self.evaluated_at >= self.settings.health.evaluate_s
+        doomed, waiting = self.transaction(lambda c: (
             store.pending_kills(c.conn, agent, limit=self.settings.bulk_size),
             store.jobs_in(c.conn, agent, [states.CREATED], limit=self.settings.bulk_size),
-            store.in_batch_by_site(c.conn, agent),
         ))
         if doomed:
             self.remove_killed(doomed)
-        if waiting:
-            self.submit(waiting, in_batch)
+        capacity = self.plugin.capacity() if waiting or (due and not self.site_names) else None
+        if capacity is not None:
+            self.site_names = [s.site for s in capacity]
+        if due:
+            changes = self.transaction(lambda c: self.breaker.evaluate(c.conn, self.site_names, now))
+            self.evaluated_at = now
+            for change in changes:
+                self.log.warning("%s", change)
+        if waiting and capacity is not None:
+            in_batch, health, excluded = self.transaction(lambda c: (
+                store.in_batch_by_site(c.conn, agent),
+                {s: r.state for s, r in site_store.health(c.conn, agent).items()},
+                site_store.excluded_nodes(c.conn, agent, now),
+            ))
+            self._learn_site_lists(waiting)
+            self.submit(waiting, in_batch, capacity, health, excluded)
+
+    def _learn_site_lists(self, jobs: list[Any]) -> None:
+        """Each request's white and black lists, read once (a request's workflow never changes)."""
+        unknown = {j.request_id for j in jobs if j.request_id and j.request_id not in self.site_lists}
+        if not unknown:
+            return
+        workflows = self.transaction(
+            lambda c: {r: allocations.workflow_for_request(c.conn, r) for r in unknown})
+        for request_id, workflow in workflows.items():
+            self.site_lists[request_id] = placement.site_lists(workflow)
 
     def remove_killed(self, doomed: list[Any]) -> None:
         """Remove killed jobs' batch jobs (no transaction open), then clear their marks."""
@@ -100,34 +137,41 @@ class JobSubmitter(Component):
         self.transaction(lambda c: store.clear_kill_pending(c.conn, [j.id for j in doomed]))
         self.log.info("removed %d killed job(s) from the batch system", len(doomed))
 
-    def _room(self, in_batch_by_site: dict[str, int]) -> dict[str, int]:
-        """Free places per site: limit minus this agent's jobs already in the batch system there."""
+    def _room(self, in_batch_by_site: dict[str, int], capacity: list[SiteSlots],
+              health: dict[str, str]) -> dict[str, int]:
+        """Free places per site: limit minus this agent's jobs already in the batch system there;
+        none at a banned site, at most `probe_jobs` in the batch system at a probing one."""
         in_batch = Counter(in_batch_by_site)
         room = {}
-        for site in self.plugin.capacity():
+        for site in capacity:
             limit = int(site.slots * (1 + self.settings.max_queued_per_slot))
+            state = health.get(site.site, site_states.NORMAL)
+            if state == site_states.PROBING:
+                limit = min(limit, self.settings.health.probe_jobs)
+            elif state == site_states.BANNED:
+                limit = 0
             room[site.site] = max(0, limit - in_batch.get(site.site, 0))
         return room
 
-    def submit(self, jobs: list[Any], in_batch: dict[str, int]) -> None:
+    def submit(self, jobs: list[Any], in_batch: dict[str, int], capacity: list[SiteSlots] | None = None,
+               health: dict[str, str] | None = None, excluded: dict[str, tuple[str, ...]] | None = None) -> None:
         """Submit these `created` jobs within each site's room; record the outcome (no transaction open)."""
-        jobs = sorted(jobs, key=lambda j: (j.job_type != "merge", j.id))  # merges free disk: first
-        room = self._room(in_batch)
-        chosen: list[tuple[Any, str]] = []
-        for job in jobs:
-            site = next((s for s, free in room.items() if free > 0), None)
-            if site is None:
-                break
-            room[site] -= 1
-            chosen.append((job, site))
+        health = health or {}
+        excluded = excluded or {}
+        room = self._room(in_batch, capacity or self.plugin.capacity(), health)
+        chosen = placement.place(jobs, room, health, self.breaker.success,
+                                 lambda j: self.site_lists.get(j.request_id, placement.NO_LISTS))
         if not chosen:
             return
         names = {Layout.batch_name(j.name, j.retry): (j, site) for j, site in chosen}
         known = self.plugin.find_submitted(list(names))
         fresh = [
-            batch_job(j, site, self.python)
+            batch_job(j, site, self.python, excluded.get(site, ()))
             for name, (j, site) in names.items() if name not in known
         ]
+        if known and hasattr(self.plugin, "site_of"):
+            for name, site in self.plugin.site_of(list(known)).items():
+                names[name] = (names[name][0], site)
         accepted = dict(known)
         if fresh:
             accepted.update(self.plugin.submit(fresh))

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from prodagent.batch.base import BatchPlugin, BatchState, BatchStatus
 from prodagent.batch.registry import configured_plugin
-from prodagent.jobs import states, store
+from prodagent.jobs import site_health, site_store, states, store
 from prodagent.jobs.layout import Layout
 from prodagent.payload import codes
 from prodagent.payload.report import JobReport, read_report
@@ -35,7 +35,7 @@ from prodagent.storage.replica_states import WORKAREA
 
 # What a cycle reads of each active job: at 100,000 active jobs, whole rows cost twice as much.
 ACTIVE_COLUMNS = (store.J.c.id, store.J.c.name, store.J.c.retry, store.J.c.state, store.J.c.job_type,
-                  store.J.c.dataset_id, store.J.c.workdir)
+                  store.J.c.dataset_id, store.J.c.workdir, store.J.c.site)
 LOST_CODE = 60400  # the batch system no longer knows the job
 NO_REPORT_CODE = 60401  # the batch system says done, but the job left no report
 
@@ -92,7 +92,8 @@ class JobTracker(Component):
                     running.append(job.id)
                 continue
             if status.state == BatchState.LOST:
-                lost[job.id] = {"error_reason": status.reason or "the batch system no longer knows the job"}
+                lost[job.id] = {"error_reason": status.reason or "the batch system no longer knows the job",
+                                "node": status.node}
                 continue
             report = self._report(job)
             if status.state == BatchState.FAILED:
@@ -101,14 +102,16 @@ class JobTracker(Component):
                     "error_code": report.error_code if report else None,
                     "error_reason": status.reason or status.error_class,
                     "wall_s": status.wall_s, "cpu_s": status.cpu_s, "max_rss_mb": status.max_rss_mb,
+                    "node": status.node,
                 }
             elif report is None:
                 failed[job.id] = {"error_class": None, "exit_code": status.exit_code, "error_code": NO_REPORT_CODE,
                                   "error_reason": "the job ended without writing report.json",
-                                  "wall_s": status.wall_s, "cpu_s": status.cpu_s, "max_rss_mb": status.max_rss_mb}
+                                  "wall_s": status.wall_s, "cpu_s": status.cpu_s, "max_rss_mb": status.max_rss_mb,
+                                  "node": status.node}
             else:
                 usage = {"exit_code": report.exit_code, "wall_s": report.wall_s, "cpu_s": report.cpu_s,
-                         "max_rss_mb": report.max_rss_mb}
+                         "max_rss_mb": report.max_rss_mb, "node": status.node}
                 if report.ok:
                     succeeded[job.id] = {"events_done": report.events_processed, **usage}
                     reports[job.id] = report
@@ -131,6 +134,7 @@ class JobTracker(Component):
             bad = sorted(set(done.ids) | set(gone.ids))
             if bad:
                 c.publish("JobFailed", {"job_ids": bad})
+            self._record_site_results(c, active, ok.ids, done.ids, gone.ids, {**lost, **failed, **succeeded})
             return ok.ids, bad
 
         ok_ids, bad = self._in_transaction(ctx, record)
@@ -155,6 +159,20 @@ class JobTracker(Component):
                                   "error_reason": check.reason, **{k: usage[k] for k in usage if k != "events_done"}}
             else:
                 self.log.warning("job %d: %s", job_id, check.reason)
+
+    def _record_site_results(self, ctx: Context, active: list[Any], ok: list[int], failed: list[int],
+                             lost: list[int], figures: dict[int, dict[str, Any]]) -> None:
+        """One row per attempt that ended in this cycle: what site health and placement learn from."""
+        site_of = {j.id: j.site for j in active}
+        now = time.time()
+        rows = []
+        for ids, good, gone in ((ok, True, False), (failed, False, False), (lost, False, True)):
+            for job_id in ids:
+                f = figures.get(job_id, {})
+                rows.append({"agent": self.config.agent.name, "site": site_of.get(job_id) or "unknown",
+                             "node": f.get("node"), "at": now, "ok": good, "wall_s": f.get("wall_s"),
+                             "site_fault": not good and site_health.is_site_fault(f.get("error_class"), gone)})
+        site_store.record_results(ctx.conn, rows)
 
     def _report(self, job: Any) -> JobReport | None:
         try:

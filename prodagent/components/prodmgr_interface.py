@@ -29,7 +29,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from prodagent.jobs import allocations as allocs
-from prodagent.jobs import states, store
+from prodagent.jobs import site_states, site_store, states, store
 from prodagent.runtime.component import Component, Context, handles
 from prodmanager import errors as pm_errors
 from prodmanager.client import ProdManagerClient, ServerUnavailable
@@ -138,7 +138,9 @@ class ProdMgrInterface(Component):
 
     def _sites(self, ctx: Context) -> tuple[list[str], int]:
         rows = store.sites(ctx.conn, self.agent)
-        slots = sum(s.slots for s in rows)
+        health = site_store.health(ctx.conn, self.agent)
+        # A banned site's slots pull no work (its queue would only wait for it).
+        slots = sum(s.slots for s in rows if s.site not in health or health[s.site].state != site_states.BANNED)
         return [s.site for s in rows], max(1, int(slots * (1 + self.settings.queue_factor)))
 
     def _register(self, sites: list[str], capacity: int) -> None:

@@ -157,6 +157,8 @@ pa_job = sa.Table(
     sa.Column("updated_at", Time, nullable=False),
     # killed, its batch job still to be removed by JobSubmitter (set with the kill, cleared after)
     sa.Column("kill_pending_at", Time, nullable=True),
+    sa.Column("node", Name, nullable=True),  # the node it ran on, when the batch system says
+    sa.Column("scout", sa.Boolean, nullable=False, server_default=sa.false()),  # per_job auto: a scout job
     sa.Index("ix_pa_job_state", "agent", "state"),
     sa.Index("ix_pa_job_allocation", "allocation_id"),
     sa.Index("ix_pa_job_request", "request_id", "state"),
@@ -261,4 +263,73 @@ pa_replica = sa.Table(
     sa.Column("updated_at", Time, nullable=False),
     sa.UniqueConstraint("file_id", "element", name="uq_pa_replica_file_element"),
     sa.Index("ix_pa_replica_state", "state", "role"),
+)
+
+# -- site health: circuit breakers (prodagent.jobs.site_states) and black-hole nodes -----------
+
+pa_site_health = sa.Table(
+    "pa_site_health",
+    metadata,
+    sa.Column("agent", Name, primary_key=True),
+    sa.Column("site", Name, primary_key=True),
+    sa.Column("state", sa.String(20), nullable=False),  # table in prodagent.jobs.site_states
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("since", Time, nullable=False),
+    sa.Column("forced", sa.Boolean, nullable=False, server_default=sa.false()),  # by an operator
+)
+
+pa_site_event = sa.Table(
+    "pa_site_event",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("agent", Name, nullable=False),
+    sa.Column("site", Name, nullable=False),
+    sa.Column("node", Name, nullable=True),  # set for a node exclusion
+    sa.Column("from_state", sa.String(20), nullable=True),
+    sa.Column("to_state", sa.String(20), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("figures", JsonText, nullable=False),  # the numbers behind the decision (JSON)
+    sa.Column("at", Time, nullable=False),
+    sa.Index("ix_pa_site_event_site", "agent", "site", "id"),
+)
+
+# One row per ended attempt: what site health and placement learn from (purged after a window).
+pa_site_result = sa.Table(
+    "pa_site_result",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("agent", Name, nullable=False),
+    sa.Column("site", Name, nullable=False),
+    sa.Column("node", Name, nullable=True),
+    sa.Column("at", Time, nullable=False),
+    sa.Column("ok", sa.Boolean, nullable=False),
+    sa.Column("site_fault", sa.Boolean, nullable=False),  # lost, node failure, stage-out: the site's
+    sa.Column("wall_s", sa.Double(), nullable=True),
+    sa.Index("ix_pa_site_result_site", "agent", "site", "at"),
+)
+
+pa_node_exclusion = sa.Table(
+    "pa_node_exclusion",
+    metadata,
+    sa.Column("agent", Name, primary_key=True),
+    sa.Column("site", Name, primary_key=True),
+    sa.Column("node", Name, primary_key=True),
+    sa.Column("until", Time, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+)
+
+# per_job auto: each request's job-size estimate on this agent (prodagent.jobs.sizing)
+pa_sizing = sa.Table(
+    "pa_sizing",
+    metadata,
+    sa.Column("agent", Name, primary_key=True),
+    sa.Column("request_id", sa.String(64), primary_key=True),
+    sa.Column("state", sa.String(20), nullable=False),  # scouting | sized | paused
+    sa.Column("events_per_job", sa.BigInteger, nullable=True),
+    sa.Column("memory_mb", sa.Integer, nullable=True),
+    sa.Column("time_s", sa.Integer, nullable=True),
+    sa.Column("figures", JsonText, nullable=False),  # the measurements behind the estimate (JSON)
+    sa.Column("formula", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),  # why it paused
+    sa.Column("updated_at", Time, nullable=False),
 )

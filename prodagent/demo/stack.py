@@ -53,6 +53,7 @@ class Manager:
     port: int = field(default_factory=free_port)
     lease_s: float = 60.0
     input_prefixes: tuple[str, ...] = ()  # where processing input may lie (default: /store/)
+    shares: dict[str, float] = field(default_factory=dict)  # fair shares: `--share GROUP=WEIGHT`
     proc: subprocess.Popen[bytes] | None = None
     tokens: dict[str, str] = field(default_factory=dict)
 
@@ -77,7 +78,8 @@ class Manager:
         self.proc = subprocess.Popen(
             [*prodmanager_cmd(), "serve", "--db", self.db_url, "--port", str(self.port),
              "--lease-seconds", str(self.lease_s), "--log-level", "warning",
-             *(a for p in self.input_prefixes for a in ("--input-prefix", p))],
+             *(a for p in self.input_prefixes for a in ("--input-prefix", p)),
+             *(arg for g, w in self.shares.items() for arg in ("--share", f"{g}={w}"))],
             stdout=log, stderr=subprocess.STDOUT, env=_env(), start_new_session=True,
         )
         deadline = time.monotonic() + 60
@@ -195,9 +197,10 @@ def _wait_gone(procs: list[psutil.Process], timeout_s: float) -> bool:
 
 def write_agent_config(path: Path, workdir: Path, manager: Manager, db_url: str | None = None,
                        slots: int = 2, name: str = "agent1", settings: dict[str, Any] | None = None,
-                       batch: dict[str, Any] | None = None, storage: dict[str, Any] | None = None) -> Path:
+                       batch: dict[str, Any] | None = None, storage: dict[str, Any] | None = None,
+                       sites: list[dict[str, Any]] | None = None) -> Path:
     """An agent config for a quick production: fast ticks, the local executor (and, given
-    `storage`, that section: outputs staged out to storage elements)."""
+    `storage`, that section: outputs staged out to storage elements; given `sites`, those)."""
     component_settings = {
         "ProdMgrInterface": {"tick_s": 1.0, "queue_factor": 1.0},
         "ResourceMonitor": {"tick_s": 2.0},
@@ -217,6 +220,8 @@ def write_agent_config(path: Path, workdir: Path, manager: Manager, db_url: str 
     }
     if storage is not None:
         raw["storage"] = storage
+    if sites:
+        raw["sites"] = sites
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path

@@ -275,6 +275,19 @@ def leased_rows(conn: sa.Connection, ids: list[int], lease_token: str) -> Sequen
     ).all()
 
 
+def leased_by_request(conn: sa.Connection, request_ids: Sequence[int], now: float) -> dict[int, int]:
+    """Allocations under a live lease, per request (fair shares)."""
+    if not request_ids:
+        return {}
+    rows = conn.execute(
+        sa.select(allocation.c.request_id, sa.func.count())
+        .where(allocation.c.request_id.in_(list(request_ids)), allocation.c.state == OPEN,
+               allocation.c.lease_expires >= now)
+        .group_by(allocation.c.request_id)
+    )
+    return {int(r[0]): int(r[1]) for r in rows}
+
+
 def held_count(conn: sa.Connection, agent_name: str, now: float) -> int:
     return int(
         conn.execute(

@@ -117,6 +117,13 @@ def test_submit_description_renders_and_expands_per_item(tmp_path: Path) -> None
     assert submit.expand("submit_event_notes") == "job-7"
     assert submit.expand("My.ProdAgentJobId") == '"job-7"'
     assert submit.expand("initialdir") == str(tmp_path / "j7")
+    assert submit.expand("requirements") == "True"
+
+
+def test_excluded_nodes_become_a_requirement(tmp_path: Path) -> None:
+    job = BatchJob("job-8", ["true"], tmp_path / "j8", exclude_nodes=("wn1.example", "wn2"))
+    submit = htcondor2.Submit({**description(str(tmp_path / "jobs.log"), "pa-test", {}), **item(job)})
+    assert submit.expand("requirements") == '(TARGET.Machine =!= "wn1.example") && (TARGET.Machine =!= "wn2")'
 
 
 def test_item_data_through_a_queue_statement(tmp_path: Path) -> None:

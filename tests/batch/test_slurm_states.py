@@ -80,3 +80,12 @@ def test_over_memory_kill_without_cgroups_is_out_of_memory() -> None:
 )
 def test_active_states(state: str, expected: BatchState) -> None:
     assert status_from_row("j", row(state)).state is expected
+
+
+def test_excluded_nodes_go_to_sbatch(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from prodagent.batch.slurm import SlurmOptions, SlurmPlugin
+
+    plugin = SlurmPlugin(SlurmOptions(), tmp_path)
+    args = plugin._sbatch_args("t", 2, "debug", 100, 60, ("wn1", "wn2"))
+    assert "--exclude=wn1,wn2" in args and "--partition=debug" in args
+    assert not any(a.startswith("--exclude") for a in plugin._sbatch_args("t", 2, None, 100, 60))

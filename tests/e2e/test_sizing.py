@@ -1,0 +1,98 @@
+"""per_job auto end to end: the real cost per event is ten times the requester's guess.
+
+Real processes and two emulated sites whose jobs run `events x 50 ms` with a peak memory drawn
+between 400 and 600 MB. After the scouts, every job runs within 25 % of the target length (read
+from the job reports), asks for more memory than any job ever used, and the request ends with
+exactly its events.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from prodagent.db.schema import pa_job
+from prodagent.demo.stack import AgentProcesses, Manager, write_agent_config
+
+REAL_S_PER_EVENT = 0.05
+GUESS_S_PER_EVENT = 0.005
+TARGET_S = 1.0
+TOTAL = 1200
+
+
+def emulator(seed: int) -> dict[str, Any]:
+    return {"seed": seed, "per_event_s": REAL_S_PER_EVENT, "per_event_jitter": 0.05, "nodes": 2,
+            "rss_mb": {"distribution": "uniform", "min_s": 400, "max_s": 600}, "output_bytes": 256}
+
+
+def workflow(name: str) -> dict[str, Any]:
+    return {
+        "kind": "montecarlo", "name": name,
+        "payload": {"transformation": "pythia", "version": "8.317", "parameters": {"process": "minbias"}},
+        "events": {"total": TOTAL, "per_job": "auto", "target_job_s": TARGET_S,
+                   "time_per_event_s": GUESS_S_PER_EVENT, "scouts": 4},
+        "output": {"dataset": f"/Auto/{name}/GEN", "tier": "GEN"},
+        "merge": {"enabled": True, "min_size_bytes": 1, "max_size_bytes": 1_000_000, "max_events": 400,
+                  "max_wait_s": 1},
+        "retry": {"max_retries": 3, "cooloff": "linear", "base_s": 0.2},
+        "resources": {"memory_mb": 500, "time_s": 300},
+    }
+
+
+@pytest.fixture
+def stack(tmp_path: Path):  # type: ignore[no-untyped-def]
+    manager = Manager(tmp_path / "pm", f"sqlite:///{tmp_path / 'pm' / 'pm.db'}", lease_s=120)
+    manager.start()
+    sites = [{"name": f"site{i}", "plugin": "emulator", "slots": 4, "options": emulator(i)} for i in (1, 2)]
+    config = write_agent_config(
+        tmp_path / "agent.yaml", tmp_path / "agent", manager, db_url=f"sqlite:///{tmp_path / 'agent.db'}",
+        sites=sites, settings={"JobSubmitter": {"tick_s": 0.3, "max_queued_per_slot": 0},
+                               "JobTracker": {"tick_s": 0.3}, "JobCreator": {"tick_s": 0.3},
+                               "ResourceMonitor": {"tick_s": 0.5}, "MergeSensor": {"tick_s": 0.5}},
+    )
+    agent = AgentProcesses(config)
+    engine = sa.create_engine(agent.config.db_url)
+    yield manager, agent, engine
+    agent.stop()
+    manager.stop()
+    engine.dispose()
+
+
+def test_auto_sizing_reaches_the_target_from_scouts(stack) -> None:  # type: ignore[no-untyped-def]
+    manager, agent, engine = stack
+    assert agent.cli("db", "upgrade").returncode == 0
+    agent.start()
+    client = manager.client("requester", "tester")
+    request = client.submit(workflow("auto")).request
+    deadline = time.monotonic() + 150
+    while True:
+        request = client.get(request.id)
+        with engine.connect() as conn:
+            jobs = conn.execute(sa.select(pa_job).where(pa_job.c.job_type == "production")).all()
+        if request.counters.events_merged >= request.total_events and jobs and \
+                {j.state for j in jobs} == {"cleaned"}:
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(f"jobs {Counter(j.state for j in jobs)}, counters {request.counters}")
+        time.sleep(0.5)
+    assert request.counters.events_merged == TOTAL
+    assert sum(j.n_events for j in jobs) == TOTAL  # every event in exactly one job
+
+    scouts = [j for j in jobs if j.scout]
+    sized = [j for j in jobs if not j.scout]
+    assert len(scouts) == 4 and len({j.site for j in scouts}) == 2  # spread over both sites
+    walls = [j.wall_s for j in sized]  # as the job reports gave them (work areas are cleaned by now)
+    assert all(abs(w - TARGET_S) <= 0.25 * TARGET_S for w in walls), sorted(walls)
+    peak = max(j.max_rss_mb for j in jobs)
+    assert all(j.memory_mb > peak for j in sized), (peak, {j.memory_mb for j in sized})
+
+    shown = json.loads(agent.cli("sizing", "--json").stdout)
+    assert shown[0]["state"] == "sized" and "median(wall_s / events)" in shown[0]["formula"]
+    assert shown[0]["figures"]["scouts"] == 4
+    assert abs(shown[0]["figures"]["median_wall_s_per_event"] - REAL_S_PER_EVENT) < 0.01
