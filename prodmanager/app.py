@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from prodmanager import api as pull_api
+from prodmanager import metrics
 from prodmanager.auth import Authenticator
 from prodmanager.db import migrate
 from prodmanager.db.engine import Database
@@ -58,6 +59,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.include_router(request_api.router)
     app.include_router(pull_api.router)
     app.include_router(notify_api.router)
+    app.include_router(metrics.router)
     app.add_exception_handler(ProdManagerError, _on_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _on_invalid)  # type: ignore[arg-type]
     app.add_middleware(Guard, auth=app.state.auth, limits=settings.body_limits)

@@ -95,7 +95,10 @@ class Sender:
                 conn, [s.value for s in LIVE_STATES], OPERATOR_JOB_STATES
             ):
                 why = f"{row.n} allocation(s) hold jobs paused for an operator"
-                act = f"prodagent jobs --request {row.request_id}   # then resubmit or kill them"
+                act = (
+                    f"prodagent jobs list --state paused,exhausted --request {row.request_id}"
+                    "   # on the agent; then prodagent jobs resubmit or kill"
+                )
                 cause = f"jobs-paused:{row.request_id}:{row.n}"
                 added += (
                     outbox.record(conn, int(row.request_id), "attention", cause, why, now, act)
