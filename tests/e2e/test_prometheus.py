@@ -5,6 +5,8 @@ database. `promtool check metrics` on both /metrics, `promtool check rules` on t
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import subprocess
 import time
@@ -25,8 +27,8 @@ ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "etc" / "monitoring" / "prometheus-alerts.yml"
 JOBS = 6
 EMULATOR = {
-    "seed": 5, "duration": {"distribution": "fixed", "value_s": 1.0},
-    "outcomes": [{"probability": 0.3, "exit_code": 1}],
+    "seed": 5, "duration": {"distribution": "fixed", "value_s": 0.5},
+    "outcomes": [{"probability": 0.2, "exit_code": 1}],
     "slots": 3, "nodes": 1, "output_bytes": 1024,
 }
 
@@ -48,6 +50,31 @@ def workflow(name: str) -> dict[str, Any]:
         "retry": {"max_retries": 10, "cooloff": "linear", "base_s": 1},
         "resources": {"memory_mb": 500, "time_s": 300},
     }
+
+
+SUFFIXES = {"counter": ("", "_total"), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
+
+
+def sample_names(text: str) -> set[str]:
+    """Every series name a /metrics text declares (families without samples included)."""
+    names = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            names |= {name + suffix for suffix in SUFFIXES.get(kind, ("",))}
+    return names
+
+
+def referenced(expr: str) -> set[str]:
+    return set(re.findall(r"\b(?:prodagent|prodmanager)_[a-z_]+\b", expr))
+
+
+def dashboard_exprs() -> list[str]:
+    exprs = []
+    for path in (ROOT / "etc" / "monitoring").glob("grafana-*.json"):
+        exprs += [t["expr"] for p in json.loads(path.read_text())["panels"] for t in p["targets"]]
+    assert exprs
+    return exprs
 
 
 def promtool_check_metrics(text: str) -> subprocess.CompletedProcess[str]:
@@ -93,6 +120,15 @@ def query(prom: str, expr: str) -> list[dict[str, Any]]:
     return body["data"]["result"] if body.get("status") == "success" else []
 
 
+def value(prom: str, expr: str, timeout: float = 20.0) -> float:
+    """The single value of `expr`, once Prometheus has one (scrapes run every second)."""
+    deadline = time.monotonic() + timeout
+    while not (found := query(prom, expr)):
+        assert time.monotonic() < deadline, f"no value for {expr}"
+        time.sleep(0.5)
+    return float(found[0]["value"][1])
+
+
 @needs_prometheus
 def test_prometheus_sees_what_the_database_holds(tmp_path: Path) -> None:
     manager = Manager(tmp_path / "pm", f"sqlite:///{tmp_path / 'pm' / 'pm.db'}", lease_s=120)
@@ -133,14 +169,12 @@ def test_prometheus_sees_what_the_database_holds(tmp_path: Path) -> None:
             time.sleep(0.5)
         assert sum(truth.values()) >= JOBS
         # It scraped during the production, not only after: jobs were seen in flight.
-        in_flight = query(prom, 'max_over_time(sum(prodagent_jobs{state=~"created|submitted|running"})[10m:1s])')
-        assert in_flight and float(in_flight[0]["value"][1]) > 0
-        closed = query(prom, 'prodmanager_requests{state="closed"}')
-        assert closed and float(closed[0]["value"][1]) == 1
-        successes = query(prom, "sum(prodagent_job_successes_total)")
-        assert successes and float(successes[0]["value"][1]) >= JOBS
-        handled = query(prom, 'sum(prodagent_handler_duration_seconds_count{component="JobCreator"})')
-        assert handled and float(handled[0]["value"][1]) > 0, "component histograms reach the exporter"
+        in_flight = 'max_over_time(sum(prodagent_jobs{state=~"created|submitted|running"})[10m:1s])'
+        assert value(prom, in_flight) > 0
+        assert value(prom, 'prodmanager_requests{state="closed"}') == 1
+        assert value(prom, "sum(prodagent_job_successes_total)") >= JOBS
+        # Component histograms (multiprocess files) reach the exporter.
+        assert value(prom, 'sum(prodagent_handler_duration_seconds_count{component="JobCreator"})') > 0
         # What both /metrics serve passes promtool's lint.
         agent_text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
         manager_text = httpx.get(f"{manager.url}/metrics", timeout=10,
@@ -148,8 +182,15 @@ def test_prometheus_sees_what_the_database_holds(tmp_path: Path) -> None:
         for text in (agent_text, manager_text):
             out = promtool_check_metrics(text)
             assert out.returncode == 0, out.stdout + out.stderr
-        assert "prodagent_job_transitions_total" in agent_text
-        assert "prodmanager_notification_attempts_total" in manager_text or "prodmanager_requests" in manager_text
+        # Every series the dashboards and alert rules name is served, and every dashboard query
+        # is valid PromQL to this Prometheus.
+        served = sample_names(agent_text) | sample_names(manager_text)
+        for expr in dashboard_exprs():
+            assert referenced(expr) <= served, f"{expr}: {referenced(expr) - served} not served"
+            body = httpx.get(f"{prom}/api/v1/query", params={"query": expr.replace("$instance", ".*")},
+                             timeout=5).json()
+            assert body["status"] == "success", (expr, body)
+        assert referenced(RULES.read_text()) <= served
     finally:
         if prom_proc is not None:
             prom_proc.terminate()
