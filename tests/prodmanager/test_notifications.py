@@ -18,6 +18,7 @@ import sqlalchemy as sa
 import yaml
 
 from prodmanager import lifecycle
+from prodmanager.models import ProgressReport
 from prodmanager.notify.config import NotifyConfig
 from prodmanager.notify.sender import Sender
 from prodmanager.notify.service import NotificationService
@@ -225,3 +226,31 @@ def test_sender_killed_mid_delivery_loses_nothing(env: Env, smtp, tmp_path: Path
     assert len(ids) == 1, "a retry after a crash carries the same webhook-id"
     assert all(r.signature_ok for r in receiver.received)
     assert len(sink.to(OWNER_MAIL)) >= 1
+
+
+def test_scans_find_stalled_requests_and_jobs_waiting_for_an_operator(env: Env) -> None:
+    rid = submit(env, "alice", mc_workflow("stuck", 20, 10, notify={"email": [OWNER_MAIL]}))
+    register(env)
+    held = acquire(env, jobs=2)
+    env.pull.report(
+        env.who("agent1"), "a1", held[0].allocation_id,
+        ProgressReport(lease_token=held[0].lease_token, events_done=0, job_state="paused"),
+    )
+    cfg = NotifyConfig.model_validate({"stall_after_s": 3600, "scan_every_s": 1})
+    sender = Sender(env.db, cfg)
+    service, ops = NotificationService(env.db), env.who("ops")
+    try:
+        assert sender.scan(time.time()) == 1  # the paused job; not stalled yet
+        assert sender.scan(time.time()) == 0  # the same cause again adds nothing
+        later = time.time() + 2 * 3600
+        assert sender.scan(later) == 1  # no progress for two hours
+        assert sender.scan(later + 60) == 0
+    finally:
+        sender.close()
+    notes = service.list(ops, request_id=rid)
+    assert [n.event for n in notes] == ["attention", "attention"]
+    why = sorted(n.why for n in notes)
+    assert "1 allocation(s) hold jobs paused for an operator" in why[0]
+    assert why[1].startswith("no progress for 2.0 h")
+    paused = next(n for n in notes if "paused" in n.why)
+    assert "prodagent jobs list --state paused,exhausted" in service.show(ops, paused.id).facts["act"]
