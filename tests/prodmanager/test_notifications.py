@@ -24,7 +24,15 @@ from prodmanager.notify.sender import Sender
 from prodmanager.notify.service import NotificationService
 from prodmanager.notify.signing import new_secret
 from prodmanager.states import RequestState
-from tests.prodmanager.conftest import Env, Server, child_env, free_port, mc_workflow, submit
+from tests.prodmanager.conftest import (
+    WORKFLOWS,
+    Env,
+    Server,
+    child_env,
+    free_port,
+    mc_workflow,
+    submit,
+)
 from tests.prodmanager.notify_receivers import WebhookReceiver, start_smtp
 from tests.prodmanager.test_pull import acquire, complete, out, register
 
@@ -254,3 +262,10 @@ def test_scans_find_stalled_requests_and_jobs_waiting_for_an_operator(env: Env) 
     assert why[1].startswith("no progress for 2.0 h")
     paused = next(n for n in notes if "paused" in n.why)
     assert "prodagent jobs list --state paused,exhausted" in service.show(ops, paused.id).facts["act"]
+
+
+def test_the_shipped_example_configuration_is_valid() -> None:
+    loaded = NotifyConfig.load(WORKFLOWS.parent / "prodmanager-notify.yaml")
+    assert loaded.retry_schedule_s[0] == 0 and len(loaded.retry_schedule_s) == 10
+    with pytest.raises(ValueError, match="whsec_"):
+        NotifyConfig.model_validate({"signing_key": "not-a-secret"})
