@@ -60,10 +60,7 @@ class ManagerCollector(Collector):
             "prodmanager_request_progress_age_seconds",
             "Longest time an assigned or running request has gone without progress.",
         )
-        ages = [
-            now - max(float(r.updated_at), float(r.file_at or 0))
-            for r in nq.last_progress(conn, [s.value for s in STALL_STATES])
-        ]
+        ages = [now - at for _, at in nq.last_progress(conn, [s.value for s in STALL_STATES])]
         stalled.add_metric([], max(ages, default=0.0))
         return [requests, allocations, held, seen, stalled, *self._notifications(conn, now)]
 

@@ -224,18 +224,20 @@ def failures_by_reason(conn: sa.Connection, request_id: int, limit: int = 5) -> 
     return [(str(r.reason or "unknown"), int(r.n)) for r in rows]
 
 
-def last_progress(conn: sa.Connection, states: Sequence[str]) -> Sequence[sa.Row[Any]]:
-    """Live requests with the time of their last visible progress: a state change or a file."""
+def last_progress(conn: sa.Connection, states: Sequence[str]) -> list[tuple[int, float]]:
+    """Requests in `states` with the time of their last visible progress: a state change or a
+    reported file, whichever is newer."""
     newest_file = (
         sa.select(sa.func.max(file.c.created_at))
         .where(file.c.request_id == request.c.id)
         .scalar_subquery()
     )
-    return conn.execute(
+    rows = conn.execute(
         sa.select(request.c.id, request.c.updated_at, newest_file.label("file_at")).where(
             request.c.state.in_(list(states))
         )
     ).all()
+    return [(int(r.id), max(float(r.updated_at), float(r.file_at or 0))) for r in rows]
 
 
 def jobs_waiting_for_operator(

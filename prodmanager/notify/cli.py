@@ -7,13 +7,13 @@ import json
 import logging
 import signal
 import threading
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
 from prodmanager.auth import Principal
+from prodmanager.cli import _when
 from prodmanager.models import Role
 from prodrequest.spec import NOTIFY_EVENTS
 
@@ -154,7 +154,3 @@ def secret(config_path: Path | None, url: str) -> None:
     if found is None:
         raise click.ClickException("no secret: the configuration has no signing_key for it")
     click.echo(found)
-
-
-def _when(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")

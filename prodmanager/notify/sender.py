@@ -83,14 +83,13 @@ class Sender:
 
         def work(conn: sa.Connection) -> int:
             added = 0
-            for row in nq.last_progress(conn, [s.value for s in STALL_STATES]):
-                progress = max(float(row.updated_at), float(row.file_at or 0))
+            for request_id, progress in nq.last_progress(conn, [s.value for s in STALL_STATES]):
                 if now - progress < stall_after:
                     continue
                 hours = (now - progress) / 3600
                 why = f"no progress for {hours:.1f} h (threshold {stall_after / 3600:.1f} h)"
-                cause = f"stalled:{row.id}:{progress!r}"
-                added += outbox.record(conn, int(row.id), "attention", cause, why, now) is not None
+                cause = f"stalled:{request_id}:{progress!r}"
+                added += outbox.record(conn, request_id, "attention", cause, why, now) is not None
             for row in nq.jobs_waiting_for_operator(
                 conn, [s.value for s in LIVE_STATES], OPERATOR_JOB_STATES
             ):
