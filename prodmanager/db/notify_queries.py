@@ -27,12 +27,16 @@ DELIVERY_STATES = (PENDING, DELIVERED, FAILED, GONE, SUPPRESSED)
 # --- outbox -------------------------------------------------------------------------------------
 
 
+def cause_recorded(conn: sa.Connection, cause: str) -> bool:
+    return (
+        conn.execute(sa.select(notification.c.id).where(notification.c.cause == cause)).first()
+        is not None
+    )
+
+
 def insert_notification(
     conn: sa.Connection, request_id: int, event: str, cause: str, facts: str, now: float
-) -> int | None:
-    """Add an event to the outbox unless its cause is already there; its id, or None."""
-    if conn.execute(sa.select(notification.c.id).where(notification.c.cause == cause)).first():
-        return None
+) -> int:
     result = conn.execute(
         notification.insert().values(
             request_id=request_id, event=event, cause=cause, facts=facts, created_at=now

@@ -46,6 +46,7 @@ class Rule(_Strict):
     owners: list[str] = Field(default_factory=list)
     email: list[EmailAddress] = Field(default_factory=list)
     webhooks: list[WebhookUrl] = Field(default_factory=list)
+    owner: bool = False  # also mail the request's owner, at its address in `owner_email`
 
     def matches(self, event: str, owner: str) -> bool:
         return event in self.events and (not self.owners or owner in self.owners)
@@ -54,6 +55,7 @@ class Rule(_Strict):
 class NotifyConfig(_Strict):
     smtp: Smtp = Field(default_factory=Smtp)
     rules: list[Rule] = Field(default_factory=list)
+    owner_email: dict[str, EmailAddress] = Field(default_factory=dict)  # token name -> address
     monitor_url: str | None = None  # links point at {monitor_url}/requests/{id}
     signing_key: Secret | None = None  # derives the secret of endpoints not listed below
     webhook_secrets: dict[str, Secret] = Field(default_factory=dict)

@@ -42,11 +42,14 @@ def record(
     act: str | None = None,
 ) -> int | None:
     """Add a notification for `request_id` unless `cause` was recorded before; its id or None."""
+    cause = cause[:200]
+    if nq.cause_recorded(conn, cause):
+        return None
     row = q.get_request(conn, request_id)
     if row is None:
         return None
     facts = json.dumps(_facts(conn, row, event, why, act, now), sort_keys=True)
-    return nq.insert_notification(conn, request_id, event, cause[:200], facts, now)
+    return nq.insert_notification(conn, request_id, event, cause, facts, now)
 
 
 def _facts(

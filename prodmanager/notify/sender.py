@@ -39,7 +39,10 @@ log = logging.getLogger(__name__)
 STALL_STATES = (RequestState.ASSIGNED, RequestState.RUNNING)
 LIVE_STATES = (RequestState.ASSIGNED, RequestState.RUNNING, RequestState.PAUSED)
 OPERATOR_JOB_STATES = ("paused", "exhausted")  # prodagent.jobs.states.NEEDS_OPERATOR
-BATCH = 100
+BATCH = 100  # notifications expanded per pass
+# Deliveries claimed per pass: few, so that all are sent well within their claim even when
+# each waits its whole HTTP timeout (another sender may take them once the claim runs out).
+DELIVER_BATCH = 5
 
 
 def sha(text: str) -> str:
@@ -149,6 +152,8 @@ class Sender:
             found += [("webhook", u) for u in own.get("webhooks", [])]
         for rule in self.config.rules:
             if rule.matches(event, owner):
+                if rule.owner and owner in self.config.owner_email:
+                    found.append(("email", self.config.owner_email[owner]))
                 found += [("email", a) for a in rule.email]
                 found += [("webhook", u) for u in rule.webhooks]
         return list(dict.fromkeys(found))  # once per target, in order
@@ -160,7 +165,7 @@ class Sender:
 
         def claim(conn: sa.Connection) -> list[tuple[sa.Row[Any], dict[str, Any]]]:
             claimed = []
-            for row in nq.due_deliveries(conn, now, BATCH):
+            for row in nq.due_deliveries(conn, now, DELIVER_BATCH):
                 if nq.claim_delivery(conn, row, until):
                     facts = nq.facts_of(conn, int(row.notification_id))
                     claimed.append((row, json.loads(facts)))

@@ -52,7 +52,11 @@ def config(smtp_port: int, hook_url: str, secret: str, **extra: object) -> dict[
     doc: dict[str, object] = {
         "smtp": {"host": "127.0.0.1", "port": smtp_port, "timeout_s": 5},
         "webhook_secrets": {hook_url: secret},
-        "rules": [{"events": ["failed"], "owners": ["alice"], "email": [OPS_MAIL]}],
+        "rules": [
+            {"events": ["failed"], "owners": ["alice"], "email": [OPS_MAIL]},
+            {"events": ["completed"], "owner": True},  # alice's address from owner_email
+        ],
+        "owner_email": {"alice": OWNER_MAIL},
         "monitor_url": "https://pm.example.org/monitor",
         "retry_schedule_s": [0, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2],
         "jitter": 0.1,
@@ -64,9 +68,11 @@ def config(smtp_port: int, hook_url: str, secret: str, **extra: object) -> dict[
     return doc
 
 
-def finish_request(env: Env, hook_url: str, name: str = "notified") -> int:
+def finish_request(
+    env: Env, hook_url: str, name: str = "notified", emails: tuple[str, ...] = (OWNER_MAIL,)
+) -> int:
     """A request with a notify list, run to completion by one agent."""
-    notify = {"email": [OWNER_MAIL], "webhooks": [hook_url]}
+    notify = {"email": list(emails), "webhooks": [hook_url]}
     rid = submit(env, "alice", mc_workflow(name, 20, 10, notify=notify, merge={"enabled": False}))
     register(env)
     for a in acquire(env, jobs=10):
@@ -211,7 +217,8 @@ def test_sender_killed_mid_delivery_loses_nothing(env: Env, smtp, tmp_path: Path
     first = subprocess.Popen(cmd, env=child_env())
     second = None
     try:
-        rid = finish_request(env, hook)  # the state change, while the sender runs
+        # The state change, while the sender runs; the owner's mail comes from the owner rule.
+        rid = finish_request(env, hook, emails=())
         assert receiver.arrived.wait(20), "the sender never called the webhook"
         first.send_signal(signal.SIGKILL)  # it waits for the receiver's answer: killed mid-call
         first.wait(10)
