@@ -16,9 +16,10 @@ import httpx
 import pytest
 import sqlalchemy as sa
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from prodmanager import lifecycle
-from prodmanager.models import ProgressReport
+from prodmanager.models import ProgressReport, ReleaseRequest
 from prodmanager.notify.config import NotifyConfig
 from prodmanager.notify.sender import Sender
 from prodmanager.notify.service import NotificationService
@@ -164,6 +165,17 @@ def test_receiver_down_then_up_gets_it_once_and_attempts_are_listed(
     )
     assert again.status_code == 200
     assert {d["state"] for d in again.json()["delivery_list"]} == {"pending"}
+    # The counters on /metrics are the attempts recorded in the database.
+    assert httpx.get(f"{server.url}/metrics").status_code == 401
+    text = httpx.get(f"{server.url}/metrics", headers=headers).text
+    found = {
+        (s.labels["channel"], s.labels["result"]): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "prodmanager_notification_attempts_total"
+    }
+    assert found[("webhook", "sent")] == 1 and found[("webhook", "failed")] == oks.count(False)
+    assert found[("email", "sent")] == 1
 
 
 def test_gone_endpoint_stops_and_repeats_are_suppressed(env: Env, smtp) -> None:
@@ -276,3 +288,34 @@ def test_the_shipped_example_configuration_is_valid() -> None:
     assert loaded.retry_schedule_s[0] == 0 and len(loaded.retry_schedule_s) == 10
     with pytest.raises(ValueError, match="whsec_"):
         NotifyConfig.model_validate({"signing_key": "not-a-secret"})
+
+
+def test_failure_mails_the_operator_rule_with_classes_and_the_command(env: Env, smtp) -> None:
+    smtp_port, sink = smtp
+    hook = "http://127.0.0.1:9/never-called"  # failed is not among this request's events
+    notify = {"webhooks": [hook], "events": ["completed"]}
+    rid = submit(env, "alice", mc_workflow("fails", 20, 10, notify=notify))
+    other = submit(env, "alice", mc_workflow("aborted", 20, 10))
+    register(env)
+    first, second = acquire(env, jobs=2)
+    complete(env, first, files=[out(first)])
+    env.pull.release(
+        env.who("agent1"), "a1", second.allocation_id,
+        ReleaseRequest(lease_token=second.lease_token, failed=True, reason="OutOfMemory: rss 4 GB"),
+    )
+    env.requests.abort(env.who("alice"), other, "wrong generator settings")
+    sender = Sender(env.db, NotifyConfig.model_validate(config(smtp_port, hook, new_secret())))
+    try:
+        until(lambda: bool(sink.to(OPS_MAIL)), lambda: sender.tick())
+        sender.tick()
+    finally:
+        sender.close()
+    service, ops = NotificationService(env.db), env.who("ops")
+    assert [n.event for n in service.list(ops, request_id=rid)] == ["failed"]
+    assert [n.event for n in service.list(ops, request_id=other)] == ["aborted"]
+    [mail] = sink.to(OPS_MAIL)
+    text = mail.get_payload()
+    assert "FAILED" in mail["Subject"]
+    assert "OutOfMemory: rss 4 GB" in text and f"prodrequest clone {rid}" in text
+    assert "failed    10" in text
+    assert not sink.to(OWNER_MAIL), "the owner rule is for completions; the notify list has no mail"
