@@ -4,9 +4,9 @@
 
 Fills a fresh agent database with `--jobs` jobs spread over states, sites and types, three
 transitions per job, finished jobs with wall times, allocations, sites, messages, processes and
-dead letters; serves it with the MetricsExporter's registry over real HTTP; and times GET
-/metrics: the first scrape (which counts the whole transition table) and the median of the
-following ones (which read only transitions added since). Prints the figures, optionally JSON.
+dead letters; builds the MetricsExporter's registry (which counts the transition history once,
+timed apart as the exporter's start-up), serves it over real HTTP, and times GET /metrics: the
+first scrape and the median of the following ones. Prints the figures, optionally JSON.
 """
 
 from __future__ import annotations
@@ -96,7 +96,10 @@ def fill(url: str, jobs: int) -> None:
 def measure(url: str, workdir: Path, runs: int) -> dict[str, Any]:
     config = config_from_dict({"agent": {"name": AGENT, "workdir": str(workdir)},
                                "database": {"url": url}})
-    server, _thread = start_http_server(0, addr="127.0.0.1", registry=build_registry(config))
+    started = time.perf_counter()
+    registry = build_registry(config)  # counts the transition history once, before serving
+    catch_up_s = time.perf_counter() - started
+    server, _thread = start_http_server(0, addr="127.0.0.1", registry=registry)
     target = f"http://127.0.0.1:{server.server_port}/metrics"
     times = []
     try:
@@ -109,7 +112,7 @@ def measure(url: str, workdir: Path, runs: int) -> dict[str, Any]:
     finally:
         server.shutdown()
     series = sum(1 for line in response.text.splitlines() if line and not line.startswith("#"))
-    return {"first_ms": times[0] * 1000, "median_ms": statistics.median(times[1:]) * 1000,
+    return {"catch_up_s": round(catch_up_s, 2), "first_ms": times[0] * 1000, "median_ms": statistics.median(times[1:]) * 1000,
             "runs": runs, "series": series, "bytes": len(response.content)}
 
 
@@ -133,9 +136,10 @@ def main() -> None:
         finally:
             if args.backend == "mariadb":
                 drop_database(name)
-    print(f"/metrics with {result['jobs']:,} jobs ({result['backend']}): first scrape "
-          f"{result['first_ms']:.0f} ms, median of {result['runs']} more {result['median_ms']:.0f} ms "
-          f"({result['series']} series, {result['bytes']:,} bytes); target < 200 ms")
+    print(f"/metrics with {result['jobs']:,} jobs ({result['backend']}): exporter start-up (counts "
+          f"the job history) {result['catch_up_s']:.1f} s; first scrape {result['first_ms']:.0f} ms, "
+          f"median of {result['runs']} more {result['median_ms']:.0f} ms ({result['series']} series, "
+          f"{result['bytes']:,} bytes); target < 200 ms")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 

@@ -23,13 +23,16 @@ class MetricsExporterSettings(BaseModel):
     port: int = Field(9464, ge=1, le=65535)
 
 
-def build_registry(config: Any) -> CollectorRegistry:
-    """Everything an agent's /metrics serves (also used by the benchmark and the tests)."""
+def build_registry(config: Any, catch_up: bool = True) -> CollectorRegistry:
+    """Everything an agent's /metrics serves (also used by the benchmark and the tests); with
+    `catch_up`, the job history is counted before it returns, not at the first scrape."""
     registry = CollectorRegistry(auto_describe=False)
-    engine = read_engine(config.db_url)
-    registry.register(
-        AgentCollector(engine, config.agent.name, config.messaging.stale_after_s)
+    collector = AgentCollector(
+        read_engine(config.db_url), config.agent.name, config.messaging.stale_after_s
     )
+    if catch_up:
+        collector.catch_up()
+    registry.register(collector)
     add_process_metrics(registry, config)
     return registry
 

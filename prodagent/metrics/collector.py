@@ -175,7 +175,13 @@ class AgentCollector(Collector):
             families["queued_jobs"].add_metric([r.site], int(r.queued))
         yield from families.values()
 
-    def _counters(self, conn: sa.Connection) -> Iterator[Metric]:
+    def catch_up(self) -> None:
+        """Count the transition table up to now; the exporter does it before serving, so that
+        no scrape has to read a long history."""
+        with self.engine.connect() as conn, conn.begin():
+            self._catch_up(conn)
+
+    def _catch_up(self, conn: sa.Connection) -> None:
         with self._lock:
             rows, newest = mq.transitions_since(conn, self.agent, self._last_transition)
             for r in rows:
@@ -188,6 +194,10 @@ class AgentCollector(Collector):
                 for wall in mq.wall_times(conn, self.agent, self._last_transition, newest):
                     self._wall.observe(wall)
             self._last_transition = newest
+
+    def _counters(self, conn: sa.Connection) -> Iterator[Metric]:
+        self._catch_up(conn)
+        with self._lock:
             transitions, failures = dict(self._transitions), dict(self._failures)
             successes = dict(self._successes)
             wall_buckets, wall_sum = self._wall.cumulative(), self._wall.total
