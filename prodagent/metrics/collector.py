@@ -109,11 +109,13 @@ class AgentCollector(Collector):
         allocations = GaugeMetricFamily(
             "prodagent_allocations", "Allocations held from ProdManager, by state.", labels=["state"]
         )
-        for r in mq.allocations_by_state(conn, self.agent):
+        held = 0
+        for r in mq.allocations_by_state(conn, self.agent, time.time()):
             allocations.add_metric([r.state], int(r.n))
+            held += int(r.leased or 0)
         yield allocations
         leases = GaugeMetricFamily("prodagent_leases_held", "Allocation leases currently held.")
-        leases.add_metric([], mq.leases_held(conn, self.agent, time.time()))
+        leases.add_metric([], held)
         yield leases
 
     def _messages(self, conn: sa.Connection, now: float) -> Iterator[Metric]:

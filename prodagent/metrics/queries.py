@@ -31,24 +31,19 @@ def jobs_by_state(conn: sa.Connection, agent: str) -> Sequence[sa.Row[Any]]:
     ).all()
 
 
-def allocations_by_state(conn: sa.Connection, agent: str) -> Sequence[sa.Row[Any]]:
+def allocations_by_state(conn: sa.Connection, agent: str, now: float) -> Sequence[sa.Row[Any]]:
+    """Per state: allocations, and how many of them hold a running lease (one scan for both)."""
+    leased = sa.case(
+        (sa.and_(pa_allocation.c.state.in_(list(HELD)), pa_allocation.c.lease_expires_at > now), 1),
+        else_=0,
+    )
     return conn.execute(
-        sa.select(pa_allocation.c.state, sa.func.count().label("n"))
+        sa.select(
+            pa_allocation.c.state, sa.func.count().label("n"), sa.func.sum(leased).label("leased")
+        )
         .where(pa_allocation.c.agent == agent)
         .group_by(pa_allocation.c.state)
     ).all()
-
-
-def leases_held(conn: sa.Connection, agent: str, now: float) -> int:
-    return int(
-        conn.execute(
-            sa.select(sa.func.count()).where(
-                pa_allocation.c.agent == agent,
-                pa_allocation.c.state.in_(list(HELD)),
-                pa_allocation.c.lease_expires_at > now,
-            )
-        ).scalar_one()
-    )
 
 
 def messages_pending(conn: sa.Connection, agent: str) -> Sequence[sa.Row[Any]]:
