@@ -18,11 +18,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from prodmanager import api as pull_api
+from prodmanager import metrics
 from prodmanager.auth import Authenticator
 from prodmanager.db import migrate
 from prodmanager.db.engine import Database
 from prodmanager.errors import ProdManagerError
 from prodmanager.guard import BodyLimits, Guard, invalid_input
+from prodmanager.notify import api as notify_api
 from prodmanager.pull_service import PullService
 from prodmanager.request_service import DEFAULT_INPUT_PREFIXES, RequestService
 from prodmanager.text import printable
@@ -58,6 +60,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
     )
     app.include_router(request_api.router)
     app.include_router(pull_api.router)
+    app.include_router(notify_api.router)
+    app.include_router(metrics.router)
     app.add_exception_handler(ProdManagerError, _on_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _on_invalid)  # type: ignore[arg-type]
     app.add_middleware(Guard, auth=app.state.auth, limits=settings.body_limits)

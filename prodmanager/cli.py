@@ -238,3 +238,13 @@ def _safe(url: str) -> str:
 
 def _when(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _register_notifications() -> None:
+    from prodmanager.notify.cli import notifications, notify
+
+    main.add_command(notify)
+    main.add_command(notifications)
+
+
+_register_notifications()

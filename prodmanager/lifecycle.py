@@ -1,6 +1,8 @@
 """Request state changes: checked against the transition table, recorded with who and why.
 
-Every change of `pm_request.state` goes through `transition`, inside the caller's transaction.
+Every change of `pm_request.state` goes through `transition`, inside the caller's transaction;
+a change that notifies (completed, failed, aborted, paused by the system) writes its outbox row
+in that same transaction.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import sqlalchemy as sa
 
 from prodmanager import chain
 from prodmanager.db import queries as q
+from prodmanager.notify import outbox
 from prodmanager.states import RequestState, check_request_transition
 
 SYSTEM = "prodmanager"
@@ -33,6 +36,10 @@ def transition(
     if not q.change_request_state(conn, request_id, current, target.value, now):
         return False
     q.insert_history(conn, request_id, current, target.value, actor, reason, now)
+    event = outbox.event_for_transition(target, actor, SYSTEM)
+    if event is not None:
+        cause = f"state:{request_id}:{current}>{target.value}:{now!r}"
+        outbox.record(conn, request_id, event, cause, f"{target.value}: {reason}", now)
     return True
 
 

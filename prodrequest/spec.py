@@ -24,6 +24,7 @@ import difflib
 import math
 import re
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -468,6 +469,33 @@ class Sites(Section):
         return any(s in self.whitelist for s in usable)
 
 
+NOTIFY_EVENTS = ("completed", "failed", "aborted", "attention")  # the notification vocabulary
+NotifyEvent = Literal["completed", "failed", "aborted", "attention"]
+EMAIL_PATTERN = r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)+$"
+
+
+def _webhook_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("a webhook must be an http:// or https:// URL with a host")
+    if any(c.isspace() for c in value) or parts.username or parts.password:
+        raise ValueError("a webhook URL may hold no spaces and no user:password@")
+    return value
+
+
+EmailAddress = Annotated[str, Field(max_length=254, pattern=EMAIL_PATTERN)]
+WebhookUrl = Annotated[str, Field(min_length=8, max_length=2000), AfterValidator(_webhook_url)]
+
+
+class Notify(Section):
+    """Who hears about the request: e-mail addresses and Standard Webhooks endpoints (signed
+    with the endpoint's secret from the operator), for the listed events."""
+
+    email: list[EmailAddress] = Field(default_factory=list, max_length=20)
+    webhooks: list[WebhookUrl] = Field(default_factory=list, max_length=10)
+    events: list[NotifyEvent] = Field(default_factory=lambda: list(NOTIFY_EVENTS), max_length=4)
+
+
 CHECKSUM_PATTERN = r"^(adler32:[0-9a-f]{8}|md5:[0-9a-f]{32}|sha256:[0-9a-f]{64})$"
 
 
@@ -602,6 +630,7 @@ class _Common(Section):
     priority: int = Field(1000, ge=0, le=1_000_000)  # orders work within its group
     group: str = Field("default", pattern=GROUP_PATTERN)  # fair shares: ProdManager's `--share GROUP=W`
     sites: Sites = Field(default_factory=Sites)
+    notify: Notify = Field(default_factory=Notify)
 
     @property
     def jobs(self) -> int:

@@ -19,6 +19,7 @@ BUILTIN: dict[str, str] = {
     "ErrorHandler": "prodagent.components.error_handler:ErrorHandler",
     "MergeSensor": "prodagent.components.merge_sensor:MergeSensor",
     "Cleanup": "prodagent.components.cleanup:Cleanup",
+    "MetricsExporter": "prodagent.components.metrics_exporter:MetricsExporter",
 }
 
 

@@ -163,6 +163,8 @@ pa_job = sa.Table(
     sa.Index("ix_pa_job_allocation", "allocation_id"),
     sa.Index("ix_pa_job_request", "request_id", "state"),
     sa.Index("ix_pa_job_kill_pending", "agent", "kill_pending_at"),
+    sa.Index("ix_pa_job_metrics", "agent", "state", "site", "job_type"),  # metrics: index-only
+    sa.Index("ix_pa_job_wall", "agent", "wall_s"),
 )
 
 pa_job_transition = sa.Table(

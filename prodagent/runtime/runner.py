@@ -24,6 +24,7 @@ from prodagent.errors import DatabaseUnavailable
 from prodagent.messaging.journal import InflightJournal
 from prodagent.messaging.message import Message, Outgoing
 from prodagent.messaging.service import MessageService
+from prodagent.metrics.process import ProcessMetrics
 from prodagent.runtime.component import Component, Context
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class ComponentRunner:
         self.name = name
         self.stop_event = threading.Event()
         self.handled = 0
+        self.metrics = ProcessMetrics(config, name)
 
     def request_stop(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
         if signum is not None:
@@ -122,7 +124,9 @@ class ComponentRunner:
         idle_sleep = settings.poll_min_s
 
         def dispatch(conn: sa.Connection, message: Message, outbox: list[Outgoing]) -> None:
+            started = time.perf_counter()
             component.dispatch(conn, message, outbox)
+            self.metrics.handled(message.msg_type, time.perf_counter() - started)
 
         while not self.stop_event.is_set():
             try:
@@ -190,6 +194,13 @@ class ComponentRunner:
             log.exception("%s: reconciliation failed", self.name)
 
     def _tick(self, component: Component, service: MessageService) -> None:
+        started = time.perf_counter()
+        try:
+            self._tick_once(component, service)
+        finally:
+            self.metrics.ticked(time.perf_counter() - started)
+
+    def _tick_once(self, component: Component, service: MessageService) -> None:
         if not component.tick_in_transaction:
             try:
                 component.tick(None)  # type: ignore[arg-type]  # opens its own short transactions

@@ -130,3 +130,55 @@ run = sa.Table(
     sa.Column("reason", sa.String(500), nullable=False),
     sa.Column("at", Seconds, nullable=False),
 )
+
+# --- notifications (migration 0005): an outbox of events, one delivery per recipient, attempts ---
+
+notification = sa.Table(
+    "pm_notification",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("request_id", BigId, sa.ForeignKey("pm_request.id"), nullable=False),
+    sa.Column("event", sa.String(20), nullable=False),  # prodrequest.spec.NOTIFY_EVENTS
+    # what caused it, unique: a repeated scan or a retried transaction adds nothing
+    sa.Column("cause", sa.String(200), nullable=False, unique=True),
+    sa.Column("facts", sa.Text, nullable=False),  # JSON snapshot taken in the causing transaction
+    sa.Column("created_at", Seconds, nullable=False),
+    sa.Column("expanded_at", Seconds, nullable=True),  # deliveries created (sender)
+    sa.Index("ix_pm_notification_expand", "expanded_at", "id"),
+    sa.Index("ix_pm_notification_request", "request_id", "id"),
+)
+
+delivery = sa.Table(
+    "pm_delivery",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("notification_id", BigId, sa.ForeignKey("pm_notification.id"), nullable=False),
+    sa.Column("channel", sa.String(10), nullable=False),  # email | webhook
+    sa.Column("target", sa.String(2000), nullable=False),
+    sa.Column("target_sha256", sa.String(64), nullable=False),
+    sa.Column("message_id", sa.String(64), nullable=False, unique=True),  # webhook-id, Message-ID
+    sa.Column("content_sha256", sa.String(64), nullable=False),  # for the repeat window
+    # pending -> delivered | failed (schedule used up) | gone (410) | suppressed (a repeat)
+    sa.Column("state", sa.String(12), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", Seconds, nullable=False),
+    sa.Column("last_error", sa.String(500), nullable=True),
+    sa.Column("created_at", Seconds, nullable=False),
+    sa.Column("updated_at", Seconds, nullable=False),
+    sa.UniqueConstraint("notification_id", "channel", "target_sha256", name="uq_pm_delivery"),
+    sa.Index("ix_pm_delivery_due", "state", "next_attempt_at"),
+    sa.Index("ix_pm_delivery_repeat", "target_sha256", "content_sha256", "created_at"),
+)
+
+delivery_attempt = sa.Table(
+    "pm_delivery_attempt",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("delivery_id", BigId, sa.ForeignKey("pm_delivery.id"), nullable=False),
+    sa.Column("at", Seconds, nullable=False),
+    sa.Column("ok", sa.Boolean, nullable=False),
+    sa.Column("status", sa.Integer, nullable=True),  # HTTP status or SMTP reply code
+    sa.Column("error", sa.String(500), nullable=True),
+    sa.Column("duration_s", Seconds, nullable=False),
+    sa.Index("ix_pm_delivery_attempt_delivery", "delivery_id", "id"),
+)

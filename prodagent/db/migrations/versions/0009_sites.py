@@ -7,7 +7,7 @@ submission for a while; `pa_job.node` records where an attempt ran. Automatic jo
 `pa_job.scout` marks scout jobs, `pa_sizing` holds each request's estimate.
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 """
 
 import sqlalchemy as sa
@@ -15,7 +15,7 @@ from alembic import op
 from sqlalchemy.dialects import mysql
 
 revision = "0009"
-down_revision = "0007"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
