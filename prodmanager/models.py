@@ -331,6 +331,12 @@ class AllocationInfo(Wire):
     reason: str | None
 
 
+class ValidateResult(Wire):
+    """A document that would be accepted as it is."""
+
+    valid: bool
+
+
 class WhoAmI(Wire):
     name: str
     role: Role

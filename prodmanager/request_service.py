@@ -56,18 +56,29 @@ class RequestService:
     def submit_document(
         self, principal: Principal, data: bytes, content_type: str | None = None
     ) -> SubmitResult:
+        return self.submit(principal, self.validate_document(principal, data, content_type))
+
+    def validate_document(
+        self, principal: Principal, data: bytes, content_type: str | None = None
+    ) -> Workflow:
+        """Every check a submit makes, storing nothing: the workflow, or InvalidInput /
+        Forbidden naming the fields (the web form shows them before submission)."""
         require_role(principal, Role.REQUESTER)
         try:
             workflow = load_workflow(data, content_type)
         except WorkflowInvalid as exc:
             raise invalid_workflow(exc.errors, exc.total) from None
-        return self.submit(principal, workflow)
+        self._check_policies(principal, workflow.model_dump(mode="json"))
+        return workflow
+
+    def _check_policies(self, principal: Principal, spec: dict[str, Any]) -> None:
+        check_command_permission(principal, spec)
+        check_inputs(spec, self.input_prefixes)
 
     def submit(self, principal: Principal, workflow: Workflow) -> SubmitResult:
         require_role(principal, Role.REQUESTER)
         spec = workflow.model_dump(mode="json")
-        check_command_permission(principal, spec)
-        check_inputs(spec, self.input_prefixes)
+        self._check_policies(principal, spec)
         spec_json = json.dumps(spec, sort_keys=True, separators=(",", ":"))
         sha = hashlib.sha256(spec_json.encode()).hexdigest()
         try:

@@ -22,6 +22,7 @@ from prodmanager.models import (
     RequestDetail,
     RequestSummary,
     SubmitResult,
+    ValidateResult,
     WhoAmI,
 )
 from prodmanager.request_service import RequestService
@@ -52,6 +53,17 @@ async def submit(
     if not result.created:
         response.status_code = 200
     return result
+
+
+@router.post("/requests/validate", response_model=ValidateResult)
+async def validate(request: Request, caller: Caller, service: Service) -> ValidateResult:
+    """Every check of a submit, storing nothing: 200 when the document would be accepted, else
+    the submit's 4xx naming the fields."""
+    data = await request.body()  # bounded by the guard like a submit
+    await run_in_threadpool(
+        service.validate_document, caller, data, request.headers.get("content-type")
+    )
+    return ValidateResult(valid=True)
 
 
 @router.get("/requests", response_model=list[RequestSummary])

@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/mariadb.sh
+scripts/chromium.sh
 if [ -x scripts/slurm/start-slurm.sh ]; then
   scripts/slurm/start-slurm.sh || echo "warning: Slurm did not start; the Slurm tests will say why"
 fi
