@@ -36,6 +36,8 @@ from prodmanager.models import (
     AllocationInfo,
     CompleteManyAck,
     CompleteOutcome,
+    JobEvent,
+    JobReportAck,
     MergedAck,
     MergedFile,
     OutputFile,
@@ -185,6 +187,11 @@ class ProdManagerClient:
     def report_merged(self, agent: str, request_id: int, files: Iterable[MergedFile]) -> MergedAck:
         body = {"request_id": request_id, "files": [f.model_dump() for f in files]}
         return self._call("POST", f"/agents/{agent}/merged", MergedAck, json=body)
+
+    def report_jobs(self, agent: str, events: Iterable[JobEvent]) -> JobReportAck:
+        """Push job state changes (with failed attempts' log tails); empty: learn `last_seq`."""
+        body = {"events": [e.model_dump() for e in events]}
+        return self._call("POST", f"/agents/{agent}/jobs", JobReportAck, json=body)
 
     # --- requests -------------------------------------------------------------------------------
 

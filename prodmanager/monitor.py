@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from prodmanager.auth import Principal, Role, require_role, require_visible
 from prodmanager.counters import counters_for
+from prodmanager.db import job_queries as jq
 from prodmanager.db import monitor_queries as mq
 from prodmanager.db import queries as q
 from prodmanager.db.engine import Database
@@ -142,7 +143,7 @@ class Monitor:
                 for h in q.history(conn, request_id)
             ]
             files = [dict(f._mapping) for f in mq.files_of(conn, request_id, None, 200)]
-            grid = _error_grid(mq.failures(conn, request_id))
+            grid = _error_grid(jq.error_grid(conn, request_id))
             why = self._why(conn, row, counters, now)
             return {
                 **summary,
@@ -214,7 +215,8 @@ class Monitor:
             shown = ", ".join(f"{jobs[s]} {s}" for s in OPERATOR_STATES if jobs.get(s))
             say("jobs_paused", f"{waiting} job(s) wait for an operator ({shown})", "jobs")
         if jobs.get(COOLOFF):
-            say("cooloff", f"{jobs[COOLOFF]} job(s) in cool-off before their next attempt")
+            say("cooloff", _cooloff_text(jq.cooloffs(conn, int(row.id), now)) or
+                f"{jobs[COOLOFF]} job(s) in cool-off before their next attempt")
         leased = c.allocations.get("leased", 0) - waiting - jobs.get(COOLOFF, 0)
         if leased > 0:
             say("running", f"{leased} job(s) held by agents, running or about to run")
@@ -234,15 +236,19 @@ class Monitor:
         job_state: str | None = None,
         error: str | None = None,
         page: int = 1,
+        site: str | None = None,
+        error_class: str | None = None,
+        exit_code: int | None = None,
     ) -> dict[str, Any]:
         require_role(principal, Role.REQUESTER)
         owner = None if principal.is_operator else principal.name
+        matching = jq.allocations_matching(site, error_class, exit_code)
         page = max(page, 1)
 
         def work(conn: sa.Connection) -> dict[str, Any]:
             rows = mq.allocation_page(
                 conn, request_id, owner, [state] if state else None, agent, job_state, error,
-                (page - 1) * PAGE_SIZE, PAGE_SIZE + 1,
+                matching, (page - 1) * PAGE_SIZE, PAGE_SIZE + 1,
             )
             items = [_job(r) for r in rows[:PAGE_SIZE]]
             return {
@@ -250,7 +256,8 @@ class Monitor:
                 "page": page,
                 "more": len(rows) > PAGE_SIZE,
                 "filters": {"request": request_id, "state": state, "agent": agent,
-                            "job_state": job_state, "error": error},
+                            "job_state": job_state, "error": error, "site": site,
+                            "error_class": error_class, "exit_code": exit_code},
             }
 
         return self.db.read(work)
@@ -267,7 +274,14 @@ class Monitor:
             except NotFound:
                 raise NotFound(f"no job {allocation_id}") from None
             files = [dict(f._mapping) for f in mq.files_of(conn, None, allocation_id, 100)]
-            return {**_job(row), "files": files,
+            events = [
+                {**{k: v for k, v in dict(e._mapping).items() if k not in ("id", "resources")},
+                 "resources": json.loads(e.resources or "{}")}
+                for e in jq.events_of(conn, allocation_id)
+            ]
+            logs = [dict(entry._mapping) for entry in jq.logs_of(conn, allocation_id)]
+            return {**_job(row), "files": files, "events": events, "logs": logs,
+                    "attempts_seen": sorted({e["retry"] for e in events}),
                     "input_files": json.loads(row.input_files) if row.input_files else []}
 
         return self.db.read(work)
@@ -327,20 +341,14 @@ class Monitor:
 
 # --- helpers ----------------------------------------------------------------------------------
 
-_NUMBERS = re.compile(r"\d+")
-
-
-def error_class(reason: str) -> str:
-    """A failure reason without its particulars (numbers, what follows a colon), so that
-    reasons group: 'exit code 3 after 4 attempt(s)' and '... 5 attempt(s)' are one class."""
-    head = reason.split(":", 1)[0].strip() or "(no reason)"
-    return _NUMBERS.sub("N", head)[:80]
+_CLASS = re.compile(r"^([A-Za-z0-9_.-]{1,64}):")  # agents' failure reasons start with the class
 
 
 def _error_grid(rows: Any) -> dict[str, Any]:
+    """Failed attempts by error class (rows) and site (columns), counts and % of all."""
     cells: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for r in rows:
-        cells[error_class(r.reason)][r.agent or "(none)"] += int(r.n)
+        cells[r.error_class][r.site or "(none)"] += int(r.n)
     columns = sorted({a for row in cells.values() for a in row})
     total = sum(sum(v.values()) for v in cells.values())
     return {
@@ -352,6 +360,26 @@ def _error_grid(rows: Any) -> dict[str, Any]:
         ],
         "total": total,
     }
+
+
+_DELAY = re.compile(r" in (\d+)s\b")
+
+
+def _cooloff_text(rows: Any) -> str | None:
+    """'3 job(s) in cool-off: 2 OutOfMemory until 12:00:05, 1 PayloadError until 12:00:09'."""
+    if not rows:
+        return None
+    latest: dict[str, tuple[int, float]] = {}
+    for r in rows:
+        found = _DELAY.search(r.reason or "")
+        until = float(r.at) + (int(found.group(1)) if found else 0)
+        n, last = latest.get(r.error_class or "unclassified", (0, 0.0))
+        latest[r.error_class or "unclassified"] = (n + 1, max(last, until))
+    parts = ", ".join(
+        f"{n} {cls} until {time.strftime('%H:%M:%S', time.gmtime(until))} UTC"
+        for cls, (n, until) in sorted(latest.items())
+    )
+    return f"{len(rows)} job(s) in cool-off before their next attempt: {parts}"
 
 
 def _series(rows: Any) -> dict[str, list[float]]:
@@ -398,9 +426,14 @@ def _job(r: sa.Row[Any]) -> dict[str, Any]:
         "events_done": int(r.events_done),
         "seed": int(r.seed),
         "reason": r.reason,
-        "error_class": error_class(r.reason) if r.state == "failed" and r.reason else None,
+        "error_class": _class_of(r.reason) if r.state == "failed" else None,
         "updated_at": float(r.updated_at),
     }
+
+
+def _class_of(reason: str | None) -> str | None:
+    found = _CLASS.match(reason or "")
+    return found.group(1) if found else None
 
 
 def _pct(n: float, total: float) -> float:

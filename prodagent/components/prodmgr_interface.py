@@ -4,8 +4,8 @@ Each tick it renews the leases of the allocations it holds (an expired or recall
 their jobs: `killed` at once, their batch jobs removed by JobSubmitter), gives up allocations whose jobs could not be built (released as failed, with the
 reason), completes allocations whose jobs are done (reporting events and files) or releases
 them as failed when their jobs exhausted retries, acquires new work (only as much as the agent
-can run soon: room per site minus jobs already waiting, so it never hoards) and reports merged
-files.
+can run soon: room per site minus jobs already waiting, so it never hoards), reports merged
+files and pushes its jobs' state changes (with failed attempts' log tails) for the web monitor.
 
 Read, then call, then record: no HTTP call runs inside a database transaction. Each step reads
 what to do in one short transaction, calls ProdManager with none open, and records the outcome
@@ -29,7 +29,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from prodagent.jobs import allocations as allocs
-from prodagent.jobs import states, store
+from prodagent.jobs import job_events, states, store
+from prodagent.jobs.layout import Layout
 from prodagent.runtime.component import Component, Context, handles
 from prodmanager import errors as pm_errors
 from prodmanager.client import ProdManagerClient, ServerUnavailable
@@ -39,6 +40,8 @@ from prodmanager.text import one_line
 RENEW_CHUNK = 5000  # leases per renew call (ProdManager takes at most 10,000)
 COMPLETE_PER_CALL = 100  # allocations per bulk completion call (ProdManager takes at most 500)
 REASON_MAX = 500  # ProdManager's limit on a release reason
+JOB_EVENTS_PER_CALL = 100  # job state changes per push (ProdManager takes at most 200)
+JOB_SETTLE_S = 5.0
 ENDED = states.DONE_OK | {states.EXHAUSTED, states.KILLED}
 
 
@@ -81,6 +84,8 @@ class ProdMgrInterface(Component):
         self.pool = ThreadPoolExecutor(self.settings.complete_workers, thread_name_prefix="complete")
         self.next_renew = 0.0
         self.outage = Outage()
+        self.job_cursor: int | None = None  # last job transition ProdManager has (None: ask it)
+        self.layout = Layout(self.config)
 
     def teardown(self) -> None:
         self.pool.shutdown()
@@ -102,6 +107,7 @@ class ProdMgrInterface(Component):
             self._finish()
             self._acquire(capacity)
             self._report_merged()
+            self._push_jobs()
         except ServerUnavailable as exc:
             self._unreachable(exc)
         except pm_errors.ProdManagerError as exc:
@@ -357,6 +363,25 @@ class ProdMgrInterface(Component):
                 refused = f"{exc.code}: {exc}"[:2000]
                 self.log.error("merged file %s refused by ProdManager: %s", merged.lfn, refused)
             self.transaction(lambda ctx, f=merged.id, r=refused: allocs.record_merged_report(ctx.conn, f, r))
+
+    def _push_jobs(self) -> None:
+        """Send job state changes (with failed attempts' log tails) for the web monitor. The
+        cursor passes a change only once it is `JOB_SETTLE_S` old: on MariaDB a transaction
+        may commit a lower transition id after a higher one was read; resending is harmless."""
+        if self.job_cursor is None:
+            self.job_cursor = self.client.report_jobs(self.agent, []).last_seq
+        cursor = self.job_cursor
+        rows = self.transaction(
+            lambda ctx: store.transitions_since(ctx.conn, self.agent, cursor, JOB_EVENTS_PER_CALL)
+        )
+        if not rows:
+            return
+        self.client.report_jobs(self.agent, [job_events.to_event(r, self.layout) for r in rows])
+        settled = time.time() - JOB_SETTLE_S
+        for row in rows:
+            if row.at > settled:
+                break
+            self.job_cursor = int(row.id)
 
     def _merged_to_report(self, ctx: Context) -> list[tuple[Any, str, list[str]]]:
         return [(f, f.request_id, allocs.merge_input_lfns(ctx.conn, f.job_id))

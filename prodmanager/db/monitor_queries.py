@@ -1,5 +1,5 @@
 """The web monitor's reads (all its SQL): pages of requests and allocations, per-request time
-series, failures grouped by reason and agent, and per-agent load. Read-only; every query is
+series and per-agent load. Read-only; every query is
 bounded (LIMIT, or GROUP BY over indexed columns), so a page costs the same with 100,000 jobs.
 """
 
@@ -85,25 +85,6 @@ def finished_series(conn: sa.Connection, request_id: int, buckets: int = 60) -> 
     return [(first + int(r.b) * width, r.state, int(r.n), int(r.events)) for r in rows]  # type: ignore[return-value]
 
 
-def failures(
-    conn: sa.Connection, request_id: int | None = None, since: float = 0.0
-) -> Sequence[sa.Row[Any]]:
-    """Failed allocations grouped by (reason, agent); with `request_id`, of that request only."""
-    where = [allocation.c.state == "failed", allocation.c.updated_at >= since]
-    if request_id is not None:
-        where.append(allocation.c.request_id == request_id)
-    return conn.execute(
-        sa.select(
-            sa.func.coalesce(allocation.c.reason, "").label("reason"),
-            sa.func.coalesce(allocation.c.agent, "").label("agent"),
-            sa.func.count().label("n"),
-        )
-        .where(*where)
-        .group_by(sa.text("1"), sa.text("2"))
-        .limit(2000)
-    ).all()
-
-
 def outcomes_by_agent(conn: sa.Connection, since: float, now: float) -> Sequence[sa.Row[Any]]:
     """Per agent since `since`: done and failed allocations; and what it holds now, by the job
     state it last reported."""
@@ -136,6 +117,7 @@ def allocation_page(
     agent_name: str | None,
     job_state: str | None,
     reason_like: str | None,
+    matching: sa.ColumnElement[bool] | None,
     offset: int,
     limit: int,
 ) -> Sequence[sa.Row[Any]]:
@@ -154,6 +136,8 @@ def allocation_page(
         where.append(allocation.c.job_state == job_state)
     if reason_like:
         where.append(allocation.c.reason.contains(reason_like, autoescape=True))
+    if matching is not None:
+        where.append(matching)
     query = (
         sa.select(allocation, request.c.name.label("request_name"), request.c.owner)
         .join(request, request.c.id == allocation.c.request_id)

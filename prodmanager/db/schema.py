@@ -6,6 +6,7 @@ behave the same. The Alembic migrations in `migrations/versions/` must build exa
 from __future__ import annotations
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 
 metadata = sa.MetaData()
 
@@ -92,6 +93,41 @@ file = sa.Table(
     sa.Column("created_at", Seconds, nullable=False),
     sa.Index("ix_pm_file_request", "request_id", "kind", "state"),
     sa.Index("ix_pm_file_allocation", "allocation_id"),
+)
+
+# Job detail pushed by agents (migration 0004): each state change of an agent's job, and the log
+# tail of each failed attempt, kept here so the monitor shows them after the agent cleaned up.
+job_event = sa.Table(
+    "pm_job_event",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("agent", sa.String(100), nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("allocation_id", BigId, nullable=False),
+    sa.Column("request_id", BigId, nullable=False),
+    sa.Column("job_name", sa.String(200), nullable=False),
+    sa.Column("retry", sa.Integer, nullable=False),
+    sa.Column("from_state", sa.String(20), nullable=True),
+    sa.Column("to_state", sa.String(20), nullable=False),
+    sa.Column("at", Seconds, nullable=False),
+    sa.Column("reason", sa.String(500), nullable=False),
+    sa.Column("site", sa.String(64), nullable=True),
+    sa.Column("exit_code", sa.Integer, nullable=True),
+    sa.Column("error_class", sa.String(64), nullable=True),
+    sa.Column("resources", sa.Text, nullable=True),  # JSON {memory_mb, wall_s, cpu_s, max_rss_mb}
+    sa.UniqueConstraint("agent", "seq", name="uq_pm_job_event_seq"),
+    sa.Index("ix_pm_job_event_allocation", "allocation_id", "id"),
+    sa.Index("ix_pm_job_event_request", "request_id", "error_class", "site"),
+)
+
+job_log = sa.Table(
+    "pm_job_log",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("event_id", BigId, sa.ForeignKey("pm_job_event.id"), nullable=False, unique=True),
+    sa.Column("allocation_id", BigId, nullable=False),
+    sa.Column("text", sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql"), nullable=False),
+    sa.Index("ix_pm_job_log_allocation", "allocation_id"),
 )
 
 agent = sa.Table(

@@ -44,6 +44,7 @@ Service = Annotated[RequestService, Depends(deps.requests)]
 Id = Annotated[int, PathParam(ge=0, le=INT64_MAX)]
 Page = Annotated[int, Query(ge=1, le=1_000_000)]
 Text = Annotated[str | None, Query(max_length=100)]
+ExitCode = Annotated[int | None, Query(ge=-(2**31), le=2**31 - 1)]
 
 
 def include(app: Any) -> None:
@@ -176,10 +177,10 @@ def jobs_page(
     request: Request, caller: Caller, mon: Mon,
     request_id: Annotated[int | None, Query(alias="request", ge=0, le=INT64_MAX)] = None,
     state: Text = None, agent: Text = None, job_state: Text = None, error: Text = None,
-    page: Page = 1,
+    page: Page = 1, site: Text = None, error_class: Text = None, exit_code: ExitCode = None,
 ) -> HTMLResponse:
     data = mon.jobs(caller, request_id, state or None, agent or None, job_state or None,
-                    error or None, page)
+                    error or None, page, site or None, error_class or None, exit_code)
     return render(request, "jobs.html", data=data)
 
 
@@ -309,9 +310,10 @@ def jobs_json(
     caller: Caller, mon: Mon,
     request_id: Annotated[int | None, Query(alias="request", ge=0, le=INT64_MAX)] = None,
     state: Text = None, agent: Text = None, job_state: Text = None, error: Text = None,
-    page: Page = 1,
+    page: Page = 1, site: Text = None, error_class: Text = None, exit_code: ExitCode = None,
 ) -> dict[str, Any]:
-    return mon.jobs(caller, request_id, state, agent, job_state, error, page)
+    return mon.jobs(caller, request_id, state, agent, job_state, error, page, site, error_class,
+                    exit_code)
 
 
 @api.get("/jobs/{job_id}")
