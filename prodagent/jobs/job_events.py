@@ -31,7 +31,8 @@ def to_event(row: Any, layout: Layout) -> JobEvent:
     failed = row.to_state in states.FAILED
     decided = row.to_state in (states.COOLOFF, states.PAUSED, states.EXHAUSTED)
     found = _DECIDED.match(reason) if decided else None
-    current = row.retry == row.job_retry
+    # The job row holds the latest attempt's codes and usage: sent with that attempt's end only.
+    ended = (failed or row.to_state == states.SUCCESS) and row.retry == row.job_retry
     return JobEvent(
         seq=int(row.id),
         allocation_id=int(row.pm_id),
@@ -42,12 +43,12 @@ def to_event(row: Any, layout: Layout) -> JobEvent:
         at=float(row.at),
         reason=reason,
         site=row.site,
-        exit_code=row.exit_code if (failed or decided) and current else None,
+        exit_code=row.exit_code if (failed or decided) and row.retry == row.job_retry else None,
         error_class=found.group(1) if found else None,
         memory_mb=row.memory_mb,
-        wall_s=row.wall_s if current else None,
-        cpu_s=row.cpu_s if current else None,
-        max_rss_mb=row.max_rss_mb if current else None,
+        wall_s=row.wall_s if ended else None,
+        cpu_s=row.cpu_s if ended else None,
+        max_rss_mb=row.max_rss_mb if ended else None,
         log_tail=log_lines(attempt_log(row, layout)) if failed else [],
     )
 
