@@ -115,9 +115,11 @@ def error_grid(conn: sa.Connection, request_id: int) -> Sequence[sa.Row[Any]]:
 
 def cooloffs(conn: sa.Connection, request_id: int, now: float) -> Sequence[sa.Row[Any]]:
     """Open allocations of a request whose job is in cool-off: class and since when."""
+    later = job_event.alias("later")
     latest = (
-        sa.select(sa.func.max(job_event.c.id))
-        .where(job_event.c.allocation_id == allocation.c.id)
+        sa.select(sa.func.max(later.c.id))
+        .where(later.c.allocation_id == allocation.c.id)
+        .correlate(allocation)
         .scalar_subquery()
     )
     return conn.execute(
