@@ -2,8 +2,8 @@
 
 A pure ASGI middleware, so that nothing runs before it: for every route except
 `GET /api/v1/health` (and the web monitor's sign-in and static files) it checks the bearer token
-(or, on the web monitor's pages outside `/api/`, the session cookie: an unknown one redirects
-to the sign-in page) before a byte of the body is read (401), puts
+(or, on the web monitor's pages outside `/api/`, the session cookie: a browser without one is
+sent to the sign-in page) before a byte of the body is read (401), puts
 the principal on `request.state.principal`, reads the body counting the streamed bytes against
 the route's limit (413; Content-Length may be absent or lie), and walks every JSON body with the
 workflow loader's bounded parse (depth, 64-bit integers, finite numbers, real Unicode, no control
@@ -106,7 +106,8 @@ class Guard:
             if body.strip() and not web and (method, path) not in RAW_DOCUMENT:
                 await run_in_threadpool(_check_json, body)
         except ProdManagerError as exc:
-            if web and isinstance(exc, Unauthorized):
+            if web and isinstance(exc, Unauthorized) and "text/html" in headers.get("accept", ""):
+                # A browser without a session: to the sign-in page. Other clients get the 401.
                 await RedirectResponse("/login", status_code=303)(scope, receive, send)
                 return
             await _answer(exc, scope, receive, send)

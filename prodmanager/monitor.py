@@ -90,7 +90,10 @@ class Monitor:
         counters = c.model_dump()
         done, failed = c.allocations.get("done", 0), c.allocations.get("failed", 0)
         finished = done + failed
-        pulled_at, progress_at = seen or (0.0, 0.0)
+        changed_at, progress_at = seen or (0.0, 0.0)
+        # Pulled at least once: some allocation is or was leased.
+        pulled = c.events_allocated > 0 or finished > 0
+        pulled_at = changed_at if pulled else 0.0
         since = max(progress_at, float(r.created_at))
         alerts = []
         if failed and not done:

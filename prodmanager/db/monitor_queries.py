@@ -40,22 +40,22 @@ def request_page(
 
 
 def activity(conn: sa.Connection, request_ids: list[int]) -> dict[int, tuple[float, float]]:
-    """Per request: (last time any allocation changed with an agent on it, i.e. the last pull
-    or report; last time an allocation finished done). 0 when never."""
+    """Per request: (the last change of any allocation: a pull, report or finish; the last
+    allocation finished done). 0 when never. Read from an index alone."""
     if not request_ids:
         return {}
-    done_at = sa.case((allocation.c.state == "done", allocation.c.updated_at), else_=0)
-    pulled_at = sa.case((allocation.c.agent.is_not(None), allocation.c.updated_at), else_=0)
     rows = conn.execute(
-        sa.select(
-            allocation.c.request_id,
-            sa.func.max(pulled_at).label("pulled"),
-            sa.func.max(done_at).label("done"),
-        )
+        sa.select(allocation.c.request_id, allocation.c.state,
+                  sa.func.max(allocation.c.updated_at).label("at"))
         .where(allocation.c.request_id.in_(request_ids))
-        .group_by(allocation.c.request_id)
+        .group_by(allocation.c.request_id, allocation.c.state)
     ).all()
-    return {int(r.request_id): (float(r.pulled or 0), float(r.done or 0)) for r in rows}
+    out: dict[int, tuple[float, float]] = {}
+    for r in rows:
+        last, done = out.get(int(r.request_id), (0.0, 0.0))
+        at = float(r.at or 0)
+        out[int(r.request_id)] = (max(last, at), max(done, at) if r.state == "done" else done)
+    return out
 
 
 def finished_series(conn: sa.Connection, request_id: int, buckets: int = 60) -> Sequence[sa.Row[Any]]:

@@ -73,6 +73,9 @@ allocation = sa.Table(
     # acquire scans open allocations of one request, never-leased (expiry 0) first
     sa.Index("ix_pm_allocation_queue", "request_id", "state", "lease_expires"),
     sa.Index("ix_pm_allocation_agent", "agent", "state"),
+    # the web monitor (migration 0004): last change per request and state; finished per agent
+    sa.Index("ix_pm_allocation_activity", "request_id", "state", "updated_at"),
+    sa.Index("ix_pm_allocation_finished", "state", "updated_at", "agent"),
 )
 
 file = sa.Table(

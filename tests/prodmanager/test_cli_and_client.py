@@ -100,9 +100,9 @@ def test_prodmanager_token_and_db_commands(server: Server) -> None:
         prodmanager_cli, ["token", "create", "--role", "admin", "--name", "x", "--db", url]
     )
     assert bad_role.exit_code == 2 and "admin" in bad_role.output
-    assert "schema at 0002" in runner.invoke(prodmanager_cli, ["db", "upgrade", "--db", url]).output
+    assert "schema at 0004" in runner.invoke(prodmanager_cli, ["db", "upgrade", "--db", url]).output
     assert (
-        "current 0002, head 0002"
+        "current 0004, head 0004"
         in runner.invoke(prodmanager_cli, ["db", "current", "--db", url]).output
     )
 

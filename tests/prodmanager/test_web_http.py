@@ -35,8 +35,9 @@ def submit(server: Server, who: str, name: str) -> int:
 
 
 def test_sign_in_cookie_and_csrf(server: Server) -> None:
-    anonymous = httpx.get(f"{server.url}/requests")
+    anonymous = httpx.get(f"{server.url}/requests", headers={"Accept": "text/html"})
     assert anonymous.status_code == 303 and anonymous.headers["location"] == "/login"
+    assert httpx.get(f"{server.url}/requests").status_code == 401  # not a browser: no redirect
     assert httpx.get(f"{server.url}/api/v1/monitor/requests").status_code == 401
     refused = httpx.post(f"{server.url}/login", data={"token": "pm_nope"})
     assert refused.status_code == 401 and "unknown or revoked token" in refused.text
@@ -57,7 +58,7 @@ def test_sign_in_cookie_and_csrf(server: Server) -> None:
     assert web.get(f"/api/v1/monitor/requests/{request_id}").json()["state"] == "paused"
     web.post("/logout")
     web.cookies.clear()
-    assert web.get("/requests").status_code == 303
+    assert web.get("/requests").status_code == 401
 
 
 def test_visibility_is_the_apis(server: Server) -> None:

@@ -1,6 +1,7 @@
 """Job detail pushed by agents for the web monitor: `pm_job_event` (each state change of an
 agent's job, unique by agent and the agent's sequence number) and `pm_job_log` (the log tail of a
-failed attempt).
+failed attempt); two indexes of `pm_allocation` for the monitor's reads (the last change per
+request and state; finished allocations per agent over a time window).
 
 Revision ID: 0004
 Revises: 0002
@@ -55,8 +56,16 @@ def upgrade() -> None:
         sa.Column("text", sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql"), nullable=False),
     )
     op.create_index("ix_pm_job_log_allocation", "pm_job_log", ["allocation_id"])
+    op.create_index(
+        "ix_pm_allocation_activity", "pm_allocation", ["request_id", "state", "updated_at"]
+    )
+    op.create_index(
+        "ix_pm_allocation_finished", "pm_allocation", ["state", "updated_at", "agent"]
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_pm_allocation_finished", "pm_allocation")
+    op.drop_index("ix_pm_allocation_activity", "pm_allocation")
     op.drop_table("pm_job_log")
     op.drop_table("pm_job_event")
