@@ -211,6 +211,18 @@ def sites_page(request: Request, caller: Caller, mon: Mon) -> HTMLResponse:
 # --- submit -----------------------------------------------------------------------------------
 
 
+async def posted_document(
+    document: Annotated[str, Form()] = "", upload: UploadFile | None = None
+) -> bytes:
+    """The workflow of the submit form: the uploaded file if one was chosen, else the text."""
+    if upload is not None and upload.filename:
+        return await upload.read()
+    return document.encode("utf-8")
+
+
+Document = Annotated[bytes, Depends(posted_document)]
+
+
 @router.get("/submit", response_class=HTMLResponse)
 def submit_form(request: Request, caller: Caller, example: Text = None) -> HTMLResponse:
     document = ""
@@ -221,22 +233,17 @@ def submit_form(request: Request, caller: Caller, example: Text = None) -> HTMLR
 
 @router.post("/submit/validate", response_class=HTMLResponse)
 async def submit_validate(
-    request: Request, caller: Caller, service: Service,
-    document: Annotated[str, Form()] = "", upload: UploadFile | None = None,
-    csrf: Annotated[str | None, Form(max_length=100)] = None,
+    request: Request, caller: Caller, service: Service, data: Document
 ) -> HTMLResponse:
-    data = await _document(document, upload)
     errors = await run_in_threadpool(_validate, service, caller, data)
     return render(request, "_field_errors.html", errors=errors, checked=True)
 
 
 @router.post("/submit", response_model=None)
 async def submit(
-    request: Request, caller: Caller, service: Service,
-    document: Annotated[str, Form()] = "", upload: UploadFile | None = None,
+    request: Request, caller: Caller, service: Service, data: Document,
     csrf: Annotated[str | None, Form(max_length=100)] = None,
 ) -> Response:
-    data = await _document(document, upload)
     try:
         check_csrf(request, csrf)
         result = await run_in_threadpool(service.submit_document, caller, data)
@@ -249,10 +256,6 @@ async def submit(
     return RedirectResponse(f"/requests/{result.request.id}", status_code=303)
 
 
-async def _document(document: str, upload: UploadFile | None) -> bytes:
-    if upload is not None and upload.filename:
-        return await upload.read()
-    return document.encode("utf-8")
 
 
 def _validate(service: RequestService, caller: Principal, data: bytes) -> list[dict[str, str]]:
