@@ -17,6 +17,7 @@ from prodmanager.models import (
     AcquireResponse,
     AgentInfo,
     AgentRegistration,
+    AgentStatus,
     AllocationAck,
     CompleteMany,
     CompleteManyAck,
@@ -92,6 +93,11 @@ def release(
 @router.post("/agents/{agent}/merged", response_model=MergedAck)
 def merged(agent: Agent, body: MergedReport, caller: Caller, pull: Pull) -> MergedAck:
     return pull.report_merged(caller, agent, body)
+
+
+@router.post("/agents/{agent}/status", response_model=AgentStatus)
+def report_status(agent: Agent, body: AgentStatus, caller: Caller, reports: Reports) -> AgentStatus:
+    return reports.status(caller, agent, body)
 
 
 @router.post("/agents/{agent}/jobs", response_model=JobReportAck)

@@ -8,14 +8,19 @@ with the other pull calls), ProdManager stores it (`pm_job_event`, `pm_job_log`)
 read only ProdManager's database. Events are numbered by the agent (its transition ids) and
 unique per agent, so a resend after a lost answer stores nothing twice; the answer's `last_seq`
 tells a restarted agent where to go on.
+
+Agents also push the status of their components (`POST /agents/{agent}/status`, every
+`status_every_s`), for the agents page and the dead letters in "why is this not done?".
 """
 
 from __future__ import annotations
 
+import time
+
 from prodmanager.auth import Principal
 from prodmanager.db import job_queries as jq
 from prodmanager.db.engine import Database
-from prodmanager.models import JobReport, JobReportAck
+from prodmanager.models import AgentStatus, JobReport, JobReportAck
 from prodmanager.pull_service import PullService
 
 
@@ -29,3 +34,11 @@ class JobReports:
         stored = self.db.transaction(lambda conn: jq.store_events(conn, agent_name, body.events))
         last = self.db.read(lambda conn: jq.last_seq(conn, agent_name))
         return JobReportAck(accepted=stored, last_seq=last)
+
+    def status(self, principal: Principal, agent_name: str, body: AgentStatus) -> AgentStatus:
+        """The agent's components (alive, heartbeat age, queue depth, dead letters), replacing
+        what it sent before."""
+        self.pull.check_agent(principal, agent_name)
+        data = body.model_dump_json()
+        self.db.transaction(lambda conn: jq.store_status(conn, agent_name, data, time.time()))
+        return body

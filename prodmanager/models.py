@@ -369,6 +369,22 @@ class JobReportAck(Wire):
     last_seq: int = Field(description="the highest seq stored for this agent (0: none)")
 
 
+class ComponentState(Wire):
+    """One of an agent's components as `prodAgentd status` sees it."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    alive: bool
+    state: str = Field(pattern=JOB_STATE_PATTERN)  # alive | starting | stale | dead
+    heartbeat_age_s: float | None = Field(None, ge=0, le=1e10)
+    pending: Count = 0  # messages waiting in its queue
+    dead_letters: Count = 0
+    restarts: Count = 0
+
+
+class AgentStatus(Wire):
+    components: list[ComponentState] = Field(max_length=100)
+
+
 class ValidateResult(Wire):
     """A document that would be accepted as it is."""
 

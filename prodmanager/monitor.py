@@ -223,6 +223,16 @@ class Monitor:
         leased = c.allocations.get("leased", 0) - waiting - jobs.get(COOLOFF, 0)
         if leased > 0:
             say("running", f"{leased} job(s) held by agents, running or about to run")
+        for a in able:
+            dead = {x["name"]: x["dead_letters"] for x in _components(a) if x["dead_letters"]}
+            down = [x["name"] for x in _components(a) if not x["alive"]]
+            if dead:
+                listed = ", ".join(f"{n} {name}" for name, n in sorted(dead.items()))
+                say("dead_letters", f"agent {a.name} has dead letters ({listed}): messages its "
+                    "components gave up on; see `prodAgentd messages dead-letters`")
+            if down:
+                say("components_down", f"agent {a.name}: component(s) not running: "
+                    f"{', '.join(sorted(down))}")
         failed = c.allocations.get("failed", 0)
         if failed:
             say("failed", f"{failed} job(s) failed for good; clone the request once it ends")
@@ -308,6 +318,8 @@ class Monitor:
                     "last_pull": float(a.last_seen),
                     "last_pull_age_s": round(now - float(a.last_seen), 1),
                     "jobs": load.get(a.name, {}),
+                    "components": _components(a),
+                    "status_age_s": round(now - float(a.status_at), 1) if a.status_at else None,
                 })
             return {"items": items, "window_s": SITE_WINDOW_S}
 
@@ -405,6 +417,13 @@ def _series(rows: Any) -> dict[str, list[float]]:
             failed.append(f)
             events.append(e)
     return {"t": t, "jobs_done": done, "jobs_failed": failed, "events_produced": events}
+
+
+def _components(agent_row: Any) -> list[dict[str, Any]]:
+    """The agent's components as it last pushed them ([] if it never did)."""
+    if not agent_row.status:
+        return []
+    return list(json.loads(agent_row.status).get("components", []))
 
 
 def _by_agent(rows: Any) -> dict[str, dict[str, int]]:

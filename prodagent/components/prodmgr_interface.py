@@ -31,10 +31,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from prodagent.jobs import allocations as allocs
 from prodagent.jobs import job_events, states, store
 from prodagent.jobs.layout import Layout
+from prodagent.runtime import daemon
 from prodagent.runtime.component import Component, Context, handles
 from prodmanager import errors as pm_errors
 from prodmanager.client import ProdManagerClient, ServerUnavailable
-from prodmanager.models import Allocation, CompleteOutcome, LeaseStatus, MergedFile, OutputFile
+from prodmanager.models import (
+    Allocation,
+    CompleteOutcome,
+    ComponentState,
+    LeaseStatus,
+    MergedFile,
+    OutputFile,
+)
 from prodmanager.text import one_line
 
 RENEW_CHUNK = 5000  # leases per renew call (ProdManager takes at most 10,000)
@@ -58,6 +66,7 @@ class ProdMgrSettings(BaseModel):
     http_timeout_s: float = Field(10.0, gt=0)  # per HTTP attempt
     http_retries: int = Field(2, ge=0)  # quick retries of one call before it counts as an outage
     outage_backoff_max_s: float = Field(30.0, gt=0)  # longest wait between tries while unreachable
+    status_every_s: float = Field(15.0, gt=0)  # push the components' status this often
 
 
 @dataclass
@@ -84,6 +93,7 @@ class ProdMgrInterface(Component):
         self.pool = ThreadPoolExecutor(self.settings.complete_workers, thread_name_prefix="complete")
         self.next_renew = 0.0
         self.outage = Outage()
+        self.next_status = 0.0
         self.job_cursor: int | None = None  # last job transition ProdManager has (None: ask it)
         self.layout = Layout(self.config)
 
@@ -108,6 +118,7 @@ class ProdMgrInterface(Component):
             self._acquire(capacity)
             self._report_merged()
             self._push_jobs()
+            self._push_status()
         except ServerUnavailable as exc:
             self._unreachable(exc)
         except pm_errors.ProdManagerError as exc:
@@ -382,6 +393,19 @@ class ProdMgrInterface(Component):
             if row.at > settled:
                 break
             self.job_cursor = int(row.id)
+
+    def _push_status(self) -> None:
+        """Every `status_every_s`: the components' status (as `prodAgentd status` shows it)."""
+        if time.monotonic() < self.next_status:
+            return
+        rows = daemon.status(self.config, list(self.config.components.enabled))
+        self.client.report_status(self.agent, [
+            ComponentState(name=r.component, alive=r.alive, state=r.state,
+                           heartbeat_age_s=r.heartbeat_age_s, pending=r.pending,
+                           dead_letters=r.dead_letters, restarts=r.restarts)
+            for r in rows
+        ])
+        self.next_status = time.monotonic() + self.settings.status_every_s
 
     def _merged_to_report(self, ctx: Context) -> list[tuple[Any, str, list[str]]]:
         return [(f, f.request_id, allocs.merge_input_lfns(ctx.conn, f.job_id))

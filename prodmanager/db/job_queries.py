@@ -1,5 +1,5 @@
-"""SQL of the job detail agents push (`pm_job_event`, `pm_job_log`): store a batch of events
-idempotently, and read them back for the monitor (a job's events and logs, the error grid of a
+"""SQL of what agents push for the monitor: job detail (`pm_job_event`, `pm_job_log`) and their
+components' status (`pm_agent.status`). Store a batch of events idempotently, and read them back for the monitor (a job's events and logs, the error grid of a
 request, job filters by site, error class and exit code)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from prodmanager.db.schema import allocation, job_event, job_log
+from prodmanager.db.schema import agent, allocation, job_event, job_log
 from prodmanager.models import JobEvent
 
 OPEN = "open"
@@ -70,6 +70,12 @@ def store_events(conn: sa.Connection, agent_name: str, events: list[JobEvent]) -
             .values(job_state=e.to_state)
         )
     return stored
+
+
+def store_status(conn: sa.Connection, agent_name: str, status_json: str, now: float) -> None:
+    conn.execute(
+        agent.update().where(agent.c.name == agent_name).values(status=status_json, status_at=now)
+    )
 
 
 def last_seq(conn: sa.Connection, agent_name: str) -> int:

@@ -142,6 +142,9 @@ agent = sa.Table(
     sa.Column("token_name", sa.String(100), nullable=False),
     sa.Column("registered_at", Seconds, nullable=False),
     sa.Column("last_seen", Seconds, nullable=False),
+    # its components as it last reported them (JSON list of ComponentState; migration 0004)
+    sa.Column("status", sa.Text, nullable=True),
+    sa.Column("status_at", Seconds, nullable=True),
 )
 
 token = sa.Table(

@@ -7,9 +7,12 @@ import re
 import time
 
 import httpx
+import pytest
 import yaml
 
 from prodmanager.client import ProdManagerClient
+from prodmanager.errors import Forbidden
+from prodmanager.models import ComponentState
 from tests.prodmanager.conftest import WORKFLOWS, Server
 
 DOC = (WORKFLOWS / "minbias_demo.yaml").read_text()
@@ -155,3 +158,27 @@ def test_job_events_are_stored_once_and_only_from_their_agent(server: Server) ->
     assert [j["id"] for j in found.json()["items"]] == [held.allocation_id]
     page = httpx.get(f"{server.url}/jobs/{held.allocation_id}", headers=ops).text
     assert "injected &lt;b&gt;failure&lt;/b&gt;" in page
+
+
+def test_agent_status_shows_components_and_dead_letters(server: Server) -> None:
+    request_id = submit(server, "alice", "web-status")
+    agent = ProdManagerClient(server.url, server.env.tokens["agent1"])
+    agent.register_agent("agent1", sites=["T2_XY"], capacity=2)
+    agent.acquire("agent1", jobs=1)
+    components = [
+        ComponentState(name="JobTracker", alive=True, state="alive", heartbeat_age_s=1.5,
+                       pending=3, dead_letters=2),
+        ComponentState(name="MergeSensor", alive=False, state="dead"),
+    ]
+    agent.report_status("agent1", components)
+    intruder = ProdManagerClient(server.url, server.env.tokens["agent2"])
+    with pytest.raises(Forbidden):
+        intruder.report_status("agent1", [])
+    ops = bearer(server, "ops")
+    agents = httpx.get(f"{server.url}/api/v1/monitor/agents", headers=ops).json()["items"]
+    assert [c["dead_letters"] for c in agents[0]["components"]] == [2, 0]
+    why = httpx.get(f"{server.url}/api/v1/monitor/requests/{request_id}", headers=ops).json()["why"]
+    texts = {w["code"]: w["text"] for w in why}
+    assert "2 JobTracker" in texts["dead_letters"] and "MergeSensor" in texts["components_down"]
+    page = httpx.get(f"{server.url}/agents", headers=ops).text
+    assert "JobTracker" in page and "MergeSensor" in page

@@ -176,3 +176,8 @@ def test_requester_refused_on_anothers_request_operator_aborts(browser, stack, s
     assert "wrong whitelist" in ops.inner_text("#history")
     assert client.get(request_id).state == "aborted"
     shot(ops, "aborted")
+
+    # The agent pushed its components' status: the operator sees them.
+    ops.goto(f"{stack.url}/agents")
+    assert "ProdMgrInterface" in ops.inner_text("table.components")
+    shot(ops, "agents")

@@ -1,6 +1,6 @@
 """Job detail pushed by agents for the web monitor: `pm_job_event` (each state change of an
 agent's job, unique by agent and the agent's sequence number) and `pm_job_log` (the log tail of a
-failed attempt); two indexes of `pm_allocation` for the monitor's reads (the last change per
+failed attempt); `pm_agent.status`, `status_at` (its components as it last reported them); two indexes of `pm_allocation` for the monitor's reads (the last change per
 request and state; finished allocations per agent over a time window).
 
 Revision ID: 0004
@@ -56,6 +56,9 @@ def upgrade() -> None:
         sa.Column("text", sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql"), nullable=False),
     )
     op.create_index("ix_pm_job_log_allocation", "pm_job_log", ["allocation_id"])
+    with op.batch_alter_table("pm_agent") as batch:
+        batch.add_column(sa.Column("status", sa.Text, nullable=True))
+        batch.add_column(sa.Column("status_at", sa.Double(), nullable=True))
     op.create_index(
         "ix_pm_allocation_activity", "pm_allocation", ["request_id", "state", "updated_at"]
     )
@@ -65,6 +68,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("pm_agent") as batch:
+        batch.drop_column("status_at")
+        batch.drop_column("status")
     op.drop_index("ix_pm_allocation_finished", "pm_allocation")
     op.drop_index("ix_pm_allocation_activity", "pm_allocation")
     op.drop_table("pm_job_log")
