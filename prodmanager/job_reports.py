@@ -9,6 +9,10 @@ read only ProdManager's database. Events are numbered by the agent (its transiti
 unique per agent, so a resend after a lost answer stores nothing twice; the answer's `last_seq`
 tells a restarted agent where to go on.
 
+The answer also names the allocations whose paused job an operator or the owner asked to
+resubmit (`POST /requests/{id}/resubmit`); the agent resubmits them, and the job's next state
+change clears the ask.
+
 Agents also push the status of their components (`POST /agents/{agent}/status`, every
 `status_every_s`), for the agents page and the dead letters in "why is this not done?".
 """
@@ -32,8 +36,11 @@ class JobReports:
     def report(self, principal: Principal, agent_name: str, body: JobReport) -> JobReportAck:
         self.pull.check_agent(principal, agent_name)
         stored = self.db.transaction(lambda conn: jq.store_events(conn, agent_name, body.events))
-        last = self.db.read(lambda conn: jq.last_seq(conn, agent_name))
-        return JobReportAck(accepted=stored, last_seq=last)
+        last, resubmit = self.db.read(
+            lambda conn: (jq.last_seq(conn, agent_name),
+                          jq.resubmits_for(conn, agent_name, time.time()))
+        )
+        return JobReportAck(accepted=stored, last_seq=last, resubmit=resubmit)
 
     def status(self, principal: Principal, agent_name: str, body: AgentStatus) -> AgentStatus:
         """The agent's components (alive, heartbeat age, queue depth, dead letters), replacing

@@ -367,6 +367,21 @@ class JobReport(Wire):
 class JobReportAck(Wire):
     accepted: int = Field(description="events stored now (a repeated one is not counted)")
     last_seq: int = Field(description="the highest seq stored for this agent (0: none)")
+    resubmit: list[int] = Field(
+        default_factory=list,
+        description="allocations whose job waits for an operator who asked to resubmit it",
+    )
+
+
+class ResubmitBody(Wire):
+    """Resubmit the jobs of a request that wait for an operator (paused or exhausted), all or
+    those whose last failure has this error class."""
+
+    error_class: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class ResubmitResult(Wire):
+    allocations: int = Field(description="jobs asked to be resubmitted (their agents act on it)")
 
 
 class ComponentState(Wire):

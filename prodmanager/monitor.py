@@ -25,12 +25,12 @@ from prodmanager.db import job_queries as jq
 from prodmanager.db import monitor_queries as mq
 from prodmanager.db import queries as q
 from prodmanager.db.engine import Database
+from prodmanager.db.job_queries import OPERATOR_STATES
 from prodmanager.errors import NotFound
 from prodmanager.states import ACQUIRABLE, FINISHED, RequestState
 from prodrequest.spec import Sites
 
 PAGE_SIZE = 50
-OPERATOR_STATES = ("paused", "exhausted")  # agent job states that wait for an operator
 COOLOFF = "cooloff"
 SITE_WINDOW_S = 6 * 3600.0
 
@@ -167,8 +167,8 @@ class Monitor:
         operator or owner can act, the action."""
         reasons: list[dict[str, Any]] = []
 
-        def say(code: str, text: str, action: str | None = None) -> None:
-            reasons.append({"code": code, "text": text, "action": action})
+        def say(code: str, text: str, action: str | None = None, **extra: Any) -> None:
+            reasons.append({"code": code, "text": text, "action": action, **extra})
 
         if row.state in FINISHED:
             unmerged = c.files_unmerged
@@ -216,9 +216,13 @@ class Monitor:
         waiting = sum(jobs.get(s, 0) for s in OPERATOR_STATES)
         if waiting:
             shown = ", ".join(f"{jobs[s]} {s}" for s in OPERATOR_STATES if jobs.get(s))
-            say("jobs_paused", f"{waiting} job(s) wait for an operator ({shown})", "jobs")
+            classes: dict[str, int] = defaultdict(int)
+            for w in jq.waiting(conn, int(row.id), list(OPERATOR_STATES), now):
+                classes[w.error_class or ""] += 1
+            say("jobs_paused", f"{waiting} job(s) wait for an operator ({shown})", "resubmit",
+                classes=dict(classes))
         if jobs.get(COOLOFF):
-            say("cooloff", _cooloff_text(jq.cooloffs(conn, int(row.id), now)) or
+            say("cooloff", _cooloff_text(jq.waiting(conn, int(row.id), [COOLOFF], now)) or
                 f"{jobs[COOLOFF]} job(s) in cool-off before their next attempt")
         leased = c.allocations.get("leased", 0) - waiting - jobs.get(COOLOFF, 0)
         if leased > 0:

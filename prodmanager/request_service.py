@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from prodmanager import lifecycle, splitter
 from prodmanager.auth import Principal, require_role, require_visible
 from prodmanager.counters import counters_for
+from prodmanager.db import job_queries as jq
 from prodmanager.db import queries as q
 from prodmanager.db.engine import Database
 from prodmanager.errors import Conflict, Forbidden, IllegalTransition, InvalidInput, NotFound
@@ -31,6 +32,7 @@ from prodmanager.models import (
     HistoryEntry,
     RequestDetail,
     RequestSummary,
+    ResubmitResult,
     Role,
     SubmitResult,
 )
@@ -228,6 +230,25 @@ class RequestService:
 
         self.db.transaction(work)
         return self.summary(request_id)
+
+    def resubmit_paused(
+        self, principal: Principal, request_id: int, error_class: str | None = None
+    ) -> ResubmitResult:
+        """Ask the agents to resubmit the request's jobs that wait for an operator (those whose
+        last failure has `error_class`, or all): they learn it with their next job report."""
+
+        def work(conn: sa.Connection) -> int:
+            row = _request_or_404(conn, request_id)
+            require_visible(principal, request_id, row.owner)
+            now = time.time()
+            chosen = [
+                int(w.id)
+                for w in jq.waiting(conn, request_id, list(jq.OPERATOR_STATES), now)
+                if error_class is None or w.error_class == error_class
+            ]
+            return jq.mark_resubmit(conn, chosen, now)
+
+        return ResubmitResult(allocations=self.db.transaction(work))
 
     def clone(self, principal: Principal, request_id: int, reason: str = "") -> SubmitResult:
         """A new request for exactly the work the source did not produce (failed, recalled or

@@ -1,4 +1,5 @@
-"""HTTP routes of ProdRequest: submit, list, show, abort, pause, resume, close, clone.
+"""HTTP routes of ProdRequest: submit, validate, list, show, abort, pause, resume, close, clone,
+resubmit (paused jobs).
 
 A workflow is submitted as the raw document (YAML, or JSON with a JSON content type), so the
 size and encoding checks see exactly the bytes the requester sent.
@@ -21,6 +22,8 @@ from prodmanager.models import (
     ErrorBody,
     RequestDetail,
     RequestSummary,
+    ResubmitBody,
+    ResubmitResult,
     SubmitResult,
     ValidateResult,
     WhoAmI,
@@ -118,6 +121,14 @@ def close(
     request_id: RequestId, caller: Caller, service: Service, body: Reason = None
 ) -> RequestSummary:
     return service.close(caller, request_id, body.reason if body else "")
+
+
+@router.post("/requests/{request_id}/resubmit", response_model=ResubmitResult)
+def resubmit(
+    request_id: RequestId, caller: Caller, service: Service, body: Annotated[ResubmitBody, Body()]
+) -> ResubmitResult:
+    """Resubmit the request's jobs that wait for an operator, all or those of one error class."""
+    return service.resubmit_paused(caller, request_id, body.error_class)
 
 
 @router.post("/requests/{request_id}/clone", response_model=SubmitResult, status_code=201)

@@ -376,7 +376,8 @@ class ProdMgrInterface(Component):
             self.transaction(lambda ctx, f=merged.id, r=refused: allocs.record_merged_report(ctx.conn, f, r))
 
     def _push_jobs(self) -> None:
-        """Send job state changes (with failed attempts' log tails) for the web monitor. The
+        """Send job state changes (with failed attempts' log tails) for the web monitor, and
+        resubmit the paused jobs ProdManager's answer names. The
         cursor passes a change only once it is `JOB_SETTLE_S` old: on MariaDB a transaction
         may commit a lower transition id after a higher one was read; resending is harmless."""
         if self.job_cursor is None:
@@ -385,14 +386,23 @@ class ProdMgrInterface(Component):
         rows = self.transaction(
             lambda ctx: store.transitions_since(ctx.conn, self.agent, cursor, JOB_EVENTS_PER_CALL)
         )
-        if not rows:
-            return
-        self.client.report_jobs(self.agent, [job_events.to_event(r, self.layout) for r in rows])
+        ack = self.client.report_jobs(self.agent, [job_events.to_event(r, self.layout) for r in rows])
+        if ack.resubmit:
+            self.transaction(lambda ctx: self._resubmit(ctx, ack.resubmit))
         settled = time.time() - JOB_SETTLE_S
         for row in rows:
             if row.at > settled:
                 break
             self.job_cursor = int(row.id)
+
+    def _resubmit(self, ctx: Context, pm_ids: list[int]) -> None:
+        """An operator or the owner asked ProdManager to resubmit these allocations' paused
+        jobs: as `prodagent jobs resubmit` does. Asked again until the job moves on, so a lost
+        message only delays it; JobCreator ignores jobs no longer waiting."""
+        ids = store.waiting_jobs_of(ctx.conn, self.agent, pm_ids)
+        if ids:
+            ctx.publish("RetryJob", {"job_ids": ids, "reason": "resubmitted by an operator (ProdManager)"})
+            self.log.info("resubmitting job(s) %s as asked through ProdManager", ids)
 
     def _push_status(self) -> None:
         """Every `status_every_s`: the components' status (as `prodAgentd status` shows it)."""

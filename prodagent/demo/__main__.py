@@ -199,8 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[bold]starting ProdManager[/] on {manager.url} and agent [bold]agent1[/] in {workdir}")
         with signals.shielded():
             manager.start()
-        console.print(f"[bold]web monitor[/]: {manager.url}/ (sign in with the operator token "
-                      f"{manager.token('operator', 'demo-ops')})", highlight=False)
+        console.print(f"[bold]web monitor[/]: {manager.url}/", highlight=False, soft_wrap=True)
+        console.print(f"  sign in with the operator token {manager.token('operator', 'demo-ops')}",
+                      highlight=False, soft_wrap=True)
         agent = AgentProcesses(write_agent_config(workdir / "agent.yaml", workdir / "agent", manager, slots=args.slots))
         with signals.shielded():
             agent.start()

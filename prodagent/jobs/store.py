@@ -463,3 +463,15 @@ def transitions_since(conn: sa.Connection, agent: str, after_id: int, limit: int
         .where(T.c.id > after_id, J.c.agent == agent, A.c.pm_id > 0)
         .order_by(T.c.id).limit(limit)
     ))
+
+
+def waiting_jobs_of(conn: sa.Connection, agent: str, pm_ids: list[int]) -> list[int]:
+    """Ids of the agent's jobs waiting for an operator (paused, exhausted) for these ProdManager
+    allocations."""
+    if not pm_ids:
+        return []
+    return list(conn.execute(
+        sa.select(J.c.id)
+        .select_from(J.join(pa_allocation, pa_allocation.c.id == J.c.allocation_id))
+        .where(J.c.agent == agent, J.c.state.in_(states.NEEDS_OPERATOR), pa_allocation.c.pm_id.in_(pm_ids))
+    ).scalars())

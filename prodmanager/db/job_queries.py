@@ -14,6 +14,7 @@ from prodmanager.db.schema import agent, allocation, job_event, job_log
 from prodmanager.models import JobEvent
 
 OPEN = "open"
+OPERATOR_STATES = ("paused", "exhausted")  # agent job states that wait for an operator
 
 
 def store_events(conn: sa.Connection, agent_name: str, events: list[JobEvent]) -> int:
@@ -64,10 +65,11 @@ def store_events(conn: sa.Connection, agent_name: str, events: list[JobEvent]) -
         latest[e.allocation_id] = e
         stored += 1
     for allocation_id, e in latest.items():
+        moved_on = {} if e.to_state in OPERATOR_STATES else {"resubmit_at": None}
         conn.execute(
             allocation.update()
             .where(allocation.c.id == allocation_id, allocation.c.state == OPEN)
-            .values(job_state=e.to_state)
+            .values(job_state=e.to_state, **moved_on)
         )
     return stored
 
@@ -119,8 +121,11 @@ def error_grid(conn: sa.Connection, request_id: int) -> Sequence[sa.Row[Any]]:
     ).all()
 
 
-def cooloffs(conn: sa.Connection, request_id: int, now: float) -> Sequence[sa.Row[Any]]:
-    """Open allocations of a request whose job is in cool-off: class and since when."""
+def waiting(
+    conn: sa.Connection, request_id: int, job_states: list[str], now: float
+) -> Sequence[sa.Row[Any]]:
+    """Held allocations of a request whose job is in one of `job_states`, each with its latest
+    event (class, time, reason)."""
     later = job_event.alias("later")
     latest = (
         sa.select(sa.func.max(later.c.id))
@@ -129,16 +134,40 @@ def cooloffs(conn: sa.Connection, request_id: int, now: float) -> Sequence[sa.Ro
         .scalar_subquery()
     )
     return conn.execute(
-        sa.select(job_event.c.error_class, job_event.c.at, job_event.c.reason)
+        sa.select(allocation.c.id, job_event.c.error_class, job_event.c.at, job_event.c.reason)
         .select_from(allocation.join(job_event, job_event.c.id == latest))
         .where(
             allocation.c.request_id == request_id,
             allocation.c.state == OPEN,
             allocation.c.lease_expires >= now,
-            allocation.c.job_state == "cooloff",
+            allocation.c.job_state.in_(job_states),
         )
-        .limit(1000)
+        .limit(10_000)
     ).all()
+
+
+def mark_resubmit(conn: sa.Connection, allocation_ids: list[int], now: float) -> int:
+    if not allocation_ids:
+        return 0
+    return conn.execute(
+        allocation.update().where(allocation.c.id.in_(allocation_ids)).values(resubmit_at=now)
+    ).rowcount
+
+
+def resubmits_for(conn: sa.Connection, agent_name: str, now: float) -> list[int]:
+    """Allocations this agent holds whose job waits for an operator who asked to resubmit it."""
+    return [
+        int(i)
+        for i in conn.execute(
+            sa.select(allocation.c.id).where(
+                allocation.c.agent == agent_name,
+                allocation.c.state == OPEN,
+                allocation.c.lease_expires >= now,
+                allocation.c.resubmit_at.is_not(None),
+                allocation.c.job_state.in_(OPERATOR_STATES),
+            ).limit(1000)
+        ).scalars()
+    ]
 
 
 def allocations_matching(

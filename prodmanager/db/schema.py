@@ -69,6 +69,9 @@ allocation = sa.Table(
     sa.Column("job_state", sa.String(20), nullable=True),
     sa.Column("reason", sa.String(500), nullable=True),
     sa.Column("updated_at", Seconds, nullable=False),
+    # an operator or the owner asked to resubmit its job waiting for an operator (migration 0004);
+    # cleared when the agent reports the job moving on
+    sa.Column("resubmit_at", Seconds, nullable=True),
     sa.UniqueConstraint("request_id", "job_index", name="uq_pm_allocation_job"),
     # acquire scans open allocations of one request, never-leased (expiry 0) first
     sa.Index("ix_pm_allocation_queue", "request_id", "state", "lease_expires"),

@@ -159,10 +159,14 @@ def act(
     request: Request, request_id: Id, action: str, caller: Caller, service: Service,
     csrf: Annotated[str | None, Form(max_length=100)] = None,
     reason: Annotated[str, Form(max_length=500)] = "",
+    error_class: Annotated[str | None, Form(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = None,
 ) -> Response:
     """The buttons: the same RequestService calls as the REST routes, so the same roles."""
     try:
         check_csrf(request, csrf)
+        if action == "resubmit":
+            service.resubmit_paused(caller, request_id, error_class)
+            return RedirectResponse(f"/requests/{request_id}", status_code=303)
         if action not in ACTIONS:
             raise NotFound(f"no action {action!r}")
         result = getattr(service, action)(caller, request_id, reason.strip())

@@ -12,7 +12,7 @@ import yaml
 
 from prodmanager.client import ProdManagerClient
 from prodmanager.errors import Forbidden
-from prodmanager.models import ComponentState
+from prodmanager.models import ComponentState, JobEvent
 from tests.prodmanager.conftest import WORKFLOWS, Server
 
 DOC = (WORKFLOWS / "minbias_demo.yaml").read_text()
@@ -121,7 +121,7 @@ def test_job_events_are_stored_once_and_only_from_their_agent(server: Server) ->
     request_id = submit(server, "alice", "web-jobs")
     agent = ProdManagerClient(server.url, server.env.tokens["agent1"])
     agent.register_agent("agent1", sites=["T2_XY"], capacity=2)
-    held = agent.acquire("agent1", jobs=1)[0]
+    held = agent.acquire("agent1", jobs=1, lease_seconds=300)[0]
     now = time.time()
     events = [
         {"seq": 10, "allocation_id": held.allocation_id, "job_name": "j-1", "retry": 0,
@@ -135,13 +135,13 @@ def test_job_events_are_stored_once_and_only_from_their_agent(server: Server) ->
     path = f"{server.url}/api/v1/agents/agent1/jobs"
     first = httpx.post(path, json={"events": events}, headers=bearer(server, "agent1")).json()
     again = httpx.post(path, json={"events": events}, headers=bearer(server, "agent1")).json()
-    assert first == {"accepted": 2, "last_seq": 11} and again == {"accepted": 0, "last_seq": 11}
+    assert (first["accepted"], first["last_seq"], again["accepted"], again["last_seq"]) == (2, 11, 0, 11)
     agent2 = ProdManagerClient(server.url, server.env.tokens["agent2"])
     agent2.register_agent("agent2", sites=["T2_XY"], capacity=1)
     other = [dict(events[0], seq=99)]
     stolen = httpx.post(f"{server.url}/api/v1/agents/agent2/jobs", json={"events": other},
                         headers=bearer(server, "agent2")).json()
-    assert stolen == {"accepted": 0, "last_seq": 0}  # not its allocation
+    assert (stolen["accepted"], stolen["last_seq"]) == (0, 0)  # not its allocation
 
     ops = bearer(server, "ops")
     job = httpx.get(f"{server.url}/api/v1/monitor/jobs/{held.allocation_id}", headers=ops).json()
@@ -160,11 +160,40 @@ def test_job_events_are_stored_once_and_only_from_their_agent(server: Server) ->
     assert "injected &lt;b&gt;failure&lt;/b&gt;" in page
 
 
+def test_resubmit_paused_jobs_by_class_reaches_their_agent(server: Server) -> None:
+    request_id = submit(server, "alice", "web-resubmit")
+    agent = ProdManagerClient(server.url, server.env.tokens["agent1"])
+    agent.register_agent("agent1", sites=["T2_XY"], capacity=2)
+    held = agent.acquire("agent1", jobs=2, lease_seconds=300)
+    paused = [
+        JobEvent(seq=20 + i, allocation_id=a.allocation_id, job_name=f"j-{i}", retry=0,
+                 from_state="jobfailed", to_state="paused", at=time.time(),
+                 error_class=cls, reason=f"{cls}: boom; paused for an operator")
+        for i, (a, cls) in enumerate(zip(held, ["FatalError", "OutOfMemory"], strict=True))
+    ]
+    assert agent.report_jobs("agent1", paused).resubmit == []
+    path = f"{server.url}/api/v1/requests/{request_id}/resubmit"
+    body = {"error_class": "FatalError"}
+    assert httpx.post(path, json=body, headers=bearer(server, "bob")).status_code == 404
+    assert httpx.post(path, json=body, headers=bearer(server, "alice")).json() == {"allocations": 1}
+    fatal = held[0].allocation_id
+    assert agent.report_jobs("agent1", []).resubmit == [fatal]  # asked until the job moves on
+    moved = paused[0].model_copy(update={"seq": 30, "from_state": "paused", "to_state": "created"})
+    assert agent.report_jobs("agent1", [moved]).resubmit == []
+    # The page's button is the same call: the owner may press it, with the CSRF token.
+    web, csrf = browser(server, "alice")
+    page = web.get(f"/requests/{request_id}").text
+    assert 'data-class="OutOfMemory"' in page and 'data-class="FatalError"' not in page
+    pressed = web.post(f"/requests/{request_id}/resubmit", data={"csrf": csrf, "error_class": "OutOfMemory"})
+    assert pressed.status_code == 303, pressed.text
+    assert agent.report_jobs("agent1", []).resubmit == [held[1].allocation_id]
+
+
 def test_agent_status_shows_components_and_dead_letters(server: Server) -> None:
     request_id = submit(server, "alice", "web-status")
     agent = ProdManagerClient(server.url, server.env.tokens["agent1"])
     agent.register_agent("agent1", sites=["T2_XY"], capacity=2)
-    agent.acquire("agent1", jobs=1)
+    agent.acquire("agent1", jobs=1, lease_seconds=300)
     components = [
         ComponentState(name="JobTracker", alive=True, state="alive", heartbeat_age_s=1.5,
                        pending=3, dead_letters=2),

@@ -121,6 +121,11 @@ def test_submit_watch_progress_and_read_a_failed_jobs_log(browser, stack, shot) 
     page.locator('#why [data-code="jobs_paused"]').wait_for(timeout=120_000)
     assert "1 job(s) wait for an operator (1 paused)" in page.inner_text("#why")
     shot(page, "why-paused")
+    # The owner resubmits it by its class; the agent learns it at its next report.
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.click('button.resubmit[data-class="FatalError"]')
+    page.wait_for_url(re.compile(rf"/requests/{request_id}$"))
+    page.locator('#why [data-code="jobs_paused"]').wait_for(state="detached", timeout=60_000)
 
     # The failed attempt of job 1: its class and site in the grid, its log in the browser.
     page.goto(f"{stack.url}/jobs?request={request_id}&error_class=PayloadError")

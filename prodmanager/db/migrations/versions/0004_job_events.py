@@ -1,6 +1,7 @@
 """Job detail pushed by agents for the web monitor: `pm_job_event` (each state change of an
 agent's job, unique by agent and the agent's sequence number) and `pm_job_log` (the log tail of a
-failed attempt); `pm_agent.status`, `status_at` (its components as it last reported them); two indexes of `pm_allocation` for the monitor's reads (the last change per
+failed attempt); `pm_agent.status`, `status_at` (its components as it last reported them);
+`pm_allocation.resubmit_at` (a resubmit of its paused job asked for, until the agent acts); two indexes of `pm_allocation` for the monitor's reads (the last change per
 request and state; finished allocations per agent over a time window).
 
 Revision ID: 0004
@@ -56,6 +57,8 @@ def upgrade() -> None:
         sa.Column("text", sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql"), nullable=False),
     )
     op.create_index("ix_pm_job_log_allocation", "pm_job_log", ["allocation_id"])
+    with op.batch_alter_table("pm_allocation") as batch:
+        batch.add_column(sa.Column("resubmit_at", sa.Double(), nullable=True))
     with op.batch_alter_table("pm_agent") as batch:
         batch.add_column(sa.Column("status", sa.Text, nullable=True))
         batch.add_column(sa.Column("status_at", sa.Double(), nullable=True))
@@ -68,6 +71,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("pm_allocation") as batch:
+        batch.drop_column("resubmit_at")
     with op.batch_alter_table("pm_agent") as batch:
         batch.drop_column("status_at")
         batch.drop_column("status")
