@@ -64,7 +64,8 @@ def fill(engine: sa.Engine, requests: int, jobs: int) -> None:
             for j in range(per):
                 aid = r * per + j + 1
                 state = rnd.choices(["done", "open", "failed"], [70, 25, 5])[0]
-                leased = state == "open" and rnd.random() < 0.6
+                # agents hold at most their capacity (8 x 500): about 3,750 leased at once
+                leased = state == "open" and rnd.random() < 0.15
                 rows.append({
                     "id": aid, "request_id": r + 1, "job_index": j, "first_event": j * 100,
                     "n_events": 100, "seed": aid, "state": state,

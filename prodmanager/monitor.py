@@ -30,7 +30,8 @@ from prodmanager.errors import NotFound
 from prodmanager.states import ACQUIRABLE, FINISHED, RequestState
 from prodrequest.spec import Sites
 
-PAGE_SIZE = 50
+PAGE_SIZE = 50  # jobs per page
+REQUESTS_PER_PAGE = 25  # each costs a read of its allocations' counters
 COOLOFF = "cooloff"
 SITE_WINDOW_S = 6 * 3600.0
 
@@ -69,7 +70,7 @@ class Monitor:
 
         def work(conn: sa.Connection) -> dict[str, Any]:
             total, rows = mq.request_page(
-                conn, states, owner, name, (page - 1) * PAGE_SIZE, PAGE_SIZE
+                conn, states, owner, name, (page - 1) * REQUESTS_PER_PAGE, REQUESTS_PER_PAGE
             )
             counters = counters_for(conn, list(rows), now)
             seen = mq.activity(conn, [int(r.id) for r in rows])
@@ -78,7 +79,7 @@ class Monitor:
                 "items": items,
                 "total": total,
                 "page": page,
-                "pages": max(1, -(-total // PAGE_SIZE)),
+                "pages": max(1, -(-total // REQUESTS_PER_PAGE)),
                 "filters": {"state": states or [], "owner": owner, "name": name},
             }
 

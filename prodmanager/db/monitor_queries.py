@@ -121,7 +121,8 @@ def allocation_page(
     offset: int,
     limit: int,
 ) -> Sequence[sa.Row[Any]]:
-    """A page of allocations (jobs) by filter, newest change first; `owner`: of that owner's
+    """A page of allocations (jobs) by filter, newest first (by id: an index, whatever the
+    filter); `owner`: of that owner's
     requests only."""
     where: list[sa.ColumnElement[bool]] = []
     if request_id is not None:
@@ -142,7 +143,7 @@ def allocation_page(
         sa.select(allocation, request.c.name.label("request_name"), request.c.owner)
         .join(request, request.c.id == allocation.c.request_id)
         .where(*where)
-        .order_by(allocation.c.updated_at.desc(), allocation.c.id.desc())
+        .order_by(allocation.c.id.desc())
         .offset(offset)
         .limit(limit)
     )

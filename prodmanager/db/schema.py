@@ -76,9 +76,14 @@ allocation = sa.Table(
     # acquire scans open allocations of one request, never-leased (expiry 0) first
     sa.Index("ix_pm_allocation_queue", "request_id", "state", "lease_expires"),
     sa.Index("ix_pm_allocation_agent", "agent", "state"),
-    # the web monitor (migration 0004): last change per request and state; finished per agent
-    sa.Index("ix_pm_allocation_activity", "request_id", "state", "updated_at"),
+    # the web monitor (migration 0004): counters and last change per request read from an index
+    # alone; finished and leased allocations per agent
+    sa.Index(
+        "ix_pm_allocation_activity",
+        "request_id", "state", "lease_expires", "updated_at", "n_events", "events_done",
+    ),
     sa.Index("ix_pm_allocation_finished", "state", "updated_at", "agent"),
+    sa.Index("ix_pm_allocation_leased", "state", "lease_expires", "agent", "job_state"),
 )
 
 file = sa.Table(

@@ -1,8 +1,8 @@
 """Job detail pushed by agents for the web monitor: `pm_job_event` (each state change of an
 agent's job, unique by agent and the agent's sequence number) and `pm_job_log` (the log tail of a
 failed attempt); `pm_agent.status`, `status_at` (its components as it last reported them);
-`pm_allocation.resubmit_at` (a resubmit of its paused job asked for, until the agent acts); two indexes of `pm_allocation` for the monitor's reads (the last change per
-request and state; finished allocations per agent over a time window).
+`pm_allocation.resubmit_at` (a resubmit of its paused job asked for, until the agent acts); three indexes of `pm_allocation` for the monitor's reads (counters and the last
+change per request, from the index alone; finished allocations per agent over a time window; leased ones per agent).
 
 Revision ID: 0004
 Revises: 0002
@@ -63,10 +63,15 @@ def upgrade() -> None:
         batch.add_column(sa.Column("status", sa.Text, nullable=True))
         batch.add_column(sa.Column("status_at", sa.Double(), nullable=True))
     op.create_index(
-        "ix_pm_allocation_activity", "pm_allocation", ["request_id", "state", "updated_at"]
+        "ix_pm_allocation_activity",
+        "pm_allocation",
+        ["request_id", "state", "lease_expires", "updated_at", "n_events", "events_done"],
     )
     op.create_index(
         "ix_pm_allocation_finished", "pm_allocation", ["state", "updated_at", "agent"]
+    )
+    op.create_index(
+        "ix_pm_allocation_leased", "pm_allocation", ["state", "lease_expires", "agent", "job_state"]
     )
 
 
@@ -76,6 +81,7 @@ def downgrade() -> None:
     with op.batch_alter_table("pm_agent") as batch:
         batch.drop_column("status_at")
         batch.drop_column("status")
+    op.drop_index("ix_pm_allocation_leased", "pm_allocation")
     op.drop_index("ix_pm_allocation_finished", "pm_allocation")
     op.drop_index("ix_pm_allocation_activity", "pm_allocation")
     op.drop_table("pm_job_log")
