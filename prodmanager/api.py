@@ -1,5 +1,5 @@
 """HTTP routes of the pull protocol (agents): register, acquire, renew, report, complete (one
-allocation, or many in one call), release, merged. Every route needs a bearer token of role `agent` (or `operator`)."""
+allocation, or many in one call), release, merged, job detail (`prodmanager.job_reports`). Every route needs a bearer token of role `agent` (or `operator`)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Path
 
 from prodmanager import deps
 from prodmanager.auth import Principal
+from prodmanager.job_reports import JobReports
 from prodmanager.models import (
     AGENT_NAME_PATTERN,
     INT64_MAX,
@@ -16,11 +17,14 @@ from prodmanager.models import (
     AcquireResponse,
     AgentInfo,
     AgentRegistration,
+    AgentStatus,
     AllocationAck,
     CompleteMany,
     CompleteManyAck,
     CompleteReport,
     ErrorBody,
+    JobReport,
+    JobReportAck,
     MergedAck,
     MergedReport,
     ProgressReport,
@@ -35,6 +39,7 @@ router = APIRouter(prefix="/api/v1", tags=["pull"], responses=ERRORS)  # type: i
 
 Caller = Annotated[Principal, Depends(deps.principal)]
 Pull = Annotated[PullService, Depends(deps.pull)]
+Reports = Annotated[JobReports, Depends(deps.job_reports)]
 Agent = Annotated[str, Path(pattern=AGENT_NAME_PATTERN)]
 AllocationId = Annotated[int, Path(ge=0, le=INT64_MAX)]
 
@@ -88,3 +93,13 @@ def release(
 @router.post("/agents/{agent}/merged", response_model=MergedAck)
 def merged(agent: Agent, body: MergedReport, caller: Caller, pull: Pull) -> MergedAck:
     return pull.report_merged(caller, agent, body)
+
+
+@router.post("/agents/{agent}/status", response_model=AgentStatus)
+def report_status(agent: Agent, body: AgentStatus, caller: Caller, reports: Reports) -> AgentStatus:
+    return reports.status(caller, agent, body)
+
+
+@router.post("/agents/{agent}/jobs", response_model=JobReportAck)
+def report_jobs(agent: Agent, body: JobReport, caller: Caller, reports: Reports) -> JobReportAck:
+    return reports.report(caller, agent, body)

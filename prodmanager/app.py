@@ -28,6 +28,7 @@ from prodmanager.notify import api as notify_api
 from prodmanager.pull_service import PullService
 from prodmanager.request_service import DEFAULT_INPUT_PREFIXES, RequestService
 from prodmanager.text import printable
+from prodmanager.web import routes as web_routes
 from prodrequest import api as request_api
 from prodrequest.loader import MAX_ERRORS
 
@@ -62,6 +63,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.include_router(pull_api.router)
     app.include_router(notify_api.router)
     app.include_router(metrics.router)
+    web_routes.include(app)  # the web monitor at / and its JSON twins
     app.add_exception_handler(ProdManagerError, _on_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _on_invalid)  # type: ignore[arg-type]
     app.add_middleware(Guard, auth=app.state.auth, limits=settings.body_limits)

@@ -31,11 +31,15 @@ from prodmanager import errors
 from prodmanager.models import (
     AcquireResponse,
     AgentInfo,
+    AgentStatus,
     Allocation,
     AllocationAck,
     AllocationInfo,
     CompleteManyAck,
     CompleteOutcome,
+    ComponentState,
+    JobEvent,
+    JobReportAck,
     MergedAck,
     MergedFile,
     OutputFile,
@@ -186,6 +190,16 @@ class ProdManagerClient:
     def report_merged(self, agent: str, request_id: int, files: Iterable[MergedFile]) -> MergedAck:
         body = {"request_id": request_id, "files": [f.model_dump() for f in files]}
         return self._call("POST", f"/agents/{agent}/merged", MergedAck, json=body)
+
+    def report_status(self, agent: str, components: Iterable[ComponentState]) -> AgentStatus:
+        """Push the agent's components' status (alive, heartbeat, queue, dead letters)."""
+        body = {"components": [c.model_dump() for c in components]}
+        return self._call("POST", f"/agents/{agent}/status", AgentStatus, json=body)
+
+    def report_jobs(self, agent: str, events: Iterable[JobEvent]) -> JobReportAck:
+        """Push job state changes (with failed attempts' log tails); empty: learn `last_seq`."""
+        body = {"events": [e.model_dump() for e in events]}
+        return self._call("POST", f"/agents/{agent}/jobs", JobReportAck, json=body)
 
     # --- requests -------------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import Header, Request
 
 from prodmanager.auth import Principal
+from prodmanager.job_reports import JobReports
 from prodmanager.pull_service import PullService
 from prodmanager.request_service import RequestService
 
@@ -24,3 +25,10 @@ def requests(request: Request) -> RequestService:
 
 def pull(request: Request) -> PullService:
     return request.app.state.pull
+
+
+def job_reports(request: Request) -> JobReports:
+    found = getattr(request.app.state, "job_reports", None)
+    if found is None:
+        found = request.app.state.job_reports = JobReports(request.app.state.db, pull(request))
+    return found

@@ -1,7 +1,9 @@
 """The door of the HTTP server: authenticate first, then read a bounded body, then check it.
 
 A pure ASGI middleware, so that nothing runs before it: for every route except
-`GET /api/v1/health` it checks the bearer token before a byte of the body is read (401), puts
+`GET /api/v1/health` (and the web monitor's sign-in and static files) it checks the bearer token
+(or, on the web monitor's pages outside `/api/`, the session cookie: a browser without one is
+sent to the sign-in page) before a byte of the body is read (401), puts
 the principal on `request.state.principal`, reads the body counting the streamed bytes against
 the route's limit (413; Content-Length may be absent or lie), and walks every JSON body with the
 workflow loader's bounded parse (depth, 64-bit integers, finite numbers, real Unicode, no control
@@ -17,17 +19,25 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, RedirectResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from prodmanager.auth import Authenticator
 from prodmanager.errors import InvalidInput, ProdManagerError, Unauthorized
+from prodmanager.web.session import authorization_from_cookie
 from prodrequest.loader import DOCUMENT, MAX_DOCUMENT_BYTES, WorkflowInvalid, load_json
 
 MiB = 1024 * 1024
 PUBLIC = frozenset({("GET", "/api/v1/health")})
 SUBMIT = ("POST", "/api/v1/requests")
+VALIDATE = ("POST", "/api/v1/requests/validate")
+RAW_DOCUMENT = frozenset({SUBMIT, VALIDATE})  # workflow documents: the loader checks them
 BODY = "(body)"
+# The web monitor (`prodmanager.web`): every path outside the API. Its pages also accept the
+# session cookie; only sign-in and the vendored static files are open without a token.
+API_PATHS = ("/api/", "/docs", "/redoc", "/openapi.json")
+MONITOR_API = "/api/v1/monitor/"  # the pages' JSON twins: readable with the cookie too (GET only)
+WEB_PUBLIC = frozenset({("GET", "/login"), ("POST", "/login"), ("POST", "/logout")})
 
 
 @dataclass(frozen=True)
@@ -43,7 +53,7 @@ class BodyLimits:
     merged: int = 64 * MiB
 
     def for_route(self, method: str, path: str) -> int:
-        if (method, path) == SUBMIT:
+        if (method, path) in RAW_DOCUMENT or (method == "POST" and _is_web(path)):
             return self.submit
         if method == "POST" and _AGENT_ROUTE.match(path):
             action = path.rsplit("/", 1)[-1]
@@ -79,20 +89,39 @@ class Guard:
             return
         method, path = scope["method"], scope["path"]
         headers = Headers(scope=scope)
+        web = _is_web(path)
+        authorization = headers.get("authorization")
+        if not authorization and (web or (method == "GET" and path.startswith(MONITOR_API))):
+            authorization = authorization_from_cookie(headers.get("cookie"))
+        principal = None
         try:
-            principal = await run_in_threadpool(
-                self.auth.authenticate, headers.get("authorization")
-            )
+            try:
+                principal = await run_in_threadpool(self.auth.authenticate, authorization)
+            except Unauthorized:
+                if not (web and _web_public(method, path)):
+                    raise
             limit = self.limits.for_route(method, path)
-            where = DOCUMENT if (method, path) == SUBMIT else BODY
+            where = DOCUMENT if (method, path) in RAW_DOCUMENT else BODY
             body = await _read_body(receive, headers.get("content-length"), limit, where)
-            if body.strip() and (method, path) != SUBMIT:
+            if body.strip() and not web and (method, path) not in RAW_DOCUMENT:
                 await run_in_threadpool(_check_json, body)
         except ProdManagerError as exc:
+            if web and isinstance(exc, Unauthorized) and "text/html" in headers.get("accept", ""):
+                # A browser without a session: to the sign-in page. Other clients get the 401.
+                await RedirectResponse("/login", status_code=303)(scope, receive, send)
+                return
             await _answer(exc, scope, receive, send)
             return
         scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, _replay(body, receive), send)
+
+
+def _is_web(path: str) -> bool:
+    return not path.startswith(API_PATHS)
+
+
+def _web_public(method: str, path: str) -> bool:
+    return (method, path) in WEB_PUBLIC or (method == "GET" and path.startswith("/static/"))
 
 
 async def _read_body(receive: Receive, declared: str | None, limit: int, where: str) -> bytes:

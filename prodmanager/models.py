@@ -350,6 +350,81 @@ class RunInfo(Wire):
     decision: str | None
 
 
+# --- job detail pushed by agents (the web monitor's job pages) ------------------------------------
+
+LogLine = Annotated[SafeLine, Field(max_length=1000)]
+
+
+class JobEvent(Wire):
+    """One state change of one of an agent's jobs for a ProdManager allocation. `seq` is the
+    agent's own increasing number of the change (its transition id): events are unique by
+    (agent, seq), so a repeated push stores nothing twice. A failure carries the tail of the
+    attempt's log, as lines (the door refuses control characters, newlines included)."""
+
+    seq: Id
+    allocation_id: Id
+    job_name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:+=@-]{1,200}$")]
+    retry: Annotated[int, Field(ge=0, le=10_000, strict=True)]
+    from_state: str | None = Field(None, pattern=JOB_STATE_PATTERN)
+    to_state: str = Field(pattern=JOB_STATE_PATTERN)
+    at: float = Field(ge=0, le=1e11)
+    reason: Reason = ""
+    site: str | None = Field(None, pattern=SITE_PATTERN)
+    exit_code: int | None = Field(None, ge=-(2**31), le=2**31 - 1, strict=True)
+    error_class: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    memory_mb: Count | None = None
+    wall_s: float | None = Field(None, ge=0, le=1e9)
+    cpu_s: float | None = Field(None, ge=0, le=1e9)
+    max_rss_mb: float | None = Field(None, ge=0, le=1e9)
+    log_tail: list[LogLine] = Field(default_factory=list, max_length=400)
+
+
+class JobReport(Wire):
+    events: list[JobEvent] = Field(max_length=200)
+
+
+class JobReportAck(Wire):
+    accepted: int = Field(description="events stored now (a repeated one is not counted)")
+    last_seq: int = Field(description="the highest seq stored for this agent (0: none)")
+    resubmit: list[int] = Field(
+        default_factory=list,
+        description="allocations whose job waits for an operator who asked to resubmit it",
+    )
+
+
+class ResubmitBody(Wire):
+    """Resubmit the jobs of a request that wait for an operator (paused or exhausted), all or
+    those whose last failure has this error class."""
+
+    error_class: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class ResubmitResult(Wire):
+    allocations: int = Field(description="jobs asked to be resubmitted (their agents act on it)")
+
+
+class ComponentState(Wire):
+    """One of an agent's components as `prodAgentd status` sees it."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    alive: bool
+    state: str = Field(pattern=JOB_STATE_PATTERN)  # alive | starting | stale | dead
+    heartbeat_age_s: float | None = Field(None, ge=0, le=1e10)
+    pending: Count = 0  # messages waiting in its queue
+    dead_letters: Count = 0
+    restarts: Count = 0
+
+
+class AgentStatus(Wire):
+    components: list[ComponentState] = Field(max_length=100)
+
+
+class ValidateResult(Wire):
+    """A document that would be accepted as it is."""
+
+    valid: bool
+
+
 class WhoAmI(Wire):
     name: str
     role: Role

@@ -118,6 +118,10 @@ class PullService:
             for r in rows
         ]
 
+    def check_agent(self, principal: Principal, name: str) -> None:
+        """The caller must be the registered agent's owner (or an operator)."""
+        self._agent(principal, name)
+
     def _agent(self, principal: Principal, name: str) -> None:
         """The caller must be the agent's owner (or an operator)."""
         require_role(principal, Role.AGENT)

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from prodmanager import chain, lifecycle, outputs, runs, splitter
 from prodmanager.auth import Principal, require_role, require_visible
 from prodmanager.counters import counters_for
+from prodmanager.db import job_queries as jq
 from prodmanager.db import queries as q
 from prodmanager.db.engine import Database
 from prodmanager.errors import Conflict, Forbidden, IllegalTransition, InvalidInput, NotFound
@@ -31,6 +32,7 @@ from prodmanager.models import (
     HistoryEntry,
     RequestDetail,
     RequestSummary,
+    ResubmitResult,
     Role,
     RunInfo,
     SubmitResult,
@@ -57,18 +59,29 @@ class RequestService:
     def submit_document(
         self, principal: Principal, data: bytes, content_type: str | None = None
     ) -> SubmitResult:
+        return self.submit(principal, self.validate_document(principal, data, content_type))
+
+    def validate_document(
+        self, principal: Principal, data: bytes, content_type: str | None = None
+    ) -> Workflow:
+        """Every check a submit makes, storing nothing: the workflow, or InvalidInput /
+        Forbidden naming the fields (the web form shows them before submission)."""
         require_role(principal, Role.REQUESTER)
         try:
             workflow = load_workflow(data, content_type)
         except WorkflowInvalid as exc:
             raise invalid_workflow(exc.errors, exc.total) from None
-        return self.submit(principal, workflow)
+        self._check_policies(principal, workflow.model_dump(mode="json"))
+        return workflow
+
+    def _check_policies(self, principal: Principal, spec: dict[str, Any]) -> None:
+        check_command_permission(principal, spec)
+        check_inputs(spec, self.input_prefixes)
 
     def submit(self, principal: Principal, workflow: Workflow) -> SubmitResult:
         require_role(principal, Role.REQUESTER)
         spec = workflow.model_dump(mode="json")
-        check_command_permission(principal, spec)
-        check_inputs(spec, self.input_prefixes)
+        self._check_policies(principal, spec)
         spec_json = json.dumps(spec, sort_keys=True, separators=(",", ":"))
         sha = hashlib.sha256(spec_json.encode()).hexdigest()
         try:
@@ -241,6 +254,25 @@ class RequestService:
 
         self.db.transaction(work)
         return self.summary(request_id)
+
+    def resubmit_paused(
+        self, principal: Principal, request_id: int, error_class: str | None = None
+    ) -> ResubmitResult:
+        """Ask the agents to resubmit the request's jobs that wait for an operator (those whose
+        last failure has `error_class`, or all): they learn it with their next job report."""
+
+        def work(conn: sa.Connection) -> int:
+            row = _request_or_404(conn, request_id)
+            require_visible(principal, request_id, row.owner)
+            now = time.time()
+            chosen = [
+                int(w.id)
+                for w in jq.waiting(conn, request_id, list(jq.OPERATOR_STATES), now)
+                if error_class is None or w.error_class == error_class
+            ]
+            return jq.mark_resubmit(conn, chosen, now)
+
+        return ResubmitResult(allocations=self.db.transaction(work))
 
     def clone(self, principal: Principal, request_id: int, reason: str = "") -> SubmitResult:
         """A new request for exactly the work the source did not produce (failed, recalled or

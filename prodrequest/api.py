@@ -1,4 +1,5 @@
-"""HTTP routes of ProdRequest: submit, list, show, abort, pause, resume, close, clone.
+"""HTTP routes of ProdRequest: submit, validate, list, show, abort, pause, resume, close, clone,
+resubmit (paused jobs).
 
 A workflow is submitted as the raw document (YAML, or JSON with a JSON content type), so the
 size and encoding checks see exactly the bytes the requester sent.
@@ -21,8 +22,11 @@ from prodmanager.models import (
     ErrorBody,
     RequestDetail,
     RequestSummary,
+    ResubmitBody,
+    ResubmitResult,
     RunInfo,
     SubmitResult,
+    ValidateResult,
     WhoAmI,
 )
 from prodmanager.request_service import RequestService
@@ -53,6 +57,17 @@ async def submit(
     if not result.created:
         response.status_code = 200
     return result
+
+
+@router.post("/requests/validate", response_model=ValidateResult)
+async def validate(request: Request, caller: Caller, service: Service) -> ValidateResult:
+    """Every check of a submit, storing nothing: 200 when the document would be accepted, else
+    the submit's 4xx naming the fields."""
+    data = await request.body()  # bounded by the guard like a submit
+    await run_in_threadpool(
+        service.validate_document, caller, data, request.headers.get("content-type")
+    )
+    return ValidateResult(valid=True)
 
 
 @router.get("/requests", response_model=list[RequestSummary])
@@ -107,6 +122,14 @@ def close(
     request_id: RequestId, caller: Caller, service: Service, body: Reason = None
 ) -> RequestSummary:
     return service.close(caller, request_id, body.reason if body else "")
+
+
+@router.post("/requests/{request_id}/resubmit", response_model=ResubmitResult)
+def resubmit(
+    request_id: RequestId, caller: Caller, service: Service, body: Annotated[ResubmitBody, Body()]
+) -> ResubmitResult:
+    """Resubmit the request's jobs that wait for an operator, all or those of one error class."""
+    return service.resubmit_paused(caller, request_id, body.error_class)
 
 
 @router.post("/requests/{request_id}/clone", response_model=SubmitResult, status_code=201)

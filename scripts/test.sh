@@ -8,6 +8,7 @@ scripts/setup.sh
 scripts/mariadb.sh
 scripts/xrootd.sh install || echo "warning: XRootD could not be installed; the XRootD tests will say why"
 scripts/prometheus.sh
+scripts/chromium.sh
 if [ -x scripts/slurm/start-slurm.sh ]; then
   scripts/slurm/start-slurm.sh || echo "warning: Slurm did not start; the Slurm tests will say why"
 fi

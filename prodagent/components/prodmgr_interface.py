@@ -5,7 +5,8 @@ their jobs: `killed` at once, their batch jobs removed by JobSubmitter), gives u
 reason), completes allocations whose jobs are done (reporting events and files) or releases
 them as failed when their jobs exhausted retries, acquires new work (only as much as the agent
 can run soon: room per site minus jobs already waiting, so it never hoards), copies the run
-gates of requests merged per run (MergeSensor's `pa_run`) and reports merged files.
+gates of requests merged per run (MergeSensor's `pa_run`), reports merged files and pushes
+its jobs' state changes (with failed attempts' log tails) for the web monitor.
 
 Read, then call, then record: no HTTP call runs inside a database transaction. Each step reads
 what to do in one short transaction, calls ProdManager with none open, and records the outcome
@@ -29,16 +30,27 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from prodagent.jobs import allocations as allocs
-from prodagent.jobs import site_states, site_store, states, store
+from prodagent.jobs import job_events, site_states, site_store, states, store
+from prodagent.jobs.layout import Layout
+from prodagent.runtime import daemon
 from prodagent.runtime.component import Component, Context, handles
 from prodmanager import errors as pm_errors
 from prodmanager.client import ProdManagerClient, ServerUnavailable
-from prodmanager.models import Allocation, CompleteOutcome, LeaseStatus, MergedFile, OutputFile
+from prodmanager.models import (
+    Allocation,
+    CompleteOutcome,
+    ComponentState,
+    LeaseStatus,
+    MergedFile,
+    OutputFile,
+)
 from prodmanager.text import one_line
 
 RENEW_CHUNK = 5000  # leases per renew call (ProdManager takes at most 10,000)
 COMPLETE_PER_CALL = 100  # allocations per bulk completion call (ProdManager takes at most 500)
 REASON_MAX = 500  # ProdManager's limit on a release reason
+JOB_EVENTS_PER_CALL = 100  # job state changes per push (ProdManager takes at most 200)
+JOB_SETTLE_S = 5.0
 ENDED = states.DONE_OK | {states.EXHAUSTED, states.KILLED}
 
 
@@ -55,6 +67,7 @@ class ProdMgrSettings(BaseModel):
     http_timeout_s: float = Field(10.0, gt=0)  # per HTTP attempt
     http_retries: int = Field(2, ge=0)  # quick retries of one call before it counts as an outage
     outage_backoff_max_s: float = Field(30.0, gt=0)  # longest wait between tries while unreachable
+    status_every_s: float = Field(15.0, gt=0)  # push the components' status this often
 
 
 @dataclass
@@ -81,6 +94,9 @@ class ProdMgrInterface(Component):
         self.pool = ThreadPoolExecutor(self.settings.complete_workers, thread_name_prefix="complete")
         self.next_renew = 0.0
         self.outage = Outage()
+        self.next_status = 0.0
+        self.job_cursor: int | None = None  # last job transition ProdManager has (None: ask it)
+        self.layout = Layout(self.config)
 
     def teardown(self) -> None:
         self.pool.shutdown()
@@ -103,6 +119,8 @@ class ProdMgrInterface(Component):
             self._acquire(capacity)
             self._refresh_run_gates()
             self._report_merged()
+            self._push_jobs()
+            self._push_status()
         except ServerUnavailable as exc:
             self._unreachable(exc)
         except pm_errors.ProdManagerError as exc:
@@ -366,6 +384,48 @@ class ProdMgrInterface(Component):
                 refused = f"{exc.code}: {exc}"[:2000]
                 self.log.error("merged file %s refused by ProdManager: %s", merged.lfn, refused)
             self.transaction(lambda ctx, f=merged.id, r=refused: allocs.record_merged_report(ctx.conn, f, r))
+
+    def _push_jobs(self) -> None:
+        """Send job state changes (with failed attempts' log tails) for the web monitor, and
+        resubmit the paused jobs ProdManager's answer names. The
+        cursor passes a change only once it is `JOB_SETTLE_S` old: on MariaDB a transaction
+        may commit a lower transition id after a higher one was read; resending is harmless."""
+        if self.job_cursor is None:
+            self.job_cursor = self.client.report_jobs(self.agent, []).last_seq
+        cursor = self.job_cursor
+        rows = self.transaction(
+            lambda ctx: store.transitions_since(ctx.conn, self.agent, cursor, JOB_EVENTS_PER_CALL)
+        )
+        ack = self.client.report_jobs(self.agent, [job_events.to_event(r, self.layout) for r in rows])
+        if ack.resubmit:
+            self.transaction(lambda ctx: self._resubmit(ctx, ack.resubmit))
+        settled = time.time() - JOB_SETTLE_S
+        for row in rows:
+            if row.at > settled:
+                break
+            self.job_cursor = int(row.id)
+
+    def _resubmit(self, ctx: Context, pm_ids: list[int]) -> None:
+        """An operator or the owner asked ProdManager to resubmit these allocations' paused
+        jobs: as `prodagent jobs resubmit` does. Asked again until the job moves on, so a lost
+        message only delays it; JobCreator ignores jobs no longer waiting."""
+        ids = store.waiting_jobs_of(ctx.conn, self.agent, pm_ids)
+        if ids:
+            ctx.publish("RetryJob", {"job_ids": ids, "reason": "resubmitted by an operator (ProdManager)"})
+            self.log.info("resubmitting job(s) %s as asked through ProdManager", ids)
+
+    def _push_status(self) -> None:
+        """Every `status_every_s`: the components' status (as `prodAgentd status` shows it)."""
+        if time.monotonic() < self.next_status:
+            return
+        rows = daemon.status(self.config, list(self.config.components.enabled))
+        self.client.report_status(self.agent, [
+            ComponentState(name=r.component, alive=r.alive, state=r.state,
+                           heartbeat_age_s=r.heartbeat_age_s, pending=r.pending,
+                           dead_letters=r.dead_letters, restarts=r.restarts)
+            for r in rows
+        ])
+        self.next_status = time.monotonic() + self.settings.status_every_s
 
     def _merged_to_report(self, ctx: Context) -> list[tuple[Any, str, list[str]]]:
         return [(f, f.request_id, allocs.merge_input_lfns(ctx.conn, f.job_id))

@@ -1,12 +1,15 @@
 """The main job: a complete Monte Carlo production on the embedded defaults.
 
-    python -m prodagent.demo [--workdir DIR] [--workflow FILE] [--slots N] [--keep]
+    python -m prodagent.demo [--workdir DIR] [--workflow FILE] [--slots N] [--keep] [--serve]
 
 Starts a ProdManager (SQLite) and an agent (SQLite, local executor), submits a request of real
 Pythia events split into many jobs with injected failures of several classes, shows progress
 while it runs, acts as the operator for a job paused on a fatal error, and ends with a summary:
 events requested, produced and merged (read back from the merged ROOT files), jobs by final
 state, error-handler decisions by class, files and sizes. Everything it started is stopped.
+While it runs, ProdManager's web monitor is at the printed address (an operator token to sign in
+with is printed too); with `--serve` the agent stops at the end but the monitor stays up until
+Ctrl-C, for a person to look at.
 
 Ctrl-C (SIGINT), SIGTERM and SIGHUP (its terminal closed) stop the production: ProdManager, the
 agent's supervisor and components, and every payload still running are stopped, what was stopped
@@ -180,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fail-plan", default=FAIL_PLAN, help="'' for a run without injected failures")
     parser.add_argument("--timeout", type=float, default=280.0)
     parser.add_argument("--keep", action="store_true", help="keep the work directory of an earlier run")
+    parser.add_argument("--serve", action="store_true",
+                        help="leave the web monitor up at the end (until Ctrl-C)")
     args = parser.parse_args(argv)
     workdir: Path = args.workdir.resolve()
     if workdir.exists() and not args.keep:
@@ -194,11 +199,18 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[bold]starting ProdManager[/] on {manager.url} and agent [bold]agent1[/] in {workdir}")
         with signals.shielded():
             manager.start()
+        console.print(f"[bold]web monitor[/]: {manager.url}/", highlight=False, soft_wrap=True)
+        console.print(f"  sign in with the operator token {manager.token('operator', 'demo-ops')}",
+                      highlight=False, soft_wrap=True)
         agent = AgentProcesses(write_agent_config(workdir / "agent.yaml", workdir / "agent", manager, slots=args.slots))
         with signals.shielded():
             agent.start()
         console.print(agent.ctl("status", check=False).stdout)
         exit_code = 0 if produce(args, manager, agent, start, workdir) else 1
+        if args.serve:
+            agent.stop()
+            agent = None
+            serve_until_stopped(manager, signals)
     except Exception as exc:
         if signals.received is None:
             raise
@@ -221,6 +233,17 @@ def main(argv: list[str] | None = None) -> int:
         else:
             say("stopped the agent and ProdManager")
     return 128 + signals.received if signals.received is not None else exit_code
+
+def serve_until_stopped(manager: Manager, signals: StopSignals) -> None:
+    """Keep ProdManager (and its web monitor) up until a stop signal, which here is the normal
+    end and not an interruption."""
+    say(f"production over; the web monitor stays up at {manager.url}/ (Ctrl-C to stop it)")
+    try:
+        while True:
+            time.sleep(1.0)
+    except Interrupted:
+        signals.received = None
+
 
 def produce(args: argparse.Namespace, manager: Manager, agent: AgentProcesses, start: float, workdir: Path) -> bool:
     """Submit the request, follow it to its end (acting as the operator), print the summary."""

@@ -486,3 +486,30 @@ def void_files(conn: sa.Connection, agent: str, limit: int = 1000) -> list[sa.Ro
                                  pa_file.c.job_id.in_(sa.select(J.c.id).where(J.c.agent == agent)))
         .order_by(pa_file.c.id).limit(limit).with_for_update()
     ))
+
+
+def transitions_since(conn: sa.Connection, agent: str, after_id: int, limit: int) -> list[sa.Row[Any]]:
+    """The agent's production-job transitions with id > `after_id`, oldest first, each with its
+    job's site, codes, resources, work area and ProdManager allocation id (`pm_id`)."""
+    T, A = pa_job_transition, pa_allocation
+    return list(conn.execute(
+        sa.select(T.c.id, T.c.job_id, T.c.from_state, T.c.to_state, T.c.at, T.c.retry, T.c.reason,
+                  J.c.name, J.c.retry.label("job_retry"), J.c.site, J.c.exit_code, J.c.error_class,
+                  J.c.memory_mb, J.c.wall_s, J.c.cpu_s, J.c.max_rss_mb, J.c.workdir,
+                  J.c.request_id, A.c.pm_id)
+        .select_from(T.join(J, J.c.id == T.c.job_id).join(A, A.c.id == J.c.allocation_id))
+        .where(T.c.id > after_id, J.c.agent == agent, A.c.pm_id > 0)
+        .order_by(T.c.id).limit(limit)
+    ))
+
+
+def waiting_jobs_of(conn: sa.Connection, agent: str, pm_ids: list[int]) -> list[int]:
+    """Ids of the agent's jobs waiting for an operator (paused, exhausted) for these ProdManager
+    allocations."""
+    if not pm_ids:
+        return []
+    return list(conn.execute(
+        sa.select(J.c.id)
+        .select_from(J.join(pa_allocation, pa_allocation.c.id == J.c.allocation_id))
+        .where(J.c.agent == agent, J.c.state.in_(states.NEEDS_OPERATOR), pa_allocation.c.pm_id.in_(pm_ids))
+    ).scalars())

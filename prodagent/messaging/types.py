@@ -122,7 +122,7 @@ declare("JobFailed", JobIds, {"JobSubmitter", "JobTracker", "MergeSensor"}, {"Er
         "jobs in submitfailed, jobfailed or lost, to be decided")
 declare("JobSuccess", JobIds, {"JobTracker"}, {"MergeSensor"},
         "jobs in state success: production outputs to merge, merges to judge")
-declare("RetryJob", JobIdsWithReason, {"ErrorHandler", OPERATOR}, {"JobCreator"},
+declare("RetryJob", JobIdsWithReason, {"ErrorHandler", "ProdMgrInterface", OPERATOR}, {"JobCreator"},
         "jobs whose cool-off is over (or resubmitted by an operator): their next attempt")
 declare("KillJobs", JobIdsWithReason, {"ProdMgrInterface", OPERATOR}, {"JobSubmitter"},
         "jobs to kill (a producer records the kill itself: JobSubmitter removes the batch jobs at once)")

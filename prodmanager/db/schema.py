@@ -6,6 +6,7 @@ behave the same. The Alembic migrations in `migrations/versions/` must build exa
 from __future__ import annotations
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 
 metadata = sa.MetaData()
 
@@ -68,10 +69,21 @@ allocation = sa.Table(
     sa.Column("job_state", sa.String(20), nullable=True),
     sa.Column("reason", sa.String(500), nullable=True),
     sa.Column("updated_at", Seconds, nullable=False),
+    # an operator or the owner asked to resubmit its job waiting for an operator (migration 0004);
+    # cleared when the agent reports the job moving on
+    sa.Column("resubmit_at", Seconds, nullable=True),
     sa.UniqueConstraint("request_id", "job_index", name="uq_pm_allocation_job"),
     # acquire scans open allocations of one request, never-leased (expiry 0) first
     sa.Index("ix_pm_allocation_queue", "request_id", "state", "lease_expires"),
     sa.Index("ix_pm_allocation_agent", "agent", "state"),
+    # the web monitor (migration 0004): counters and last change per request read from an index
+    # alone; finished and leased allocations per agent
+    sa.Index(
+        "ix_pm_allocation_activity",
+        "request_id", "state", "lease_expires", "updated_at", "n_events", "events_done",
+    ),
+    sa.Index("ix_pm_allocation_finished", "state", "updated_at", "agent"),
+    sa.Index("ix_pm_allocation_leased", "state", "lease_expires", "agent", "job_state"),
 )
 
 file = sa.Table(
@@ -95,6 +107,41 @@ file = sa.Table(
     sa.Index("ix_pm_file_allocation", "allocation_id"),
 )
 
+# Job detail pushed by agents (migration 0004): each state change of an agent's job, and the log
+# tail of each failed attempt, kept here so the monitor shows them after the agent cleaned up.
+job_event = sa.Table(
+    "pm_job_event",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("agent", sa.String(100), nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("allocation_id", BigId, nullable=False),
+    sa.Column("request_id", BigId, nullable=False),
+    sa.Column("job_name", sa.String(200), nullable=False),
+    sa.Column("retry", sa.Integer, nullable=False),
+    sa.Column("from_state", sa.String(20), nullable=True),
+    sa.Column("to_state", sa.String(20), nullable=False),
+    sa.Column("at", Seconds, nullable=False),
+    sa.Column("reason", sa.String(500), nullable=False),
+    sa.Column("site", sa.String(64), nullable=True),
+    sa.Column("exit_code", sa.Integer, nullable=True),
+    sa.Column("error_class", sa.String(64), nullable=True),
+    sa.Column("resources", sa.Text, nullable=True),  # JSON {memory_mb, wall_s, cpu_s, max_rss_mb}
+    sa.UniqueConstraint("agent", "seq", name="uq_pm_job_event_seq"),
+    sa.Index("ix_pm_job_event_allocation", "allocation_id", "id"),
+    sa.Index("ix_pm_job_event_request", "request_id", "error_class", "site"),
+)
+
+job_log = sa.Table(
+    "pm_job_log",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("event_id", BigId, sa.ForeignKey("pm_job_event.id"), nullable=False, unique=True),
+    sa.Column("allocation_id", BigId, nullable=False),
+    sa.Column("text", sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql"), nullable=False),
+    sa.Index("ix_pm_job_log_allocation", "allocation_id"),
+)
+
 agent = sa.Table(
     "pm_agent",
     metadata,
@@ -104,6 +151,9 @@ agent = sa.Table(
     sa.Column("token_name", sa.String(100), nullable=False),
     sa.Column("registered_at", Seconds, nullable=False),
     sa.Column("last_seen", Seconds, nullable=False),
+    # its components as it last reported them (JSON list of ComponentState; migration 0004)
+    sa.Column("status", sa.Text, nullable=True),
+    sa.Column("status_at", Seconds, nullable=True),
 )
 
 token = sa.Table(

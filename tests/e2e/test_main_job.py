@@ -21,6 +21,7 @@ def test_main_job_completes_and_stops_what_it_started(tmp_path) -> None:
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     text = out.stdout
     assert "production complete: every requested event is merged" in text
+    assert re.search(r"web monitor: http://127\.0\.0\.1:\d+/\n  sign in with the operator token pm_", text)
     # The table row itself, read back from the merged ROOT files (not any "5000" in the output).
     assert re.search(r"events in merged ROOT files\s*\S?\s*5000\b", text), text[-3000:]
     for error_class in ("PayloadError", "OutOfMemory", "MissingOutput", "EmptyOutput", "NoEndOfJob", "FatalError"):
