@@ -42,7 +42,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from prodagent.payload.jobspec import FailMode, FailSpec, PythiaParams, ReconstructParams
-from prodagent.storage.names import check_lfn
+from prodagent.storage.names import check_input_name
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -68,8 +68,9 @@ DATASET_PATTERN = (
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 SiteName = Annotated[str, Field(pattern=SITE_PATTERN)]
-#: a logical file name that cannot escape a storage element's root (`prodagent.storage.names`)
-Lfn = Annotated[str, Field(pattern=LFN_PATTERN), AfterValidator(check_lfn)]
+#: an input file: a logical file name that cannot escape a storage element's root, or a URL
+#: without `.`/`..` components (`prodagent.storage.names`)
+Lfn = Annotated[str, Field(pattern=LFN_PATTERN), AfterValidator(check_input_name)]
 
 _SCALARS = (str, int, float, bool)
 

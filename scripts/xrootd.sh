@@ -23,8 +23,14 @@ install() {
     echo "xrootd is not installed and this user cannot install it (need root)" >&2
     return 1
   fi
-  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
-    --no-install-recommends xrootd-server xrootd-client >/dev/null
+  local apt=(apt-get -o DPkg::Lock::Timeout=600)
+  # A fresh machine may have no package lists yet: update once if the first try fails.
+  DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -qq --no-install-recommends \
+    xrootd-server xrootd-client >/dev/null 2>&1 || {
+    "${apt[@]}" update -qq
+    DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -qq --no-install-recommends \
+      xrootd-server xrootd-client >/dev/null
+  }
 }
 
 running() {

@@ -42,6 +42,26 @@ def relative_name(lfn: str) -> str:
     return rel
 
 
+_URL = re.compile(r"^[a-z][a-z0-9+.-]{0,15}://[A-Za-z0-9.:-]*(/.*)$")
+
+
+def check_input_name(name: str) -> str:
+    """`name` itself if it is a safe input file name (a validator): an LFN as `check_lfn` wants
+    it, or a URL (`root://host//path`) whose path has no empty, `.` or `..` component beyond the
+    leading slashes. Which URLs and prefixes a deployment reads is its input-prefix policy."""
+    url = _URL.match(name) if isinstance(name, str) else None
+    if url is None:
+        return check_lfn(name)
+    if len(name) > MAX_LFN_CHARS:
+        raise UnsafeName(f"input file name longer than {MAX_LFN_CHARS} characters")
+    for part in url.group(1).lstrip("/").split("/"):
+        if part in ("", ".", ".."):
+            raise UnsafeName(f"input URL has an empty, '.' or '..' component: {name!r}")
+        if not _COMPONENT.fullmatch(part):
+            raise UnsafeName(f"component {part!r} has characters outside [A-Za-z0-9_.+=@-]")
+    return name
+
+
 def check_lfn(lfn: str) -> str:
     """`lfn` itself if it is safe (a validator for pydantic models); raises UnsafeName."""
     relative_name(lfn)

@@ -18,7 +18,6 @@ from prodmanager.client import ProdManagerClient
 from prodmanager.db import queries as q
 from prodmanager.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from prodmanager.request_service import RequestService
-from prodrequest.spec import workflow_adapter
 from tests.prodmanager.conftest import Env, Server, mc_workflow
 
 COMMAND = {"command": ["sh", "-c", "echo hi"], "version": "1"}
@@ -116,13 +115,13 @@ def test_token_create_with_allow_commands(server: Server) -> None:
     assert bad.exit_code != 0
 
 
-def _processing(*lfns: str) -> object:
+def _processing(*lfns: str) -> bytes:
     doc = mc_workflow("files", 1, 1)
     del doc["events"]
     doc["kind"] = "processing"
     doc["payload"] = {"transformation": "reconstruct", "version": "1"}
     doc["input"] = {"files": list(lfns)}
-    return workflow_adapter.validate_python(doc)
+    return json.dumps(doc).encode()
 
 
 @pytest.mark.parametrize(
@@ -140,7 +139,7 @@ def _processing(*lfns: str) -> object:
 def test_input_files_must_lie_under_an_allowed_prefix(env: Env, lfn: str) -> None:
     before = env.db.read(q.table_counts)
     with pytest.raises(InvalidInput) as info:
-        env.requests.submit(env.who("alice"), _processing("/store/data/a.root", lfn))  # type: ignore[arg-type]
+        env.requests.submit_document(env.who("alice"), _processing("/store/data/a.root", lfn), "application/json")
     assert [e["path"] for e in info.value.details["errors"]] == ["input.files[1].lfn"]
     assert env.db.read(q.table_counts) == before
 
@@ -148,10 +147,10 @@ def test_input_files_must_lie_under_an_allowed_prefix(env: Env, lfn: str) -> Non
 def test_input_prefixes_are_the_deployments_choice(env: Env) -> None:
     service = RequestService(env.db, ("root://eos.example.org//eos/cms/store/",))
     alice = env.who("alice")
-    ok = service.submit(alice, _processing("root://eos.example.org//eos/cms/store/a.root"))  # type: ignore[arg-type]
+    ok = service.submit_document(alice, _processing("root://eos.example.org//eos/cms/store/a.root"), "application/json")
     assert ok.created
     with pytest.raises(InvalidInput):
-        service.submit(alice, _processing("/store/data/a.root"))  # type: ignore[arg-type]
+        service.submit_document(alice, _processing("/store/data/a.root"), "application/json")
     assert env.requests.input_prefixes == ("/store/",)
 
 
