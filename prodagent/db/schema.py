@@ -119,6 +119,7 @@ pa_allocation = sa.Table(
     sa.Column("pm_id", sa.BigInteger, nullable=False, server_default="0"),  # ProdManager's allocation id
     sa.Column("lease_epoch", sa.Integer, nullable=False, server_default="0"),  # ProdManager's lease count
     sa.Index("ix_pa_allocation_state", "agent", "state"),
+    sa.Index("ix_pa_allocation_leases", "agent", "state", "lease_expires_at"),  # metrics
     sa.Index("ix_pa_allocation_pm", "agent", "pm_id"),
 )
 
@@ -164,7 +165,6 @@ pa_job = sa.Table(
     sa.Index("ix_pa_job_request", "request_id", "state"),
     sa.Index("ix_pa_job_kill_pending", "agent", "kill_pending_at"),
     sa.Index("ix_pa_job_metrics", "agent", "state", "site", "job_type"),  # metrics: index-only
-    sa.Index("ix_pa_job_wall", "agent", "wall_s"),
 )
 
 pa_job_transition = sa.Table(

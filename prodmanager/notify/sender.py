@@ -63,8 +63,8 @@ class Sender:
         while not stop.is_set():
             try:
                 busy = self.tick()
-            except sa.exc.SQLAlchemyError:
-                log.exception("notification sender tick failed; retrying")
+            except Exception:  # noqa: BLE001 - the sender outlives a bad pass; claims expire
+                log.exception("notification sender pass failed; trying again")
                 busy = False
             if not busy:
                 stop.wait(self.config.poll_s)
