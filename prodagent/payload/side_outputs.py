@@ -54,10 +54,13 @@ def add_histograms(inputs: list[Path], out: Path) -> dict[str, float]:
     return {name: float(v.sum()) for name, v in expected.items()}
 
 
-def merge_side_outputs(inputs: list[Path], merged: Path) -> str | None:
+def merge_side_outputs(inputs: list[str] | list[Path], merged: Path) -> str | None:
     """Merge the side outputs of `inputs` beside `merged`, if every input has them; a line saying
-    what was done, or None when the inputs have no side outputs (e.g. generator files)."""
-    sides = [side_outputs(p) for p in inputs]
+    what was done, or None when the inputs have no side outputs (e.g. generator files). Inputs
+    read from a storage element (URLs) have none: side outputs stay in the work area."""
+    if any("://" in str(p) for p in inputs):
+        return None
+    sides = [side_outputs(Path(p)) for p in inputs]
     if not sides or not all(h.is_file() and d.is_file() for h, d in sides):
         return None
     hist, _ = side_outputs(merged)

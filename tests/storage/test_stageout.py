@@ -40,17 +40,34 @@ def _run(jobdirs: list[Path], timeout: float) -> list[int]:
     return [p.wait(timeout=timeout) for p in procs]
 
 
+def _said(jobdir: Path) -> str:
+    err = jobdir / "wrapper.err"
+    return err.read_text() if err.exists() else ""
+
+
 def test_server_down_for_30s_during_stageout_nothing_lost_or_duplicated(own_xrootd_server, tmp_path):
     server = own_xrootd_server
     rule = server.pfn_rule("disk")
     policy = StageOutPolicy(attempts=30, backoff_s=1.0, backoff_max_s=4.0, max_s=120.0)
     jobdirs = [_job(tmp_path, i, rule, policy) for i in range(3)]
     server.stop()
-    restarted = threading.Timer(30.0, server.start)
     started = time.monotonic()
+
+    def restart_when_every_job_has_failed_once() -> None:
+        # Down for 30 s and until each job has met the outage (a loaded machine may take longer
+        # than 30 s to reach its stage-out), then up again.
+        deadline = started + 150
+        while time.monotonic() < deadline and not (
+            time.monotonic() - started >= 30
+            and all("attempt 1 failed" in _said(d) for d in jobdirs)
+        ):
+            time.sleep(0.5)
+        server.start()
+
+    restarted = threading.Thread(target=restart_when_every_job_has_failed_once)
     restarted.start()
     try:
-        statuses = _run(jobdirs, timeout=150)
+        statuses = _run(jobdirs, timeout=240)
     finally:
         restarted.join()
     assert time.monotonic() - started >= 30  # the jobs could only finish once the server was back
@@ -65,7 +82,7 @@ def test_server_down_for_30s_during_stageout_nothing_lost_or_duplicated(own_xroo
         assert out.element == "disk" and out.path == element.pfn(f"mc/Outage/unmerged/job{i}.root")
         assert element.verify(f"mc/Outage/unmerged/job{i}.root", out.adler32).size == out.size
         assert not (jobdir / "out.root").exists()  # the local copy goes once the replica is verified
-        said = (jobdir / "wrapper.err").read_text()
+        said = _said(jobdir)
         assert "attempt 1 failed" in said and "(1 attempt(s))" not in said  # retried, then staged out
         with rootio.open_file(out.path) as f:
             events += f["events"].arrays(["event"], library="np")["event"].tolist()
