@@ -9,6 +9,7 @@ every chunk of it was processed."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -19,10 +20,12 @@ from typing import Any
 import numpy as np
 import pytest
 import uproot
+from click.testing import CliRunner
 
 from prodagent.demo.stack import AgentProcesses, Manager, write_agent_config
 from prodagent.payload import rootio
 from prodagent.runtime import pidfiles
+from prodrequest.cli import main as prodrequest_cli
 
 RUN = 301
 EVENTS, PER_JOB = 160, 40
@@ -112,6 +115,14 @@ def run_chain(manager: Manager, agent: AgentProcesses, poll: Any = None) -> None
     want, got = hist_sum(unmerged_hists), hist_sum(merged_hists)
     assert set(want) == set(got) == {"jet_pt", "n_jets"}
     assert all(np.array_equal(want[k], got[k]) for k in want)  # merged bins == sum of unmerged
+    shown = json.loads(agent.cli("datasets", "list", "--json").stdout)
+    (reco_ds,) = [d["id"] for d in shown if d["name"] == "/Chain/reco-v1/MDST"]
+    (per_run,) = json.loads(agent.cli("datasets", "show", str(reco_ds), "--json").stdout)
+    assert per_run["run"] == RUN and per_run["gate"] in ("ready", "merged")  # as last copied
+    assert per_run["files"]["merged/final"]["events"] == EVENTS
+    cli = CliRunner().invoke(prodrequest_cli, ["--url", manager.url, "--token",
+                                               manager.token("requester", "tester"), "show", str(reco.id)])
+    assert "1 run(s): 1 merged, 0 needing attention" in cli.output, cli.output
     history = client.get(gen.id).history
     gen_closed = max(h.at for h in history if h.to_state == "closed")
     reco_merge_jobs = [p.stat().st_mtime for p in reco_merged]
