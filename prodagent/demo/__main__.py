@@ -1,12 +1,14 @@
 """The main job: a complete Monte Carlo production on the embedded defaults.
 
-    python -m prodagent.demo [--workdir DIR] [--workflow FILE] [--slots N] [--keep]
+    python -m prodagent.demo [--workdir DIR] [--workflow FILE] [--slots N] [--keep] [--chain]
 
 Starts a ProdManager (SQLite) and an agent (SQLite, local executor), submits a request of real
 Pythia events split into many jobs with injected failures of several classes, shows progress
 while it runs, acts as the operator for a job paused on a fatal error, and ends with a summary:
 events requested, produced and merged (read back from the merged ROOT files), jobs by final
 state, error-handler decisions by class, files and sizes. Everything it started is stopped.
+With --chain it runs a chained production instead: generate -> reconstruct -> merge per run,
+with failures injected in both tasks (`prodagent.demo.chain`).
 
 Ctrl-C (SIGINT), SIGTERM and SIGHUP (its terminal closed) stop the production: ProdManager, the
 agent's supervisor and components, and every payload still running are stopped, what was stopped
@@ -180,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fail-plan", default=FAIL_PLAN, help="'' for a run without injected failures")
     parser.add_argument("--timeout", type=float, default=280.0)
     parser.add_argument("--keep", action="store_true", help="keep the work directory of an earlier run")
+    parser.add_argument("--chain", action="store_true", help="generate -> reconstruct -> merge per run")
     args = parser.parse_args(argv)
     workdir: Path = args.workdir.resolve()
     if workdir.exists() and not args.keep:
@@ -198,7 +201,12 @@ def main(argv: list[str] | None = None) -> int:
         with signals.shielded():
             agent.start()
         console.print(agent.ctl("status", check=False).stdout)
-        exit_code = 0 if produce(args, manager, agent, start, workdir) else 1
+        if args.chain:
+            from prodagent.demo import chain
+
+            exit_code = 0 if chain.produce(manager, agent, console, args.timeout) else 1
+        else:
+            exit_code = 0 if produce(args, manager, agent, start, workdir) else 1
     except Exception as exc:
         if signals.received is None:
             raise
