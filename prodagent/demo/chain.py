@@ -84,7 +84,8 @@ def progress(a: Any, b: Any, runs: list[Any], elapsed: float) -> Table:
     return table
 
 
-def _pairs(paths: list[Path]) -> list[tuple[int, int]]:
+def run_events(paths: list[Path]) -> list[tuple[int, int]]:
+    """(run, event) of every entry of these ROOT files, duplicates kept."""
     out: list[tuple[int, int]] = []
     for path in paths:
         cols = rootio.open_tree(path).arrays(["run", "event"], library="np")
@@ -92,7 +93,8 @@ def _pairs(paths: list[Path]) -> list[tuple[int, int]]:
     return out
 
 
-def _hists(paths: list[Path]) -> dict[str, Any]:
+def hist_sums(paths: list[Path]) -> dict[str, Any]:
+    """Bin contents (flow bins included) of each histogram name, summed over these files."""
     import uproot
 
     total: dict[str, Any] = {}
@@ -110,9 +112,9 @@ def summary(a: Any, b: Any, runs: list[Any], data: Path, gen_doc: dict[str, Any]
 
     gen_files = sorted(area("merged", gen_doc).rglob("*.root"))
     mdsts = sorted(p for p in area("merged", reco_doc).rglob("*.root") if not p.name.endswith(".hist.root"))
-    generated, reconstructed = _pairs(gen_files), _pairs(mdsts)
-    want = _hists(list(area("unmerged", reco_doc).rglob("*.hist.root")))
-    got = _hists(list(area("merged", reco_doc).rglob("*.hist.root")))
+    generated, reconstructed = run_events(gen_files), run_events(mdsts)
+    want = hist_sums(list(area("unmerged", reco_doc).rglob("*.hist.root")))
+    got = hist_sums(list(area("merged", reco_doc).rglob("*.hist.root")))
     hists_ok = bool(want) and set(want) == set(got) and all(np.array_equal(want[k], got[k]) for k in want)
     exact = sorted(generated) == sorted(reconstructed) and len(set(generated)) == len(generated)
     table = Table(title="chained production summary")

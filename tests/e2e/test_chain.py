@@ -19,11 +19,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-import uproot
 from click.testing import CliRunner
 
+from prodagent.demo.chain import hist_sums, run_events
 from prodagent.demo.stack import AgentProcesses, Manager, write_agent_config
-from prodagent.payload import rootio
 from prodagent.runtime import pidfiles
 from prodrequest.cli import main as prodrequest_cli
 
@@ -68,23 +67,6 @@ def reconstruction() -> dict[str, Any]:
     }
 
 
-def pairs(paths: list[Path]) -> list[tuple[int, int]]:
-    found: list[tuple[int, int]] = []
-    for path in paths:
-        cols = rootio.open_tree(path).arrays(["run", "event"], library="np")
-        found += zip(cols["run"].tolist(), cols["event"].tolist(), strict=True)
-    return found
-
-
-def hist_sum(paths: list[Path]) -> dict[str, np.ndarray]:
-    total: dict[str, np.ndarray] = {}
-    for path in paths:
-        with uproot.open(path) as f:
-            for name in f.keys(cycle=False):
-                total[name] = total.get(name, 0) + f[name].values(flow=True)
-    return total
-
-
 def run_chain(manager: Manager, agent: AgentProcesses, poll: Any = None) -> None:
     client = manager.client("requester", "tester")
     gen = client.submit(generation()).request
@@ -105,14 +87,14 @@ def run_chain(manager: Manager, agent: AgentProcesses, poll: Any = None) -> None
     gen_merged = sorted((root / "merged" / "Chain" / "gen-v1").rglob("*.root"))
     reco_merged = sorted(p for p in (root / "merged" / "Chain" / "reco-v1").rglob("*.root")
                          if not p.name.endswith(".hist.root"))
-    generated = pairs(gen_merged)
+    generated = run_events(gen_merged)
     assert len(generated) == EVENTS and len(set(generated)) == EVENTS
-    assert sorted(pairs(reco_merged)) == sorted(generated)  # every generated event, exactly once
+    assert sorted(run_events(reco_merged)) == sorted(generated)  # every generated event, exactly once
     assert all(f"-run{RUN}-" in p.name for p in reco_merged)
     unmerged_hists = list((root / "unmerged" / "Chain" / "reco-v1").rglob("*.hist.root"))
     merged_hists = list((root / "merged" / "Chain" / "reco-v1").rglob("*.hist.root"))
     assert len(unmerged_hists) == len(gen_merged)  # one reconstruction job per merged GEN file
-    want, got = hist_sum(unmerged_hists), hist_sum(merged_hists)
+    want, got = hist_sums(unmerged_hists), hist_sums(merged_hists)
     assert set(want) == set(got) == {"jet_pt", "n_jets"}
     assert all(np.array_equal(want[k], got[k]) for k in want)  # merged bins == sum of unmerged
     shown = json.loads(agent.cli("datasets", "list", "--json").stdout)
