@@ -620,10 +620,23 @@ class InputSpec(Section):
         return len(self.groups())
 
 
+MAIN_STEP = "main"  # the name of the payload's own step in a StepChain
+
+
+class Step(Payload):
+    """A further step run inside the same job after the payload (StepChain): its own
+    transformation and parameters, reading the output of the step named by `input` from the
+    job's work area. The last step's output is the job's output."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,39}$")
+    input: str = Field(MAIN_STEP, pattern=r"^[a-z][a-z0-9_-]{0,39}$")
+
+
 class _Common(Section):
     name: Name
     description: str = Field("", max_length=2000)
     payload: Payload
+    steps: list[Step] = Field(default_factory=list, max_length=20)
     output: Output
     merge: MergeSettings = Field(default_factory=MergeSettings)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
@@ -636,6 +649,23 @@ class _Common(Section):
     @property
     def jobs(self) -> int:
         raise NotImplementedError
+
+    @model_validator(mode="after")
+    def _steps_chain(self) -> _Common:
+        produced = {MAIN_STEP}
+        for i, step in enumerate(self.steps):
+            if step.name in produced:
+                raise field_error(("steps", i, "name"), f"step name {step.name!r} is used twice", step.name)
+            if step.input not in produced:
+                raise field_error(("steps", i, "input"),
+                                  f"no step before it produces output {step.input!r} "
+                                  f"(available: {', '.join(sorted(produced))})", step.input)
+            if step.transformation not in READS_INPUT:
+                raise field_error(("steps", i, "transformation"),
+                                  "a later step must read its input: " + ", ".join(sorted(READS_INPUT)),
+                                  step.transformation)
+            produced.add(step.name)
+        return self
 
     @model_validator(mode="after")
     def _fail_plan_within_jobs(self, info: ValidationInfo) -> _Common:

@@ -75,6 +75,12 @@ def submitted_documents() -> list[tuple[str, dict[str, Any]]]:
                               "events": {"total": 50, "per_job": 10},
                               "output": {"dataset": "/Bench/bench-v1/GEN", "tier": "GEN"}}),
         ("demo", demo_workflow(DEFAULT_WORKFLOW, FAIL_PLAN)),
+        ("stepchain", {"kind": "montecarlo", "name": "gen_reco",
+                       "payload": {"transformation": "pythia", "version": "8.317"},
+                       "steps": [{"name": "reco", "transformation": "reconstruct", "version": "1",
+                                  "parameters": {"radius": 0.6, "fail_plan": "1:exit"}}],
+                       "events": {"total": 40, "per_job": 10},
+                       "output": {"dataset": "/Steps/gen-reco-v1/MDST", "tier": "MDST"}}),
         ("command", {"kind": "montecarlo", "name": "cmd",
                      "payload": {"command": ["sh", "-c", "echo hi"], "version": "1",
                                  "parameters": {"fail_plan": [{"job": 1, "mode": "exit", "attempts": 2}]}},
@@ -228,6 +234,12 @@ def test_every_accepted_document_builds_its_jobs(name: str, doc: dict[str, Any],
             assert spec.fail is not None and spec.fail.mode == planned[job.job_index]
         else:
             assert spec.fail == knobs.fail
+    for job in jobs:  # each further step in the spec, with its own parameters and failures
+        steps = read_spec(Layout.attempt_dir(job.workdir, 0)).steps
+        assert [(s.name, s.transformation) for s in steps] == [(s.name, s.transformation) for s in workflow.steps]
+    if workflow.steps:
+        assert [read_spec(Layout.attempt_dir(j.workdir, 0)).steps[0].fail is not None for j in jobs] == [
+            j.job_index == 1 for j in jobs]
     if workflow.payload.command is not None:
         assert {read_spec(Layout.attempt_dir(j.workdir, 0)).transformation for j in jobs} == {"command"}
 

@@ -8,6 +8,7 @@
     prodagent files show ID|LFN [--json]
     prodagent datasets list [--json]
     prodagent datasets remerge DATASET_ID
+    prodagent datasets show ID [--json]
     prodagent summary [--json]
     prodagent sites list [--json]
     prodagent sites history [SITE] [--json]
@@ -250,6 +251,27 @@ def datasets_list(ctx: click.Context, as_json: bool) -> None:
     for r in rows:
         table.add_row(str(r["id"]), r["name"], r["request_id"], str(r["events_produced"]), str(r["events_merged"]),
                       str(r["merged_files"]), str(r["merged_bytes"]))
+    console.print(table)
+
+
+@datasets.command("show")
+@click.argument("dataset_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def datasets_show(ctx: click.Context, dataset_id: int, as_json: bool) -> None:
+    """A dataset's runs: files by state with their events, runs merged, the merge gate of each
+    (`ready`, or `needs_attention` until an operator decides, for requests merged per run)."""
+    service = _service(ctx)
+    rows = service.tx.run(lambda c: summary.dataset_runs(c, service.agent, dataset_id))
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table(title=f"dataset {dataset_id}: {len(rows)} run(s)")
+    for col in ("run", "gate", "files (kind/state: files, events)"):
+        table.add_column(col)
+    for r in rows:
+        files = ", ".join(f"{k}: {v['files']}, {v['events']} ev" for k, v in sorted(r["files"].items()))
+        table.add_row(str(r["run"]), r["gate"] or "-", files)
     console.print(table)
 
 

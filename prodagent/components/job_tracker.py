@@ -125,9 +125,14 @@ class JobTracker(Component):
             gone = store.transition(c.conn, lost, states.LOST, "the batch system no longer knows the job",
                                     error_class="Lost", error_code=LOST_CODE, per_job=lost)
             done = store.transition(c.conn, failed, states.JOBFAILED, "the job failed", per_job=failed)
-            ok = store.transition(c.conn, succeeded, states.SUCCESS, "job report: success",
-                                  error_class=None, per_job=succeeded)
-            ok_ids = set(ok.ids)
+            by_reason: dict[str, list[int]] = {}
+            for job_id in succeeded:  # a multi-step job's history says which steps ran or were reused
+                by_reason.setdefault(success_reason(reports[job_id]), []).append(job_id)
+            ok_ids = set()
+            for why, ids in by_reason.items():
+                ok_ids |= set(store.transition(c.conn, ids, states.SUCCESS, why, error_class=None,
+                                               per_job={i: succeeded[i] for i in ids}).ids)
+            ok = store.Moved(sorted(ok_ids), {})
             self._register_outputs(c, [j for j in active if j.id in ok_ids], reports)
             if ok.ids:
                 c.publish("JobSuccess", {"job_ids": ok.ids})
@@ -205,3 +210,12 @@ class JobTracker(Component):
         store.insert_files(ctx.conn, rows)
         catalog.record(ctx.conn, [{"lfn": r["lfn"], "element": r["element"], "pfn": r["pfn"], "role": "unmerged",
                                    "size": r["size"], "adler32": r["adler32"]} for r in replicas])
+
+
+def success_reason(report: JobReport) -> str:
+    """`job report: success`, with each step's fate for a multi-step job."""
+    if not report.steps:
+        return "job report: success"
+    steps = ", ".join(f"{s.name} reused from attempt {s.attempt}" if s.reused else f"{s.name} ran"
+                      for s in report.steps)
+    return f"job report: success; steps: {steps}"

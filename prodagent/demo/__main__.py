@@ -1,6 +1,6 @@
 """The main job: a complete Monte Carlo production on the embedded defaults.
 
-    python -m prodagent.demo [--workdir DIR] [--workflow FILE] [--slots N] [--keep] [--serve]
+    python -m prodagent.demo [--workdir DIR] [--workflow FILE] [--slots N] [--keep] [--chain] [--serve]
 
 Starts a ProdManager (SQLite) and an agent (SQLite, local executor), submits a request of real
 Pythia events split into many jobs with injected failures of several classes, shows progress
@@ -10,6 +10,9 @@ state, error-handler decisions by class, files and sizes. Everything it started 
 While it runs, ProdManager's web monitor is at the printed address (an operator token to sign in
 with is printed too); with `--serve` the agent stops at the end but the monitor stays up until
 Ctrl-C, for a person to look at.
+
+With --chain it runs a chained production instead: generate -> reconstruct -> merge per run,
+with failures injected in both tasks (`prodagent.demo.chain`).
 
 Ctrl-C (SIGINT), SIGTERM and SIGHUP (its terminal closed) stop the production: ProdManager, the
 agent's supervisor and components, and every payload still running are stopped, what was stopped
@@ -185,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work directory of an earlier run")
     parser.add_argument("--serve", action="store_true",
                         help="leave the web monitor up at the end (until Ctrl-C)")
+    parser.add_argument("--chain", action="store_true", help="generate -> reconstruct -> merge per run")
     args = parser.parse_args(argv)
     workdir: Path = args.workdir.resolve()
     if workdir.exists() and not args.keep:
@@ -206,7 +210,12 @@ def main(argv: list[str] | None = None) -> int:
         with signals.shielded():
             agent.start()
         console.print(agent.ctl("status", check=False).stdout)
-        exit_code = 0 if produce(args, manager, agent, start, workdir) else 1
+        if args.chain:
+            from prodagent.demo import chain
+
+            exit_code = 0 if chain.produce(manager, agent, console, args.timeout) else 1
+        else:
+            exit_code = 0 if produce(args, manager, agent, start, workdir) else 1
         if args.serve:
             agent.stop()
             agent = None

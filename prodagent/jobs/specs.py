@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from prodagent.jobs import store
 from prodagent.jobs.layout import Layout
-from prodagent.payload.jobspec import JobSpec, write_spec
+from prodagent.payload.jobspec import JobSpec, StepSpec, write_spec
 from prodagent.storage.transfer import StageOutSpec, stage_out_spec
 from prodmanager.text import one_line
 from prodrequest.spec import (
@@ -101,6 +101,10 @@ def production_spec(job: Any, workflow: Workflow, output_path: Path,
         input_events=[int(c) for c in counts] if files and None not in counts else None,
         fail=payload.typed_parameters.planned_failure(job.job_index, job.retry),
         memory_mb=job.memory_mb, time_limit_s=job.time_s, stageout=stageout,
+        steps=[StepSpec(name=step.name, transformation=str(step.transformation),
+                        params=step.transformation_params(), input=step.input,
+                        fail=step.typed_parameters.planned_failure(job.job_index, job.retry))
+               for step in workflow.steps],
     )
 
 

@@ -261,6 +261,21 @@ def file_figures(conn: sa.Connection, dataset_id: int) -> list[sa.Row]:
     ))
 
 
+def run_figures(conn: sa.Connection, dataset_id: int) -> list[sa.Row]:
+    """(run, kind, state, files, events) of a dataset's files, per run, kind and state."""
+    return list(conn.execute(
+        sa.select(pa_file.c.run, pa_file.c.kind, pa_file.c.state, sa.func.count(), sa.func.sum(pa_file.c.events))
+        .where(pa_file.c.dataset_id == dataset_id).group_by(pa_file.c.run, pa_file.c.kind, pa_file.c.state)
+        .order_by(pa_file.c.run)
+    ))
+
+
+def run_gates(conn: sa.Connection, agent: str, request_id: str) -> dict[int, str]:
+    """{run: ProdManager's state of it} as last copied (requests merged per run only)."""
+    return {int(r.run): str(r.state) for r in conn.execute(
+        sa.select(pa_run.c.run, pa_run.c.state).where(pa_run.c.agent == agent, pa_run.c.request_id == request_id))}
+
+
 def select_files(conn: sa.Connection, dataset_id: int | None = None, kind: str | None = None,
                  state: str | None = None, limit: int = 1000) -> list[sa.Row]:
     """Files matching every filter given, in id order, at most `limit`."""

@@ -61,6 +61,21 @@ def datasets(conn: sa.Connection, agent: str) -> list[dict[str, Any]]:
     return result
 
 
+def dataset_runs(conn: sa.Connection, agent: str, dataset_id: int) -> list[dict[str, Any]]:
+    """Per run of a dataset: its files by kind/state with their events, and its merge gate."""
+    ds = next((d for d in store.datasets_of(conn, agent) if d.id == dataset_id), None)
+    if ds is None:
+        return []
+    gates = store.run_gates(conn, agent, ds.request_id)
+    runs: dict[int | None, dict[str, Any]] = {}
+    for run, kind, state, n, events in store.run_figures(conn, dataset_id):
+        entry = runs.setdefault(run, {"run": run, "gate": gates.get(run) if run is not None else None, "files": {}})
+        entry["files"][f"{kind}/{state}"] = {"files": int(n), "events": int(events or 0)}
+    for run, gate in gates.items():
+        runs.setdefault(run, {"run": run, "gate": gate, "files": {}})
+    return [runs[k] for k in sorted(runs, key=lambda r: -1 if r is None else r)]
+
+
 def files(conn: sa.Connection, dataset_id: int | None = None, kind: str | None = None,
           state: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
     return [dict(r._mapping) for r in store.select_files(conn, dataset_id, kind, state, limit)]

@@ -91,6 +91,17 @@ class FailSpec(_Strict):
     message: str | None = Field(None, max_length=1000, pattern=_PLAIN_TEXT)
 
 
+class StepSpec(_Strict):
+    """A further step of a multi-step job (StepChain): it reads the output of step `input`
+    ("main": the job's own transformation) from the job's work area."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,39}$")
+    transformation: Literal["reconstruct"]
+    params: dict[str, Any] = Field(default_factory=dict)
+    input: str = "main"
+    fail: FailSpec | None = None
+
+
 class JobSpec(_Strict):
     """One job, as the agent hands it to the wrapper."""
 
@@ -110,6 +121,7 @@ class JobSpec(_Strict):
     memory_mb: int | None = Field(None, ge=1)  # resident-memory limit the wrapper enforces
     time_limit_s: float | None = Field(None, gt=0)  # wall-time limit the wrapper enforces
     stageout: StageOutSpec | None = None  # copy the output to a storage element at the end
+    steps: list[StepSpec] = Field(default_factory=list)  # run after the main one, in order
 
     @model_validator(mode="after")
     def _check_transformation(self) -> JobSpec:

@@ -41,6 +41,20 @@ class OutputFile(BaseModel):
     element: str | None = None  # staged out: the storage element holding it (`path` is its PFN)
 
 
+class StepResult(BaseModel):
+    """One step of a multi-step job: how it ended in this attempt, or `reused` from attempt
+    `attempt` (its output was still in the job's work area)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    transformation: str
+    status: Literal["success", "failed"]
+    reused: bool = False
+    attempt: int = 0
+    exit_code: int | None = None
+    wall_s: float = 0.0
+
+
 class JobReport(BaseModel):
     """What the job wrapper found; written once per attempt, after the payload has ended."""
 
@@ -64,6 +78,7 @@ class JobReport(BaseModel):
     started_at: datetime
     ended_at: datetime
     end_of_job_seen: bool = False
+    steps: list[StepResult] = []
 
     @property
     def ok(self) -> bool:

@@ -10,7 +10,8 @@ storage element (`stageout`) and the report names its replica there. It exits 0 
 non-zero, or 80 + the last two digits of a 603xx code (`codes.wrapper_exit_status`).
 
 Each run starts clean: the old report and log in JOBDIR and the spec's old output are removed
-first, so a retried job can never be judged on the previous attempt's files.
+first, so a retried job can never be judged on the previous attempt's files. A multi-step job
+(`spec.steps`) runs its steps in order (`steps`), reusing those an earlier attempt finished.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from prodagent.payload.report import (
     write_report,
 )
 from prodagent.payload.stageout import stage_out_output
+from prodagent.payload.steps import run_steps
 from prodagent.payload.transformations import build_argv, child_env
 from prodagent.payload.watchdog import Watchdog
 
@@ -57,8 +59,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return finish(jobdir, failure_report(jobdir, codes.BAD_SPEC, reason, started_at))
     try:
         prepare(spec, jobdir)
-        result = execute(spec, jobdir)
-        report = evaluate(spec, jobdir, result)
+        if spec.steps:
+            result, step_results = run_steps(spec, jobdir, execute)
+            report = evaluate(spec, jobdir, result).model_copy(update={"steps": step_results})
+        else:
+            result = execute(spec, jobdir)
+            report = evaluate(spec, jobdir, result)
         remove_partial_output(spec, jobdir)
         if report.ok and spec.stageout is not None:
             report = stage_out_output(spec, report)

@@ -1,7 +1,7 @@
 """A chained production, end to end: task A generates (Pythia), task B reconstructs A's dataset
 as A merges it (a processing request with `input.dataset`), merged per run; failures injected in
-both, on SQLite and on MariaDB (ProdManager and agent sharing the database), and once more with
-agent components SIGKILLed and restarted mid-way.
+both, on SQLite and on MariaDB (ProdManager and agent sharing the database; there with agent
+components SIGKILLed and restarted mid-way).
 
 Exactness: the (run, event) pairs of B's merged mDSTs are A's generated ones, each exactly once;
 B's merged histograms are the sum of its unmerged ones; B's run is merged only after A ended and
@@ -9,6 +9,7 @@ every chunk of it was processed."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -18,11 +19,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-import uproot
+from click.testing import CliRunner
 
+from prodagent.demo.chain import hist_sums, run_events
 from prodagent.demo.stack import AgentProcesses, Manager, write_agent_config
-from prodagent.payload import rootio
 from prodagent.runtime import pidfiles
+from prodrequest.cli import main as prodrequest_cli
 
 RUN = 301
 EVENTS, PER_JOB = 160, 40
@@ -65,23 +67,6 @@ def reconstruction() -> dict[str, Any]:
     }
 
 
-def pairs(paths: list[Path]) -> list[tuple[int, int]]:
-    found: list[tuple[int, int]] = []
-    for path in paths:
-        cols = rootio.open_tree(path).arrays(["run", "event"], library="np")
-        found += zip(cols["run"].tolist(), cols["event"].tolist(), strict=True)
-    return found
-
-
-def hist_sum(paths: list[Path]) -> dict[str, np.ndarray]:
-    total: dict[str, np.ndarray] = {}
-    for path in paths:
-        with uproot.open(path) as f:
-            for name in f.keys(cycle=False):
-                total[name] = total.get(name, 0) + f[name].values(flow=True)
-    return total
-
-
 def run_chain(manager: Manager, agent: AgentProcesses, poll: Any = None) -> None:
     client = manager.client("requester", "tester")
     gen = client.submit(generation()).request
@@ -102,30 +87,34 @@ def run_chain(manager: Manager, agent: AgentProcesses, poll: Any = None) -> None
     gen_merged = sorted((root / "merged" / "Chain" / "gen-v1").rglob("*.root"))
     reco_merged = sorted(p for p in (root / "merged" / "Chain" / "reco-v1").rglob("*.root")
                          if not p.name.endswith(".hist.root"))
-    generated = pairs(gen_merged)
+    generated = run_events(gen_merged)
     assert len(generated) == EVENTS and len(set(generated)) == EVENTS
-    assert sorted(pairs(reco_merged)) == sorted(generated)  # every generated event, exactly once
+    assert sorted(run_events(reco_merged)) == sorted(generated)  # every generated event, exactly once
     assert all(f"-run{RUN}-" in p.name for p in reco_merged)
     unmerged_hists = list((root / "unmerged" / "Chain" / "reco-v1").rglob("*.hist.root"))
     merged_hists = list((root / "merged" / "Chain" / "reco-v1").rglob("*.hist.root"))
     assert len(unmerged_hists) == len(gen_merged)  # one reconstruction job per merged GEN file
-    want, got = hist_sum(unmerged_hists), hist_sum(merged_hists)
+    want, got = hist_sums(unmerged_hists), hist_sums(merged_hists)
     assert set(want) == set(got) == {"jet_pt", "n_jets"}
     assert all(np.array_equal(want[k], got[k]) for k in want)  # merged bins == sum of unmerged
+    shown = json.loads(agent.cli("datasets", "list", "--json").stdout)
+    (reco_ds,) = [d["id"] for d in shown if d["name"] == "/Chain/reco-v1/MDST"]
+    (per_run,) = json.loads(agent.cli("datasets", "show", str(reco_ds), "--json").stdout)
+    assert per_run["run"] == RUN and per_run["gate"] in ("ready", "merged")  # as last copied
+    assert per_run["files"]["merged/final"]["events"] == EVENTS
+    cli = CliRunner().invoke(prodrequest_cli, ["--url", manager.url, "--token",
+                                               manager.token("requester", "tester"), "show", str(reco.id)])
+    assert "1 run(s): 1 merged, 0 needing attention" in cli.output, cli.output
     history = client.get(gen.id).history
     gen_closed = max(h.at for h in history if h.to_state == "closed")
     reco_merge_jobs = [p.stat().st_mtime for p in reco_merged]
     assert min(reco_merge_jobs) >= gen_closed  # B's run merged only once A could hand on no more
 
 
-def test_chained_generation_and_reconstruction(stack: tuple[Manager, AgentProcesses]) -> None:
-    run_chain(*stack)
-
-
-@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_chain_with_components_killed_mid_way(stack: tuple[Manager, AgentProcesses]) -> None:
+def test_chained_generation_and_reconstruction(stack: tuple[Manager, AgentProcesses], db_url: str) -> None:
+    """On SQLite as it is; on MariaDB with agent components SIGKILLed and restarted mid-way."""
     manager, agent = stack
-    victims = ["ProdMgrInterface", "MergeSensor", "JobCreator"]
+    victims = [] if db_url.startswith("sqlite") else ["ProdMgrInterface", "MergeSensor", "JobCreator"]
     last = [time.monotonic()]
 
     def kill_one() -> None:

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from prodagent.db.schema import pa_job, pa_job_transition
 from prodagent.demo.stack import AgentProcesses, Manager, write_agent_config
 from prodagent.payload import rootio
+from tests.e2e.fault_env import wait_until
 from tests.payload.rawfiles import NAME_PATTERN, write_runs
 
 EVENTS = 15
@@ -64,16 +65,6 @@ def merged_files(root: Path) -> dict[str, list[tuple[int, int]]]:
     return found
 
 
-def wait_for(what: str, predicate: Any, timeout: float = 240) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(1.0)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def kill_hanging_payload(root: Path, timeout: float = 120) -> int:
     """SIGKILL the reconstruction that hangs on purpose; its pid."""
     deadline = time.monotonic() + timeout
@@ -103,14 +94,17 @@ def test_file_list_pulled_by_two_agents_each_file_once(tmp_path: Path, manager: 
     def run_states() -> dict[int, Any]:
         return {r.run: r for r in client.runs(request.id)}
 
-    held = wait_for("run 275773 to need attention", lambda: run_states()[275773].state == "needs_attention"
-                    and run_states()[275772].state == "merged" and run_states())[275773]
+    def held_back() -> Any:
+        now = run_states()
+        return now[275772].state == "merged" and now[275773].state == "needs_attention" and now[275773]
+
+    held = wait_until(held_back, 240, "run 275773 to need attention and 275772 to be merged")
     assert held.reason == f"1 of 3 file(s) failed: {2 * EVENTS} of {3 * EVENTS} input events processed"
     assert held.files["processed"] == 2 and held.files["failed"] == 1
     assert client.get(request.id).state == "failed"
     assert not [n for n in merged_files(tmp_path) if "run275773" in n]  # held: not merged
     manager.client("operator", "ops").decide_run(request.id, 275773, "accept", "chunk 2 is lost")
-    view = wait_for("the request to close", lambda: (v := client.get(request.id)).state == "closed" and v)
+    view = wait_until(lambda: (v := client.get(request.id)).state == "closed" and v, 240, "the request to close")
     assert view.counters.events_merged == (len(files) - 1) * EVENTS
 
     expected = []

@@ -115,3 +115,19 @@ def test_rest_refuses_bad_documents_with_field_errors(server: Server) -> None:
     r = httpx.post(f"{server.url}/api/v1/requests", content=huge, headers=headers)
     assert r.status_code == 413 and r.json()["errors"][0]["path"] == "(document)"
     assert env.db.read(q.table_counts) == before
+
+
+def test_an_unknown_input_dataset_is_refused_storing_nothing(env: Env) -> None:
+    """The dataset a chained request reads must be some request's output (checked by the service)."""
+    doc = b"""kind: processing
+name: orphan_reco
+payload: {transformation: reconstruct, version: "1"}
+input: {dataset: /Nobody/makes-v1/GEN}
+output: {dataset: /Nobody/reco-v1/MDST, tier: MDST}
+"""
+    before = env.db.read(q.table_counts)
+    with pytest.raises(InvalidInput) as info:
+        env.requests.submit_document(env.who("alice"), doc)
+    assert [e["path"] for e in info.value.details["errors"]] == ["input.dataset"]
+    assert "no request produces /Nobody/makes-v1/GEN" in str(info.value.details["errors"])
+    assert env.db.read(q.table_counts) == before
