@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import time
 from collections import Counter
 
 import pytest
 import sqlalchemy as sa
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.metrics import AGENT, fill
@@ -67,3 +69,22 @@ def test_collector_matches_the_database_and_counts_incrementally(db_url: str, tm
     out = subprocess.run(["promtool", "check", "metrics"], input=generate_latest(registry),
                          capture_output=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_stage_out_times_reach_the_exporter(tmp_path) -> None:
+    """JobTracker's process records each report's stage-out time; the exporter sums every
+    process's samples (multiprocess mode), so a fresh process stands in for JobTracker."""
+    code = (
+        "from pathlib import Path\n"
+        "from prodagent.metrics.process import observe_stageout, use_dir\n"
+        f"use_dir(Path({str(tmp_path)!r}))\n"
+        "observe_stageout(1.5)\n"
+        "observe_stageout(42.0)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(tmp_path))
+    text = generate_latest(registry).decode()
+    assert "prodagent_stageout_duration_seconds_count 2.0" in text
+    assert "prodagent_stageout_duration_seconds_sum 43.5" in text
+    assert 'prodagent_stageout_duration_seconds_bucket{le="30.0"} 1.0' in text

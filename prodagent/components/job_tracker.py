@@ -26,6 +26,7 @@ from prodagent.batch.base import BatchPlugin, BatchState, BatchStatus
 from prodagent.batch.registry import configured_plugin
 from prodagent.jobs import site_health, site_store, states, store
 from prodagent.jobs.layout import Layout
+from prodagent.metrics.process import observe_stageout
 from prodagent.payload import codes
 from prodagent.payload.report import JobReport, read_report
 from prodagent.runtime.component import Component, Context
@@ -155,6 +156,9 @@ class JobTracker(Component):
         for job_id, report in list(reports.items()):
             check = self.elements.check_outputs(report)
             if check.ok:
+                for out in report.outputs:
+                    if out.stageout_s is not None:
+                        observe_stageout(out.stageout_s)
                 continue
             del reports[job_id]
             usage = succeeded.pop(job_id)

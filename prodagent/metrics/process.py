@@ -3,6 +3,8 @@ multiprocess mode: each process writes its samples to files under `<workdir>/run
 the MetricsExporter sums every file at scrape time, so the histograms cover all components and
 survive their restarts (a dead process's file keeps its counts).
 
+Stage-out times come from the job reports JobTracker reads (`observe_stageout`).
+
 Only histograms are kept this way; everything else is read from the database (`collector`),
 because multiprocess mode cannot serve custom collectors or live gauges of dead processes.
 """
@@ -60,6 +62,23 @@ class ProcessMetrics:
 
     def ticked(self, seconds: float) -> None:
         self.tick.labels(self.component).observe(seconds)
+
+
+STAGEOUT_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+_stageout: Histogram | None = None  # made on first use, after the runner chose the directory
+
+
+def observe_stageout(seconds: float) -> None:
+    """One job's stage-out time, retries included, as JobTracker reads it from the job report."""
+    global _stageout
+    if _stageout is None:
+        _stageout = Histogram(
+            "prodagent_stageout_duration_seconds",
+            "Time a job's wrapper took to stage its output out, retries included.",
+            buckets=STAGEOUT_BUCKETS_S,
+            registry=None,
+        )
+    _stageout.observe(seconds)
 
 
 def add_process_metrics(registry: CollectorRegistry, config: AgentConfig) -> None:

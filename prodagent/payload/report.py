@@ -39,6 +39,7 @@ class OutputFile(BaseModel):
     run: int | None = None
     first_event: int | None = None
     element: str | None = None  # staged out: the storage element holding it (`path` is its PFN)
+    stageout_s: float | None = None  # staged out: the time it took, retries included
 
 
 class StepResult(BaseModel):

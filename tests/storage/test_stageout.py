@@ -84,6 +84,7 @@ def test_server_down_for_30s_during_stageout_nothing_lost_or_duplicated(own_xroo
         assert not (jobdir / "out.root").exists()  # the local copy goes once the replica is verified
         said = _said(jobdir)
         assert "attempt 1 failed" in said and "(1 attempt(s))" not in said  # retried, then staged out
+        assert out.stageout_s is not None and out.stageout_s >= 1.0  # at least one 1 s backoff
         with rootio.open_file(out.path) as f:
             events += f["events"].arrays(["event"], library="np")["event"].tolist()
     assert sorted(events) == list(range(1, 3 * EVENTS + 1))  # every event once
