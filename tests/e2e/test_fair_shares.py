@@ -61,7 +61,7 @@ def test_running_slots_follow_shares(tmp_path: Path) -> None:
         client = manager.client("requester", "tester")
         low = client.submit(workflow("prod-low", "prod", priority=10)).request
         prod = client.submit(workflow("prod-high", "prod", priority=500)).request
-        test = client.submit(workflow("test-only", "test")).request
+        client.submit(workflow("test-only", "test"))
         agent.start()
         samples: list[float] = []
         deadline = time.monotonic() + 120
