@@ -12,27 +12,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import sqlalchemy as sa
 
 from prodagent.db.schema import pa_allocation
 from prodagent.demo.stack import AgentProcesses, Manager, _env, write_agent_config
 from prodmanager.db.schema import allocation as pm_allocation
+from tests.e2e.emulated import mc_workflow
 
 EVENTS_PER_JOB = 5
 JOBS = 60
-
-
-def workflow(name: str) -> dict[str, Any]:
-    return {
-        "kind": "montecarlo", "name": name,
-        "payload": {"transformation": "pythia", "version": "8.317", "parameters": {"process": "minbias"}},
-        "events": {"total": EVENTS_PER_JOB * JOBS, "per_job": EVENTS_PER_JOB},
-        "output": {"dataset": f"/OnDemand/{name}/GEN", "tier": "GEN"},
-        "merge": {"enabled": True, "min_size_bytes": 1, "max_size_bytes": 1_000_000, "max_events": 50,
-                  "max_wait_s": 1},
-    }
 
 
 def prodagentd(*args: str) -> subprocess.CompletedProcess[str]:
@@ -67,7 +56,7 @@ def test_second_agent_on_demand_and_drain_of_the_first(tmp_path: Path) -> None:
         assert first.cli("db", "upgrade").returncode == 0
         first.start()
         client = manager.client("requester", "tester")
-        request = client.submit(workflow("ondemand")).request
+        request = client.submit(mc_workflow("ondemand", EVENTS_PER_JOB * JOBS, EVENTS_PER_JOB)).request
         deadline = time.monotonic() + 60
         while held(first.config.db_url, "agent1") < 5:  # the first agent holds a backlog
             assert time.monotonic() < deadline
