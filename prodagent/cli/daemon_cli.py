@@ -4,12 +4,15 @@
         (`start` also leaves a supervisor running that brings back components that die)
     prodAgentd [--config FILE] run COMPONENT          (foreground)
     prodAgentd [--config FILE] messages dead-letters|requeue ID|purge
+    prodAgentd init NAME --token-file F [--workdir DIR] [--prodmanager URL] [--template FILE] [--db URL] [--start]
+    prodAgentd [--config FILE] drain [--no-wait] [--timeout S] [--cancel]
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -45,7 +48,8 @@ def _selected(config: AgentConfig, components: str | None) -> list[str]:
 def cli(ctx: click.Context, config_path: str | None) -> None:
     """Operate a prodagent instance."""
     ctx.ensure_object(dict)
-    ctx.obj["config"] = load_config(config_path)
+    if ctx.invoked_subcommand != "init":  # init makes the configuration
+        ctx.obj["config"] = load_config(config_path)
 
 
 components_option = click.option("--components", help="Comma-separated component names (default: all enabled).")
@@ -120,6 +124,65 @@ def restart(ctx: click.Context, components: str | None) -> None:
         if exc.code:
             raise
     ctx.invoke(start, components=components)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="The agent token an operator created for NAME (prodmanager token create --role agent).")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), help="Default: ./NAME")
+@click.option("--prodmanager", "url", help="ProdManager URL (default: the template's).")
+@click.option("--template", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="An existing agent configuration to copy sites, batch and component settings from.")
+@click.option("--db", "db_url", help="Database URL (default: SQLite in the work directory).")
+@click.option("--start", "start_now", is_flag=True, help="Start the new agent's components at once.")
+@click.pass_context
+def init(ctx: click.Context, name: str, token_file: Path, workdir: Path | None, url: str | None,
+         template: Path | None, db_url: str | None, start_now: bool) -> None:
+    """Make a new agent instance NAME: configuration, database, registration with ProdManager."""
+    from prodagent.cli.instance import make_instance, register
+
+    path, config = make_instance(name, workdir or Path(name), url, token_file.read_text(), db_url, template)
+    register(config)
+    console.print(f"agent {name}: configuration {path}, database ready, registered with {config.prodmanager.url}")
+    if start_now:
+        ctx.obj["config"] = config
+        ctx.invoke(start, components=None)
+
+
+@cli.command()
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Wait until nothing is left, then stop the components.")
+@click.option("--timeout", type=float, default=3600.0, show_default=True)
+@click.option("--cancel", is_flag=True, help="Take work again.")
+@click.pass_context
+def drain(ctx: click.Context, wait: bool, timeout: float, cancel: bool) -> None:
+    """Take no new work, give back what has not started, finish the rest, then stop."""
+    import time
+
+    from prodagent.jobs import drain as drain_store
+    from prodagent.runtime.runner import open_service
+
+    config = _config(ctx)
+    service = open_service(config, pool_size=1)
+    agent = config.agent.name
+    if cancel:
+        service.tx.run(lambda c: drain_store.cancel(c, agent))
+        console.print(f"agent {agent}: takes work again")
+        return
+    service.tx.run(lambda c: drain_store.set_draining(c, agent, "prodAgentd drain"))
+    console.print(f"agent {agent}: draining")
+    if not wait:
+        return
+    deadline = time.monotonic() + timeout
+    while any(left := service.tx.run(lambda c: drain_store.left(c, agent)).values()):
+        if time.monotonic() > deadline:
+            console.print(f"agent {agent}: not drained after {timeout:.0f} s: {left}")
+            sys.exit(1)
+        time.sleep(1.0)
+    service.engine.dispose()
+    console.print(f"agent {agent}: drained (no lease, no live job, every merged file reported); stopping")
+    ctx.invoke(stop, components=None, timeout=None)
 
 
 def _when(ts: float | None, now: float) -> str:

@@ -30,7 +30,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from prodagent.jobs import allocations as allocs
-from prodagent.jobs import job_events, site_states, site_store, states, store
+from prodagent.jobs import drain, job_events, site_states, site_store, states, store
 from prodagent.jobs.layout import Layout
 from prodagent.runtime import daemon
 from prodagent.runtime.component import Component, Context, handles
@@ -114,9 +114,13 @@ class ProdMgrInterface(Component):
             if capacity != self.registered_capacity:
                 self._register(sites, capacity)
             self._renew()
+            draining = self.transaction(lambda ctx: drain.draining(ctx.conn, self.agent))
+            if draining:
+                self._release_unstarted()
             self._give_up()
             self._finish()
-            self._acquire(capacity)
+            if not draining:
+                self._acquire(capacity)
             self._refresh_run_gates()
             self._report_merged()
             self._push_jobs()
@@ -215,6 +219,27 @@ class ProdMgrInterface(Component):
             state = self._release_failed(alloc, reason)
             self.transaction(lambda ctx, a=alloc, s=state: allocs.move(ctx.conn, [a.id], s))
             self.log.warning("allocation %s given up (%s): %s", alloc.pm_id, state, reason)
+
+    def _release_unstarted(self) -> None:
+        """Draining: kill the jobs of allocations not started yet and give those back unfailed,
+        so another agent gets them at once (ProdManager offers them again)."""
+        def kill(ctx: Context) -> list[Any]:
+            todo = drain.unstarted_allocations(ctx.conn, self.agent)
+            for alloc in todo:
+                self._kill_jobs(ctx, alloc.id, f"agent draining: allocation {alloc.pm_id} given back")
+            return todo
+
+        todo = self.transaction(kill)
+        for alloc in todo:
+            try:
+                self.client.release(self.agent, (int(alloc.pm_id), alloc.lease_token), failed=False,
+                                    reason="agent draining")
+                state = allocs.RELEASED
+            except pm_errors.LeaseLost as exc:
+                state = allocs.RECALLED if exc.details.get("status") == "recalled" else allocs.LOST
+            self.transaction(lambda ctx, a=alloc, s=state: allocs.move(ctx.conn, [a.id], s, reason="agent draining"))
+        if todo:
+            self.log.warning("draining: %d allocation(s) not started given back to ProdManager", len(todo))
 
     def _release_failed(self, alloc: Any, reason: str) -> str:
         """Release to ProdManager as failed; the state to record (failed, or lost/recalled)."""

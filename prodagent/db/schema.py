@@ -335,3 +335,12 @@ pa_sizing = sa.Table(
     sa.Column("reason", sa.Text, nullable=True),  # why it paused
     sa.Column("updated_at", Time, nullable=False),
 )
+
+# An agent being drained (`prodAgentd drain`): it takes no new work and gives back what has not started.
+pa_drain = sa.Table(
+    "pa_drain",
+    metadata,
+    sa.Column("agent", Name, primary_key=True),
+    sa.Column("since", Time, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+)

@@ -16,20 +16,14 @@ import pytest
 import sqlalchemy as sa
 
 from prodagent.db.schema import pa_job
-from prodagent.demo.stack import AgentProcesses, Manager, write_agent_config
 from prodmanager.shares import parse, quotas
+from tests.e2e.emulated import manager_and_agent, mc_workflow
 
 SLOTS = 20
 
 
 def workflow(name: str, group: str, priority: int = 1000, jobs: int = 400) -> dict[str, Any]:
-    return {
-        "kind": "montecarlo", "name": name, "group": group, "priority": priority,
-        "payload": {"transformation": "pythia", "version": "8.317", "parameters": {"process": "minbias"}},
-        "events": {"total": jobs, "per_job": 1},
-        "output": {"dataset": f"/Share/{name}/GEN", "tier": "GEN"},
-        "merge": {"enabled": False},
-    }
+    return mc_workflow(name, jobs, 1, group=group, priority=priority, merge={"enabled": False})
 
 
 def test_quotas_move_leases_towards_the_shares() -> None:
@@ -43,21 +37,13 @@ def test_quotas_move_leases_towards_the_shares() -> None:
 
 
 def test_running_slots_follow_shares(tmp_path: Path) -> None:
-    manager = Manager(tmp_path / "pm", f"sqlite:///{tmp_path / 'pm' / 'pm.db'}", lease_s=120,
-                      shares={"prod": 70, "test": 30})
-    manager.start()
     emulator = {"seed": 5, "slots": SLOTS, "duration": {"distribution": "uniform", "min_s": 1.5, "max_s": 2.5},
                 "output_bytes": 64, "write_reports": True}
-    config = write_agent_config(
-        tmp_path / "agent.yaml", tmp_path / "agent", manager, db_url=f"sqlite:///{tmp_path / 'agent.db'}",
-        batch={"plugin": "emulator", "options": emulator},
-        settings={"ProdMgrInterface": {"tick_s": 0.5, "queue_factor": 0.0},
-                  "JobSubmitter": {"tick_s": 0.3, "max_queued_per_slot": 0}, "JobTracker": {"tick_s": 0.3},
-                  "ResourceMonitor": {"tick_s": 0.5}})
-    agent = AgentProcesses(config)
-    engine = sa.create_engine(agent.config.db_url)
-    try:
-        assert agent.cli("db", "upgrade").returncode == 0
+    settings = {"ProdMgrInterface": {"tick_s": 0.5, "queue_factor": 0.0},
+                "JobSubmitter": {"tick_s": 0.3, "max_queued_per_slot": 0}, "JobTracker": {"tick_s": 0.3},
+                "ResourceMonitor": {"tick_s": 0.5}}
+    with manager_and_agent(tmp_path, settings, batch={"plugin": "emulator", "options": emulator},
+                           shares={"prod": 70, "test": 30}) as (manager, agent, engine):
         client = manager.client("requester", "tester")
         low = client.submit(workflow("prod-low", "prod", priority=10)).request
         prod = client.submit(workflow("prod-high", "prod", priority=500)).request
@@ -76,9 +62,5 @@ def test_running_slots_follow_shares(tmp_path: Path) -> None:
                 assert running.get(str(low.id), 0) == 0  # the higher priority goes first within its group
             assert time.monotonic() < deadline, f"only {len(samples)} samples; running {running}"
             time.sleep(0.4)
-    finally:
-        agent.stop()
-        manager.stop()
-        engine.dispose()
     share = statistics.median(samples[5:])
     assert abs(share - 70) <= 5, (share, samples)

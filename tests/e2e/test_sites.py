@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from prodagent.db.schema import pa_file, pa_job, pa_site_event, pa_site_result
-from prodagent.demo.stack import AgentProcesses, Manager, write_agent_config
+from tests.e2e.emulated import manager_and_agent, mc_workflow
 
 EVENTS_PER_JOB = 5
 JOBS = 40
@@ -33,23 +33,8 @@ def emulator(seed: int, **extra: Any) -> dict[str, Any]:
             "output_bytes": 512, **extra}
 
 
-def workflow(name: str) -> dict[str, Any]:
-    return {
-        "kind": "montecarlo", "name": name,
-        "payload": {"transformation": "pythia", "version": "8.317", "parameters": {"process": "minbias"}},
-        "events": {"total": EVENTS_PER_JOB * JOBS, "per_job": EVENTS_PER_JOB},
-        "output": {"dataset": f"/Sites/{name}/GEN", "tier": "GEN"},
-        "merge": {"enabled": True, "min_size_bytes": 1, "max_size_bytes": 1_000_000, "max_events": 50,
-                  "max_wait_s": 1},
-        "retry": {"max_retries": 20, "cooloff": "linear", "base_s": 0.2},
-        "resources": {"memory_mb": 500, "time_s": 300},
-    }
-
-
 @pytest.fixture
 def stack(tmp_path: Path):  # type: ignore[no-untyped-def]
-    manager = Manager(tmp_path / "pm", f"sqlite:///{tmp_path / 'pm' / 'pm.db'}", lease_s=120)
-    manager.start()
     outage = tmp_path / "broken-site-is-down"
     outage.touch()
     sites = [
@@ -61,18 +46,10 @@ def stack(tmp_path: Path):  # type: ignore[no-untyped-def]
                                             "log": None})},
     ]
     fast = {"tick_s": 0.3, "reconcile_s": 2.0}
-    config = write_agent_config(
-        tmp_path / "agent.yaml", tmp_path / "agent", manager, db_url=f"sqlite:///{tmp_path / 'agent.db'}",
-        sites=sites, settings={"JobSubmitter": {**fast, "max_queued_per_slot": 0, "health": HEALTH},
-                               "JobTracker": {"tick_s": 0.3}, "ErrorHandler": {"reconcile_s": 2.0},
-                               "ResourceMonitor": {"tick_s": 0.5}, "MergeSensor": {"tick_s": 0.5}},
-    )
-    agent = AgentProcesses(config)
-    engine = sa.create_engine(agent.config.db_url)
-    yield manager, agent, engine, outage
-    agent.stop()
-    manager.stop()
-    engine.dispose()
+    settings = {"JobSubmitter": {**fast, "max_queued_per_slot": 0, "health": HEALTH}, "JobTracker": {"tick_s": 0.3},
+                "ErrorHandler": {"reconcile_s": 2.0}, "ResourceMonitor": {"tick_s": 0.5}, "MergeSensor": {"tick_s": 0.5}}
+    with manager_and_agent(tmp_path, settings, sites=sites) as (manager, agent, engine):
+        yield manager, agent, engine, outage
 
 
 def site_events(engine: sa.Engine) -> list[Any]:
@@ -82,10 +59,10 @@ def site_events(engine: sa.Engine) -> list[Any]:
 
 def test_black_hole_site_banned_and_probed_back_black_hole_node_excluded(stack) -> None:  # type: ignore[no-untyped-def]
     manager, agent, engine, outage = stack
-    assert agent.cli("db", "upgrade").returncode == 0
     agent.start()
     client = manager.client("requester", "tester")
-    request = client.submit(workflow("sites")).request
+    retry = {"max_retries": 20, "cooloff": "linear", "base_s": 0.2}
+    request = client.submit(mc_workflow("sites", EVENTS_PER_JOB * JOBS, EVENTS_PER_JOB, retry=retry)).request
 
     healed = False
     deadline = time.monotonic() + 180

@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from prodagent.db.schema import pa_job
-from prodagent.demo.stack import AgentProcesses, Manager, write_agent_config
+from tests.e2e.emulated import manager_and_agent, mc_workflow
 
 REAL_S_PER_EVENT = 0.05
 GUESS_S_PER_EVENT = 0.005
@@ -28,48 +28,26 @@ TOTAL = 1200
 
 def emulator(seed: int) -> dict[str, Any]:
     return {"seed": seed, "per_event_s": REAL_S_PER_EVENT, "per_event_jitter": 0.05, "nodes": 2,
+            "duration": {"value_s": 0.3},  # merge jobs (no per-event cost)
             "rss_mb": {"distribution": "uniform", "min_s": 400, "max_s": 600}, "output_bytes": 256}
-
-
-def workflow(name: str) -> dict[str, Any]:
-    return {
-        "kind": "montecarlo", "name": name,
-        "payload": {"transformation": "pythia", "version": "8.317", "parameters": {"process": "minbias"}},
-        "events": {"total": TOTAL, "per_job": "auto", "target_job_s": TARGET_S,
-                   "time_per_event_s": GUESS_S_PER_EVENT, "scouts": 4},
-        "output": {"dataset": f"/Auto/{name}/GEN", "tier": "GEN"},
-        "merge": {"enabled": True, "min_size_bytes": 1, "max_size_bytes": 1_000_000, "max_events": 400,
-                  "max_wait_s": 1},
-        "retry": {"max_retries": 3, "cooloff": "linear", "base_s": 0.2},
-        "resources": {"memory_mb": 500, "time_s": 300},
-    }
 
 
 @pytest.fixture
 def stack(tmp_path: Path):  # type: ignore[no-untyped-def]
-    manager = Manager(tmp_path / "pm", f"sqlite:///{tmp_path / 'pm' / 'pm.db'}", lease_s=120)
-    manager.start()
     sites = [{"name": f"site{i}", "plugin": "emulator", "slots": 4, "options": emulator(i)} for i in (1, 2)]
-    config = write_agent_config(
-        tmp_path / "agent.yaml", tmp_path / "agent", manager, db_url=f"sqlite:///{tmp_path / 'agent.db'}",
-        sites=sites, settings={"JobSubmitter": {"tick_s": 0.3, "max_queued_per_slot": 0},
-                               "JobTracker": {"tick_s": 0.3}, "JobCreator": {"tick_s": 0.3},
-                               "ResourceMonitor": {"tick_s": 0.5}, "MergeSensor": {"tick_s": 0.5}},
-    )
-    agent = AgentProcesses(config)
-    engine = sa.create_engine(agent.config.db_url)
-    yield manager, agent, engine
-    agent.stop()
-    manager.stop()
-    engine.dispose()
+    settings = {"JobSubmitter": {"tick_s": 0.3, "max_queued_per_slot": 0}, "JobTracker": {"tick_s": 0.3},
+                "JobCreator": {"tick_s": 0.3}, "ResourceMonitor": {"tick_s": 0.5}, "MergeSensor": {"tick_s": 0.5}}
+    with manager_and_agent(tmp_path, settings, sites=sites) as stack:
+        yield stack
 
 
 def test_auto_sizing_reaches_the_target_from_scouts(stack) -> None:  # type: ignore[no-untyped-def]
     manager, agent, engine = stack
-    assert agent.cli("db", "upgrade").returncode == 0
     agent.start()
     client = manager.client("requester", "tester")
-    request = client.submit(workflow("auto")).request
+    events = {"total": TOTAL, "per_job": "auto", "target_job_s": TARGET_S, "time_per_event_s": GUESS_S_PER_EVENT,
+              "scouts": 4}
+    request = client.submit(mc_workflow("auto", TOTAL, "auto", events=events)).request
     deadline = time.monotonic() + 150
     while True:
         request = client.get(request.id)

@@ -4,7 +4,8 @@
 `pa_site_event` every change with its reason and figures, `pa_site_result` one row per ended
 attempt (site, node, success, site-caused failure), `pa_node_exclusion` nodes kept out of
 submission for a while; `pa_job.node` records where an attempt ran. Automatic job sizing:
-`pa_job.scout` marks scout jobs, `pa_sizing` holds each request's estimate.
+`pa_job.scout` marks scout jobs, `pa_sizing` holds each request's estimate. Agents on demand:
+`pa_drain` marks an agent being drained.
 
 Revision ID: 0009
 Revises: 0008
@@ -28,6 +29,12 @@ def upgrade() -> None:
     with op.batch_alter_table("pa_job", schema=None) as batch_op:
         batch_op.add_column(sa.Column("node", Name, nullable=True))
         batch_op.add_column(sa.Column("scout", sa.Boolean, nullable=False, server_default=sa.false()))
+    op.create_table(
+        "pa_drain",
+        sa.Column("agent", Name, primary_key=True),
+        sa.Column("since", sa.Double(), nullable=False),
+        sa.Column("reason", sa.Text, nullable=False),
+    )
     op.create_table(
         "pa_sizing",
         sa.Column("agent", Name, primary_key=True),
@@ -93,6 +100,7 @@ def downgrade() -> None:
     op.drop_table("pa_site_event")
     op.drop_table("pa_site_health")
     op.drop_table("pa_sizing")
+    op.drop_table("pa_drain")
     with op.batch_alter_table("pa_job", schema=None) as batch_op:
         batch_op.drop_column("scout")
         batch_op.drop_column("node")
