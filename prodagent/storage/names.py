@@ -46,15 +46,19 @@ _URL = re.compile(r"^[a-z][a-z0-9+.-]{0,15}://[A-Za-z0-9.:-]*(/.*)$")
 
 
 def check_input_name(name: str) -> str:
-    """`name` itself if it is a safe input file name (a validator): an LFN as `check_lfn` wants
-    it, or a URL (`root://host//path`) whose path has no empty, `.` or `..` component beyond the
-    leading slashes. Which URLs and prefixes a deployment reads is its input-prefix policy."""
+    """`name` itself if it is a safe input file name (a validator): a relative LFN as `check_lfn`
+    wants it, or an absolute path or URL (`root://host//path`) with no empty, `.` or `..`
+    component beyond the leading slashes. Which paths and URLs a deployment reads is its
+    input-prefix policy (`prodmanager`'s `--input-prefix`, default /store/), checked at submission."""
     url = _URL.match(name) if isinstance(name, str) else None
-    if url is None:
+    if url is None and not (isinstance(name, str) and name.startswith("/")):
         return check_lfn(name)
     if len(name) > MAX_LFN_CHARS:
         raise UnsafeName(f"input file name longer than {MAX_LFN_CHARS} characters")
-    for part in url.group(1).lstrip("/").split("/"):
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        raise UnsafeName("input file name holds a control character (NUL, newline, ...)")
+    path = url.group(1) if url is not None else name
+    for part in path.lstrip("/").split("/"):
         if part in ("", ".", ".."):
             raise UnsafeName(f"input URL has an empty, '.' or '..' component: {name!r}")
         if not _COMPONENT.fullmatch(part):
