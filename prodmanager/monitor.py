@@ -1,6 +1,6 @@
 """What the web monitor shows, computed from live state: request pages with progress and alert
-badges, a request's time series, error grid, files and "why is this not done?", jobs
-(allocations), agents and sites.
+badges, a request's time series, error grid, files and "why is this not done?"
+(`prodmanager.why_not_done`), jobs (allocations), agents and sites.
 
 Each method returns plain JSON-able dicts; the HTML pages (`prodmanager.web`) and their JSON
 twins (`/api/v1/monitor/...`) render the same dict, so every number on a page has an API twin.
@@ -19,20 +19,19 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from prodmanager import why_not_done
 from prodmanager.auth import Principal, Role, require_role, require_visible
 from prodmanager.counters import counters_for
 from prodmanager.db import job_queries as jq
 from prodmanager.db import monitor_queries as mq
 from prodmanager.db import queries as q
 from prodmanager.db.engine import Database
-from prodmanager.db.job_queries import OPERATOR_STATES
 from prodmanager.errors import NotFound
-from prodmanager.states import ACQUIRABLE, FINISHED, RequestState
-from prodrequest.spec import Sites
+from prodmanager.states import ACQUIRABLE, RequestState
+from prodmanager.why_not_done import components_of
 
 PAGE_SIZE = 50  # jobs per page
 REQUESTS_PER_PAGE = 25  # each costs a read of its allocations' counters
-COOLOFF = "cooloff"
 SITE_WINDOW_S = 6 * 3600.0
 
 
@@ -148,7 +147,7 @@ class Monitor:
             ]
             files = [dict(f._mapping) for f in mq.files_of(conn, request_id, None, 200)]
             grid = _error_grid(jq.error_grid(conn, request_id))
-            why = self._why(conn, row, counters, now)
+            why = why_not_done.explain(conn, row, counters, now)
             return {
                 **summary,
                 "sites": json.loads(row.sites),
@@ -160,88 +159,6 @@ class Monitor:
             }
 
         return self.db.read(work)
-
-    def _why(
-        self, conn: sa.Connection, row: sa.Row[Any], c: Any, now: float
-    ) -> list[dict[str, Any]]:
-        """Reasons the request is not done yet, each a sentence with its numbers and, where an
-        operator or owner can act, the action."""
-        reasons: list[dict[str, Any]] = []
-
-        def say(code: str, text: str, action: str | None = None, **extra: Any) -> None:
-            reasons.append({"code": code, "text": text, "action": action, **extra})
-
-        if row.state in FINISHED:
-            unmerged = c.files_unmerged
-            if row.state == RequestState.COMPLETED and unmerged:
-                say("merges_waiting", f"{unmerged} output file(s) wait to be merged by the agents")
-            else:
-                say("finished", f"the request is {row.state}")
-            return reasons
-        if row.state == RequestState.PAUSED:
-            last = q.history(conn, int(row.id))[-1]
-            say("paused", f"paused by {last.actor}: {last.reason}", "resume")
-        available = c.allocations.get("available", 0)
-        sites = Sites.model_validate_json(row.sites)
-        agents = q.list_agents(conn, now)
-        held = {a.name: int(a.held) for a in agents}
-        able = [a for a in agents if sites.admits(json.loads(a.sites))]
-        if available and not able:
-            listed = "; ".join(
-                f"{a.name} (sites {', '.join(json.loads(a.sites)) or 'any'}, "
-                f"free {a.capacity - held.get(a.name, 0)} of {a.capacity})"
-                for a in agents
-            ) or "none registered"
-            wl = ", ".join(sites.whitelist) or "any"
-            bl = ", ".join(sites.blacklist) or "none"
-            say(
-                "no_agent",
-                f"no agent can run it: site whitelist [{wl}], blacklist [{bl}] match none of "
-                f"the {len(agents)} agent(s): {listed}",
-            )
-        elif available and able:
-            free = sum(max(a.capacity - held.get(a.name, 0), 0) for a in able)
-            if free == 0:
-                say(
-                    "agents_full",
-                    f"{available} job(s) queued: the {len(able)} agent(s) that may run it are at "
-                    f"their limit ({sum(a.capacity for a in able)} slots, all held)",
-                )
-            elif row.state in ACQUIRABLE:
-                say(
-                    "queued",
-                    f"{available} job(s) wait for an agent to pull them; {free} free slot(s) "
-                    f"at {len(able)} agent(s) that may run it",
-                )
-        jobs = c.jobs
-        waiting = sum(jobs.get(s, 0) for s in OPERATOR_STATES)
-        if waiting:
-            shown = ", ".join(f"{jobs[s]} {s}" for s in OPERATOR_STATES if jobs.get(s))
-            classes: dict[str, int] = defaultdict(int)
-            for w in jq.waiting(conn, int(row.id), list(OPERATOR_STATES), now):
-                classes[w.error_class or ""] += 1
-            say("jobs_paused", f"{waiting} job(s) wait for an operator ({shown})", "resubmit",
-                classes=dict(classes))
-        if jobs.get(COOLOFF):
-            say("cooloff", _cooloff_text(jq.waiting(conn, int(row.id), [COOLOFF], now)) or
-                f"{jobs[COOLOFF]} job(s) in cool-off before their next attempt")
-        leased = c.allocations.get("leased", 0) - waiting - jobs.get(COOLOFF, 0)
-        if leased > 0:
-            say("running", f"{leased} job(s) held by agents, running or about to run")
-        for a in able:
-            dead = {x["name"]: x["dead_letters"] for x in _components(a) if x["dead_letters"]}
-            down = [x["name"] for x in _components(a) if not x["alive"]]
-            if dead:
-                listed = ", ".join(f"{n} {name}" for name, n in sorted(dead.items()))
-                say("dead_letters", f"agent {a.name} has dead letters ({listed}): messages its "
-                    "components gave up on; see `prodAgentd messages dead-letters`")
-            if down:
-                say("components_down", f"agent {a.name}: component(s) not running: "
-                    f"{', '.join(sorted(down))}")
-        failed = c.allocations.get("failed", 0)
-        if failed:
-            say("failed", f"{failed} job(s) failed for good; clone the request once it ends")
-        return reasons
 
     # --- jobs -----------------------------------------------------------------------------------
 
@@ -323,7 +240,7 @@ class Monitor:
                     "last_pull": float(a.last_seen),
                     "last_pull_age_s": round(now - float(a.last_seen), 1),
                     "jobs": load.get(a.name, {}),
-                    "components": _components(a),
+                    "components": components_of(a),
                     "status_age_s": round(now - float(a.status_at), 1) if a.status_at else None,
                 })
             return {"items": items, "window_s": SITE_WINDOW_S}
@@ -382,26 +299,6 @@ def _error_grid(rows: Any) -> dict[str, Any]:
     }
 
 
-_DELAY = re.compile(r" in (\d+)s\b")
-
-
-def _cooloff_text(rows: Any) -> str | None:
-    """'3 job(s) in cool-off: 2 OutOfMemory until 12:00:05, 1 PayloadError until 12:00:09'."""
-    if not rows:
-        return None
-    latest: dict[str, tuple[int, float]] = {}
-    for r in rows:
-        found = _DELAY.search(r.reason or "")
-        until = float(r.at) + (int(found.group(1)) if found else 0)
-        n, last = latest.get(r.error_class or "unclassified", (0, 0.0))
-        latest[r.error_class or "unclassified"] = (n + 1, max(last, until))
-    parts = ", ".join(
-        f"{n} {cls} until {time.strftime('%H:%M:%S', time.gmtime(until))} UTC"
-        for cls, (n, until) in sorted(latest.items())
-    )
-    return f"{len(rows)} job(s) in cool-off before their next attempt: {parts}"
-
-
 def _series(rows: Any) -> dict[str, list[float]]:
     """Cumulative done/failed jobs and produced events over time."""
     t: list[float] = []
@@ -422,13 +319,6 @@ def _series(rows: Any) -> dict[str, list[float]]:
             failed.append(f)
             events.append(e)
     return {"t": t, "jobs_done": done, "jobs_failed": failed, "events_produced": events}
-
-
-def _components(agent_row: Any) -> list[dict[str, Any]]:
-    """The agent's components as it last pushed them ([] if it never did)."""
-    if not agent_row.status:
-        return []
-    return list(json.loads(agent_row.status).get("components", []))
 
 
 def _by_agent(rows: Any) -> dict[str, dict[str, int]]:

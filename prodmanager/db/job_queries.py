@@ -183,4 +183,5 @@ def allocations_matching(
         where.append(job_event.c.exit_code == exit_code)
     if not where:
         return None
-    return allocation.c.id.in_(sa.select(job_event.c.allocation_id).where(*where))
+    # EXISTS, not IN: a page walking allocations newest first stops after its rows
+    return sa.exists().where(job_event.c.allocation_id == allocation.c.id, *where)

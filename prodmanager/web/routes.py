@@ -138,20 +138,23 @@ def requests_page(
 
 @router.get("/requests/{request_id}", response_class=HTMLResponse)
 def request_page(request: Request, request_id: Id, caller: Caller, mon: Mon) -> HTMLResponse:
-    try:
-        data = mon.request(caller, request_id)
-    except ProdManagerError as exc:
-        return failure(request, exc)
-    return render(request, "request.html", r=data, actions=allowed_actions(data["state"]))
+    return request_view(request, request_id, caller, mon, "request.html")
 
 
 @router.get("/requests/{request_id}/live", response_class=HTMLResponse)
 def request_live(request: Request, request_id: Id, caller: Caller, mon: Mon) -> HTMLResponse:
+    """The live part of the request page, fetched by htmx every few seconds."""
+    return request_view(request, request_id, caller, mon, "_request_live.html")
+
+
+def request_view(
+    request: Request, request_id: int, caller: Principal, mon: Monitor, template: str
+) -> HTMLResponse:
     try:
         data = mon.request(caller, request_id)
     except ProdManagerError as exc:
         return failure(request, exc)
-    return render(request, "_request_live.html", r=data)
+    return render(request, template, r=data, actions=allowed_actions(data["state"]))
 
 
 @router.post("/requests/{request_id}/{action}", response_model=None)
