@@ -19,6 +19,7 @@ produces (`input.dataset`), fed while the producer still runs.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
@@ -66,11 +67,15 @@ def hand_on(conn: sa.Connection, producer_id: int, now: float) -> int:
     if producer is None:
         return 0
     dataset = json.loads(producer.spec)["output"]["dataset"]
-    made = 0
-    for consumer in q.requests_of_kind(conn, ["processing"], LIVE):
-        if input_dataset(json.loads(consumer.spec)) == dataset:
-            made += feed(conn, int(consumer.id), producer, now)
-    return made
+    return sum(feed(conn, int(c.id), producer, now) for c in consumers_of(conn, dataset, LIVE))
+
+
+def consumers_of(
+    conn: sa.Connection, dataset: str, states: Iterable[str] | None = None
+) -> list[sa.Row[Any]]:
+    """The processing requests (in these states) whose input is `dataset`, oldest first."""
+    return [c for c in q.requests_of_kind(conn, ["processing"], states)
+            if input_dataset(json.loads(c.spec)) == dataset]
 
 
 def feed(conn: sa.Connection, consumer_id: int, producer: sa.Row[Any], now: float) -> int:

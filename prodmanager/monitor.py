@@ -19,7 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from prodmanager import why_not_done
+from prodmanager import chain, runs, why_not_done
 from prodmanager.auth import Principal, Role, require_role, require_visible
 from prodmanager.counters import counters_for
 from prodmanager.db import job_queries as jq
@@ -73,7 +73,10 @@ class Monitor:
             )
             counters = counters_for(conn, list(rows), now)
             seen = mq.activity(conn, [int(r.id) for r in rows])
-            items = [self._row(r, counters[int(r.id)], seen.get(int(r.id)), now) for r in rows]
+            items = [
+                self._row(r, counters[int(r.id)], seen.get(int(r.id)), now, _runs_of(conn, r, now))
+                for r in rows
+            ]
             return {
                 "items": items,
                 "total": total,
@@ -85,7 +88,8 @@ class Monitor:
         return self.db.read(work)
 
     def _row(
-        self, r: sa.Row[Any], c: Any, seen: tuple[float, float] | None, now: float
+        self, r: sa.Row[Any], c: Any, seen: tuple[float, float] | None, now: float,
+        run_list: list[runs.Run],
     ) -> dict[str, Any]:
         counters = c.model_dump()
         done, failed = c.allocations.get("done", 0), c.allocations.get("failed", 0)
@@ -123,6 +127,7 @@ class Monitor:
                 "merged": _pct(c.events_merged, total),
             },
             "counters": counters,
+            "files_progress": _files_progress(run_list) if r.kind == "processing" else None,
             "alerts": alerts,
         }
 
@@ -138,7 +143,9 @@ class Monitor:
             require_visible(principal, request_id, row.owner)
             counters = counters_for(conn, [row], now)[row.id]
             seen = mq.activity(conn, [request_id]).get(request_id)
-            summary = self._row(row, counters, seen, now)
+            run_list = _runs_of(conn, row, now)
+            summary = self._row(row, counters, seen, now, run_list)
+            linked = _chain_of(conn, row)
             series = mq.finished_series(conn, request_id)
             history = [
                 {"from": h.from_state, "to": h.to_state, "actor": h.actor, "reason": h.reason,
@@ -147,7 +154,7 @@ class Monitor:
             ]
             files = [dict(f._mapping) for f in mq.files_of(conn, request_id, None, 200)]
             grid = _error_grid(jq.error_grid(conn, request_id))
-            why = why_not_done.explain(conn, row, counters, now)
+            why = why_not_done.explain(conn, row, counters, now, run_list, linked["producer"])
             return {
                 **summary,
                 "sites": json.loads(row.sites),
@@ -156,6 +163,8 @@ class Monitor:
                 "files": files,
                 "history": history,
                 "why": why,
+                "runs": [{**r.info().model_dump(), "decisions": r.decisions()} for r in run_list],
+                "chain": linked,
             }
 
         return self.db.read(work)
@@ -277,6 +286,31 @@ class Monitor:
 
 
 # --- helpers ----------------------------------------------------------------------------------
+
+
+def _runs_of(conn: sa.Connection, row: sa.Row[Any], now: float) -> list[runs.Run]:
+    return runs.summarise(conn, int(row.id), now) if row.kind == "processing" else []
+
+
+def _files_progress(run_list: list[runs.Run]) -> dict[str, Any]:
+    """Input files by state, and the shares the files bar shows (of all files)."""
+    counts = runs.file_totals(run_list)
+    total = sum(counts.values())
+    shown = ("processed", "given_up", "failed", "assigned")
+    return {"total": total, "counts": counts, "pct": {s: _pct(counts[s], total) for s in shown}}
+
+
+def _chain_of(conn: sa.Connection, row: sa.Row[Any]) -> dict[str, Any]:
+    """The request's producer (a chained request's input) and its consumers, by id and state."""
+    spec = json.loads(row.spec)
+    dataset = chain.input_dataset(spec)
+    producer = chain.producer_of(conn, dataset) if dataset else None
+    return {
+        "input_dataset": dataset,
+        "producer": {"id": int(producer.id), "state": producer.state} if producer else None,
+        "consumers": [{"id": int(c.id), "state": c.state}
+                      for c in chain.consumers_of(conn, spec["output"]["dataset"])],
+    }
 
 _CLASS = re.compile(r"^([A-Za-z0-9_.-]{1,64}):")  # agents' failure reasons start with the class
 

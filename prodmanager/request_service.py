@@ -172,7 +172,7 @@ class RequestService:
             row = _request_or_404(conn, request_id)
             if principal.role != Role.AGENT:
                 require_visible(principal, request_id, row.owner)
-            return [_run_info(r) for r in runs.summarise(conn, request_id, time.time())]
+            return [r.info() for r in runs.summarise(conn, request_id, time.time())]
 
         return self.db.read(work)
 
@@ -185,7 +185,7 @@ class RequestService:
             now = time.time()
             decided = runs.decide(conn, request_id, run, action, principal.name, reason, now)
             outputs.close_if_merged(conn, request_id, principal.name, now)
-            return _run_info(decided)
+            return decided.info()
 
         return self.db.transaction(work)
 
@@ -527,9 +527,3 @@ def _allocation_info(a: sa.Row[Any], now: float) -> AllocationInfo:
         job_state=a.job_state,
         reason=a.reason,
     )
-
-
-def _run_info(r: runs.Run) -> RunInfo:
-    return RunInfo(run=r.run, state=r.state, reason=r.reason, files=dict(r.files),  # type: ignore[arg-type]
-                   input_events=r.input_events, processed_events=r.processed_events,
-                   merged_events=r.merged_events, decision=r.decision)

@@ -39,6 +39,7 @@ import sqlalchemy as sa
 from prodmanager import chain, lifecycle
 from prodmanager.db import queries as q
 from prodmanager.errors import Conflict, NotFound
+from prodmanager.models import RunInfo
 from prodmanager.states import AllocationState, RequestState
 
 FILE_STATES = ("unused", "assigned", "processed", "failed", "given_up", "recalled")
@@ -79,6 +80,16 @@ class Run:
     decision: str | None = None
     state: str = "open"
     reason: str = ""
+
+    def info(self) -> RunInfo:
+        return RunInfo(run=self.run, state=self.state, reason=self.reason,  # type: ignore[arg-type]
+                       files=dict(self.files), input_events=self.input_events,
+                       processed_events=self.processed_events, merged_events=self.merged_events,
+                       decision=self.decision)
+
+    def decisions(self) -> list[str]:
+        """The decisions an operator may take on the run now."""
+        return [d for d, states in DECISIONS.items() if self.state in states]
 
     def judge(self) -> None:
         if self.decision == "dropped":
@@ -178,3 +189,12 @@ def failures_given_up(conn: sa.Connection, request_id: int, now: float) -> bool:
 def attention_needed(conn: sa.Connection, request_id: int, now: float) -> bool:
     """True while a run of the request needs an operator (the request must not close)."""
     return any(r.state == "needs_attention" for r in summarise(conn, request_id, now))
+
+
+def file_totals(runs: list[Run]) -> dict[str, int]:
+    """The request's input files by state, over all its runs."""
+    totals = dict.fromkeys(FILE_STATES, 0)
+    for r in runs:
+        for state, n in r.files.items():
+            totals[state] += n
+    return totals

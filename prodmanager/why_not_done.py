@@ -8,26 +8,42 @@ import json
 import re
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
+from prodmanager.chain import PRODUCER_DONE
 from prodmanager.db import job_queries as jq
 from prodmanager.db import queries as q
 from prodmanager.db.job_queries import OPERATOR_STATES
+from prodmanager.runs import Run
 from prodmanager.states import ACQUIRABLE, FINISHED, RequestState
 from prodrequest.spec import Sites
 
 COOLOFF = "cooloff"
 
 
-def explain(conn: sa.Connection, row: sa.Row[Any], c: Any, now: float) -> list[dict[str, Any]]:
+def explain(
+    conn: sa.Connection, row: sa.Row[Any], c: Any, now: float,
+    run_list: Sequence[Run] = (), producer: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
     """Reasons the request is not done yet, each a sentence with its numbers and, where an
-    operator or owner can act, the action."""
+    operator or owner can act, the action. `run_list` are a processing request's runs and
+    `producer` a chained request's input request (id and state)."""
     reasons: list[dict[str, Any]] = []
 
     def say(code: str, text: str, action: str | None = None, **extra: Any) -> None:
         reasons.append({"code": code, "text": text, "action": action, **extra})
+
+    # A run needing an operator holds a request even once it ended failed.
+    for r in run_list:
+        if r.state == "needs_attention":
+            say("run_attention", f"run {r.run} needs attention ({r.reason}); act: "
+                f"{', '.join(r.decisions())}", "decide_run", run=r.run)
+    if producer and producer["state"] not in PRODUCER_DONE and row.state not in FINISHED:
+        say("producer", f"waiting for producer request {producer['id']} ({producer['state']}): "
+            "its merged files are this request's input", "producer", request=producer["id"])
 
     if row.state in FINISHED:
         unmerged = c.files_unmerged

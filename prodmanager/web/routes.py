@@ -25,6 +25,7 @@ from prodmanager.errors import Forbidden, InvalidInput, NotFound, ProdManagerErr
 from prodmanager.models import INT64_MAX
 from prodmanager.monitor import Monitor
 from prodmanager.request_service import RequestService
+from prodmanager.runs import DECISIONS
 from prodmanager.states import FINISHED, REQUEST_TRANSITIONS, RequestState
 from prodmanager.web import session
 from prodmanager.web.format import FILTERS
@@ -177,6 +178,24 @@ def act(
         return failure(request, exc)
     target = result.request.id if action == "clone" else request_id
     return RedirectResponse(f"/requests/{target}", status_code=303)
+
+
+@router.post("/requests/{request_id}/runs/{run}/{action}", response_model=None)
+def decide_run(
+    request: Request, request_id: Id, run: Annotated[int, PathParam(ge=0, le=2**32 - 1)],
+    action: str, caller: Caller, service: Service,
+    csrf: Annotated[str | None, Form(max_length=100)] = None,
+    reason: Annotated[str, Form(max_length=500)] = "",
+) -> Response:
+    """A run's accept / drop / reprocess buttons: RequestService.decide_run, as the REST route."""
+    try:
+        check_csrf(request, csrf)
+        if action not in DECISIONS:
+            raise NotFound(f"no run action {action!r}")
+        service.decide_run(caller, request_id, run, action, reason.strip())
+    except ProdManagerError as exc:
+        return failure(request, exc)
+    return RedirectResponse(f"/requests/{request_id}#runs", status_code=303)
 
 
 @router.get("/jobs", response_class=HTMLResponse)

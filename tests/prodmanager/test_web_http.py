@@ -1,5 +1,6 @@
 """The web monitor over real HTTP, without a browser: the sign-in cookie and CSRF, visibility
-(the API's rules), escaping, the validate endpoint, and the job detail agents push."""
+(the API's rules), escaping, the validate endpoint, the job detail agents push, and a processing
+request's files, runs (with the operator's run buttons) and chain."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ import yaml
 
 from prodmanager.client import ProdManagerClient
 from prodmanager.errors import Forbidden
-from prodmanager.models import ComponentState, JobEvent
-from tests.prodmanager.conftest import WORKFLOWS, Server
+from prodmanager.models import ComponentState, JobEvent, ReleaseRequest
+from tests.prodmanager.conftest import WORKFLOWS, Server, mc_workflow
+from tests.prodmanager.conftest import submit as submit_doc
+from tests.prodmanager.test_pull import acquire, complete, out, register
+from tests.prodmanager.test_runs import processing
 
 DOC = (WORKFLOWS / "minbias_demo.yaml").read_text()
 
@@ -211,3 +215,61 @@ def test_agent_status_shows_components_and_dead_letters(server: Server) -> None:
     assert "2 JobTracker" in texts["dead_letters"] and "MergeSensor" in texts["components_down"]
     page = httpx.get(f"{server.url}/agents", headers=ops).text
     assert "JobTracker" in page and "MergeSensor" in page
+
+
+def test_processing_request_shows_files_runs_and_run_buttons(server: Server) -> None:
+    env = server.env
+    rid = submit_doc(env, "alice", processing("web-runs", {7: 2, 8: 1}))
+    register(env)
+    allocs = acquire(env, jobs=100)
+    run7 = [a for a in allocs if a.input_files[0].run == 7]
+    complete(env, run7[0], files=[out(run7[0])])
+    env.pull.release(env.who("agent1"), "a1", run7[1].allocation_id,
+                     ReleaseRequest(lease_token=run7[1].lease_token, failed=True, reason="exhausted"))
+
+    web, csrf = browser(server, "alice")
+    twin = web.get(f"/api/v1/monitor/requests/{rid}").json()
+    counts = twin["files_progress"]["counts"]
+    assert (counts["processed"], counts["assigned"], counts["failed"], twin["files_progress"]["total"]) == (1, 1, 1, 3)
+    runs = {r["run"]: r for r in twin["runs"]}
+    assert (runs[7]["state"], runs[7]["decisions"], runs[8]["state"]) == (
+        "needs_attention", ["accept", "drop", "reprocess"], "open")
+    attention = next(w for w in twin["why"] if w["code"] == "run_attention")
+    assert attention["run"] == 7 and "1 of 2 file(s) failed: 10 of 20 input events" in attention["text"]
+    page = web.get(f"/requests/{rid}").text
+    assert 'data-run="7" data-state="needs_attention"' in page and 'href="#runs"' in page
+    assert 'class="run-action"' not in page  # a requester gets no run buttons, and may not press
+    assert web.post(f"/requests/{rid}/runs/7/accept", data={"csrf": csrf}).status_code == 403
+    row = web.get("/requests", params={"fragment": "true"}).text
+    assert "1 processed, 1 assigned, 1 failed, 0 given up of 3 files" in row
+
+    ops, ops_csrf = browser(server, "ops")
+    assert 'data-action="accept"' in ops.get(f"/requests/{rid}").text
+    assert ops.post(f"/requests/{rid}/runs/7/accept", data={"reason": "x"}).status_code == 403
+    assert ops.post(f"/requests/{rid}/runs/8/accept", data={"csrf": ops_csrf}).status_code == 409
+    pressed = ops.post(f"/requests/{rid}/runs/7/accept", data={"csrf": ops_csrf, "reason": "lost"})
+    assert pressed.status_code == 303, pressed.text
+    after = {r["run"]: r for r in ops.get(f"/api/v1/monitor/requests/{rid}").json()["runs"]}
+    assert (after[7]["decision"], after[7]["files"]["given_up"]) == ("accepted", 1)
+
+
+def test_chained_request_names_its_producer_and_the_producer_its_consumers(server: Server) -> None:
+    env = server.env
+    gen = submit_doc(env, "alice", mc_workflow("web-gen", 100, 50))
+    reco = submit_doc(env, "alice", {
+        "kind": "processing", "name": "web-reco",
+        "payload": {"transformation": "reconstruct", "version": "1"},
+        "input": {"dataset": "/MinBias/web-gen-v1/GEN"},
+        "output": {"dataset": "/MinBias/web-reco-v1/MDST", "tier": "MDST"},
+    })
+    web, _ = browser(server, "alice")
+    consumer = web.get(f"/api/v1/monitor/requests/{reco}").json()
+    assert consumer["chain"]["producer"] == {"id": gen, "state": "new"}
+    waiting = next(w for w in consumer["why"] if w["code"] == "producer")
+    assert waiting["text"].startswith(f"waiting for producer request {gen} (new)")
+    assert f'id="producer">input /MinBias/web-gen-v1/GEN: produced by <a href="/requests/{gen}"' in (
+        web.get(f"/requests/{reco}").text)
+    producer = web.get(f"/api/v1/monitor/requests/{gen}").json()
+    assert producer["chain"]["consumers"] == [{"id": reco, "state": "new"}]
+    assert producer["files_progress"] is None and producer["runs"] == []
+    assert f'href="/requests/{reco}">request {reco}</a>' in web.get(f"/requests/{gen}").text
