@@ -145,7 +145,7 @@ class Monitor:
             seen = mq.activity(conn, [request_id]).get(request_id)
             run_list = _runs_of(conn, row, now)
             summary = self._row(row, counters, seen, now, run_list)
-            linked = _chain_of(conn, row)
+            linked = _chain_of(conn, row, principal)
             series = mq.finished_series(conn, request_id)
             history = [
                 {"from": h.from_state, "to": h.to_state, "actor": h.actor, "reason": h.reason,
@@ -300,8 +300,10 @@ def _files_progress(run_list: list[runs.Run]) -> dict[str, Any]:
     return {"total": total, "counts": counts, "pct": {s: _pct(counts[s], total) for s in shown}}
 
 
-def _chain_of(conn: sa.Connection, row: sa.Row[Any]) -> dict[str, Any]:
-    """The request's producer (a chained request's input) and its consumers, by id and state."""
+def _chain_of(conn: sa.Connection, row: sa.Row[Any], principal: Principal) -> dict[str, Any]:
+    """The request's producer (a chained request's input) and its consumers, by id and state.
+    The producer is named whoever owns it (the request waits for it); a requester sees only its
+    own consumers, as it sees only its own requests."""
     spec = json.loads(row.spec)
     dataset = chain.input_dataset(spec)
     producer = chain.producer_of(conn, dataset) if dataset else None
@@ -309,7 +311,8 @@ def _chain_of(conn: sa.Connection, row: sa.Row[Any]) -> dict[str, Any]:
         "input_dataset": dataset,
         "producer": {"id": int(producer.id), "state": producer.state} if producer else None,
         "consumers": [{"id": int(c.id), "state": c.state}
-                      for c in chain.consumers_of(conn, spec["output"]["dataset"])],
+                      for c in chain.consumers_of(conn, spec["output"]["dataset"])
+                      if principal.is_operator or c.owner == principal.name],
     }
 
 _CLASS = re.compile(r"^([A-Za-z0-9_.-]{1,64}):")  # agents' failure reasons start with the class

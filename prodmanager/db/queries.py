@@ -654,8 +654,10 @@ def reopen_failed(conn: sa.Connection, allocation_ids: list[int], reason: str, n
 
 
 def requests_of_kind(conn: sa.Connection, kinds: list[str], states: Iterable[str] | None = None) -> Sequence[sa.Row[Any]]:
-    """(id, state, spec, run_number) of requests of these kinds (and states), oldest first."""
-    query = sa.select(request.c.id, request.c.state, request.c.spec, request.c.run_number).where(
+    """(id, state, spec, run_number, owner) of requests of these kinds (and states), oldest
+    first."""
+    query = sa.select(request.c.id, request.c.state, request.c.spec, request.c.run_number,
+                      request.c.owner).where(
         request.c.kind.in_(kinds)).order_by(request.c.id)
     if states is not None:
         query = query.where(request.c.state.in_(list(states)))

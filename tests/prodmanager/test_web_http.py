@@ -221,7 +221,7 @@ def test_processing_request_shows_files_runs_and_run_buttons(server: Server) -> 
     env = server.env
     rid = submit_doc(env, "alice", processing("web-runs", {7: 2, 8: 1}))
     register(env)
-    allocs = acquire(env, jobs=100)
+    allocs = acquire(env, jobs=100, lease_seconds=300)  # run 8 stays assigned throughout
     run7 = [a for a in allocs if a.input_files[0].run == 7]
     complete(env, run7[0], files=[out(run7[0])])
     env.pull.release(env.who("agent1"), "a1", run7[1].allocation_id,
@@ -256,12 +256,7 @@ def test_processing_request_shows_files_runs_and_run_buttons(server: Server) -> 
 def test_chained_request_names_its_producer_and_the_producer_its_consumers(server: Server) -> None:
     env = server.env
     gen = submit_doc(env, "alice", mc_workflow("web-gen", 100, 50))
-    reco = submit_doc(env, "alice", {
-        "kind": "processing", "name": "web-reco",
-        "payload": {"transformation": "reconstruct", "version": "1"},
-        "input": {"dataset": "/MinBias/web-gen-v1/GEN"},
-        "output": {"dataset": "/MinBias/web-reco-v1/MDST", "tier": "MDST"},
-    })
+    reco = submit_doc(env, "alice", reconstruction("web-reco", "/MinBias/web-gen-v1/GEN"))
     web, _ = browser(server, "alice")
     consumer = web.get(f"/api/v1/monitor/requests/{reco}").json()
     assert consumer["chain"]["producer"] == {"id": gen, "state": "new"}
@@ -273,3 +268,19 @@ def test_chained_request_names_its_producer_and_the_producer_its_consumers(serve
     assert producer["chain"]["consumers"] == [{"id": reco, "state": "new"}]
     assert producer["files_progress"] is None and producer["runs"] == []
     assert f'href="/requests/{reco}">request {reco}</a>' in web.get(f"/requests/{gen}").text
+    other = submit_doc(env, "bob", reconstruction("web-reco-bob", "/MinBias/web-gen-v1/GEN"))
+    ops, _ = browser(server, "ops")
+    seen = ops.get(f"/api/v1/monitor/requests/{gen}").json()["chain"]["consumers"]
+    assert [c["id"] for c in seen] == [reco, other]
+    mine = web.get(f"/api/v1/monitor/requests/{gen}").json()["chain"]["consumers"]
+    assert [c["id"] for c in mine] == [reco]  # a requester sees only its own requests
+
+
+def reconstruction(name: str, dataset: str) -> dict[str, object]:
+    """A processing request chained to the request producing `dataset`."""
+    return {
+        "kind": "processing", "name": name,
+        "payload": {"transformation": "reconstruct", "version": "1"},
+        "input": {"dataset": dataset},
+        "output": {"dataset": f"/MinBias/{name}-v1/MDST", "tier": "MDST"},
+    }
