@@ -1,5 +1,6 @@
 """Benchmark of the web monitor: server time and size of each page with 100 requests and 100,000
-jobs (allocations) in the database, plus job events, failed attempts' logs and files.
+jobs (allocations) in the database, plus job events, failed attempts' logs and files. Every tenth
+request is a processing request (its jobs read input files, in runs).
 
 Each page (and its JSON twin) is fetched `--repeat` times over real HTTP from `prodmanager serve`
 in-process (uvicorn in a thread), as an operator; printed: median and p95 of the time to the
@@ -38,6 +39,11 @@ TARGET_P95_MS = 300.0
 TARGET_BYTES = 500_000
 
 
+def kind_of(r: int) -> str:
+    """Every tenth request processes input files (one a job, runs of 100 files)."""
+    return "processing" if r % 10 == 9 else "montecarlo"
+
+
 def fill(engine: sa.Engine, requests: int, jobs: int) -> None:
     """`requests` requests sharing `jobs` allocations, in every state, with events and files."""
     rnd = random.Random(1)
@@ -51,10 +57,11 @@ def fill(engine: sa.Engine, requests: int, jobs: int) -> None:
             for i in range(8)
         ])
         conn.execute(request.insert(), [
-            {"id": r + 1, "name": f"bench-{r}", "kind": "montecarlo", "owner": f"user{r % 7}",
+            {"id": r + 1, "name": f"bench-{r}", "kind": kind_of(r), "owner": f"user{r % 7}",
              "state": rnd.choice(["running", "running", "assigned", "completed", "new"]),
              "priority": 1000, "total_events": per * 100, "total_jobs": per, "run_number": r + 1,
-             "sites": json.dumps({"whitelist": [], "blacklist": []}), "spec": "{}",
+             "sites": json.dumps({"whitelist": [], "blacklist": []}),
+             "spec": json.dumps({"kind": kind_of(r), "output": {"dataset": f"/Bench/bench-{r}-v1/GEN"}}),
              "spec_sha256": f"{r:064d}", "created_at": now - 86400, "updated_at": now}
             for r in range(requests)
         ])
@@ -69,6 +76,8 @@ def fill(engine: sa.Engine, requests: int, jobs: int) -> None:
                 rows.append({
                     "id": aid, "request_id": r + 1, "job_index": j, "first_event": j * 100,
                     "n_events": 100, "seed": aid, "state": state,
+                    "input_files": json.dumps([{"lfn": f"/store/raw/{aid}.raw", "run": 1000 + j // 100,
+                                                "events": 100}]) if kind_of(r) == "processing" else None,
                     "agent": f"agent{aid % 8}" if state != "open" or leased else None,
                     "lease_token": "t" if leased else None, "lease_epoch": 1,
                     "lease_expires": now + 3600 if leased else 0, "lease_seconds": 3600,
@@ -147,8 +156,9 @@ def main() -> int:
         print(f"filled {args.requests} requests, {args.jobs} jobs in {time.perf_counter() - start:.1f} s "
               f"({args.backend})")
         rid = args.requests // 2
+        pid = next(r + 1 for r in range(rid, args.requests) if kind_of(r) == "processing")
         jid = args.jobs // 2
-        pages = ["/requests", f"/requests/{rid}", f"/requests/{rid}/live", "/jobs",
+        pages = ["/requests", f"/requests/{rid}", f"/requests/{rid}/live", f"/requests/{pid}", "/jobs",
                  f"/jobs?request={rid}&state=failed", "/jobs?error_class=PayloadError&site=T2_B",
                  f"/jobs/{jid}", "/agents", "/sites",
                  "/api/v1/monitor/requests", f"/api/v1/monitor/requests/{rid}",

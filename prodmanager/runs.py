@@ -126,7 +126,9 @@ def summarise(conn: sa.Connection, request_id: int, now: float) -> list[Run]:
         if not files:
             continue
         number = int(files[0].get("run") or 0)  # an allocation's files share a run (split: run)
-        r = runs.setdefault(number, Run(number, decision=decisions.get(number)))
+        r = runs.get(number)
+        if r is None:  # not setdefault: a Run per allocation would be built and thrown away
+            r = runs[number] = Run(number, decision=decisions.get(number))
         r.allocations.append(int(a.id))
         state = file_state(a.state, float(a.lease_expires) >= now, r.decision)
         declared = [f.get("events") for f in files]
