@@ -250,7 +250,7 @@ def servers(db_url: str, count: int) -> Iterator[list[str]]:
 
 
 def _wait_ready(url: str) -> None:
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120  # a loaded machine starts 16 agents alongside
     while time.monotonic() < deadline:
         try:
             if httpx.get(url + "/api/v1/health", timeout=1).status_code == 200:
