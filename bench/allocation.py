@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing
 import os
 import platform
@@ -41,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.db import create_database, drop_database  # noqa: E402
+from prodagent.components.prodmgr_interface import COMPLETE_PER_CALL, RENEW_CHUNK  # noqa: E402
 from prodmanager.auth import Principal, create_token  # noqa: E402
 from prodmanager.client import ProdManagerClient  # noqa: E402
 from prodmanager.db import migrate  # noqa: E402
@@ -57,6 +59,7 @@ from prodmanager.models import (  # noqa: E402
 from prodmanager.pull_service import PullService  # noqa: E402
 from prodmanager.request_service import RequestService  # noqa: E402
 from prodrequest.loader import validate_workflow  # noqa: E402
+from prodrequest.spec import MAX_ALLOCATIONS  # noqa: E402
 
 
 @dataclass
@@ -119,22 +122,34 @@ def db_agent(
 
 
 def http_agent(
-    url: str, token: str, agent: str, start_at: float, stop_at: float, batch: int
+    url: str, token: str, agent: str, start_at: float, stop_at: float, batch: int, bulk: bool = False
 ) -> dict[str, Any]:
+    """`bulk`: the calls ProdMgrInterface makes (renew in chunks, `complete_many` of
+    COMPLETE_PER_CALL, no per-allocation report); otherwise one report and complete each."""
     client = ProdManagerClient(url, token)
+    calls = [0]  # bulk: the calls really made
 
     def cycle() -> tuple[list[int], float]:
         t0 = time.perf_counter()
         allocations = client.acquire(agent, jobs=batch)
         acquired = time.perf_counter() - t0
-        client.renew(agent, allocations)
+        for i in range(0, len(allocations), RENEW_CHUNK):
+            client.renew(agent, allocations[i:i + RENEW_CHUNK])
+        if bulk:
+            for i in range(0, len(allocations), COMPLETE_PER_CALL):
+                chunk = allocations[i:i + COMPLETE_PER_CALL]
+                outcomes = client.complete_many(agent, [(a, a.n_events, []) for a in chunk])
+                assert all(o.ack is not None for o in outcomes), outcomes
+            calls[0] += 1 + math.ceil(len(allocations) / RENEW_CHUNK) + math.ceil(len(allocations) / COMPLETE_PER_CALL)
+            return [a.allocation_id for a in allocations], acquired
         for a in allocations:
             client.report(agent, a, events_done=1, job_state="running")
             client.complete(agent, a, events_done=a.n_events)
         return [a.allocation_id for a in allocations], acquired
 
     try:
-        return _loop(cycle, start_at, stop_at)
+        out = _loop(cycle, start_at, stop_at)
+        return {**out, "calls": calls[0]} if bulk else out
     finally:
         client.close()
 
@@ -152,7 +167,9 @@ def _loop(cycle: Any, start_at: float, stop_at: float) -> dict[str, Any]:
         acquire_s.append(acquired)
         done += ids
         calls += 1 + (1 if ids else 0) + 2 * len(ids)
-    return {"done": done, "acquire_s": acquire_s, "cycle_s": cycle_s, "calls": calls}
+    # The last cycle may end after stop_at: rates are over the time really taken.
+    return {"done": done, "acquire_s": acquire_s, "cycle_s": cycle_s, "calls": calls,
+            "elapsed_s": time.time() - start_at}
 
 
 # --- set-up -------------------------------------------------------------------------------------
@@ -235,7 +252,7 @@ def servers(db_url: str, count: int) -> Iterator[list[str]]:
 
 
 def _wait_ready(url: str) -> None:
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120  # a loaded machine starts 16 agents alongside
     while time.monotonic() < deadline:
         try:
             if httpx.get(url + "/api/v1/health", timeout=1).status_code == 200:
@@ -248,9 +265,11 @@ def _wait_ready(url: str) -> None:
 # --- one run ------------------------------------------------------------------------------------
 
 
-def run(backend: str, via: str, agents: int, batch: int, duration: float, n_servers: int) -> Result:
-    # Enough that the pool does not run dry (ran_dry says if it did anyway).
-    jobs = max(5_000, int(agents * batch * 400), int(3_000 * duration))
+def run(backend: str, via: str, agents: int, batch: int, duration: float, n_servers: int,
+        bulk: bool = False) -> Result:
+    # Enough that the pool does not run dry (ran_dry says if it did anyway), within one
+    # allocation per job (a larger request would put several jobs in each allocation).
+    jobs = min(MAX_ALLOCATIONS, max(5_000, int(agents * batch * 400), int(3_000 * duration)))
     with fresh_database(backend) as db_url:
         token, request_id = prepare(db_url, agents, jobs)
         context = multiprocessing.get_context("spawn")
@@ -262,7 +281,7 @@ def run(backend: str, via: str, agents: int, batch: int, duration: float, n_serv
                 outs = pool.starmap(db_agent, args)
             else:
                 args2 = [
-                    (urls[i % len(urls)], token, f"agent{i}", start_at, stop_at, batch)
+                    (urls[i % len(urls)], token, f"agent{i}", start_at, stop_at, batch, bulk)
                     for i in range(agents)
                 ]
                 outs = pool.starmap(http_agent, args2)
@@ -298,6 +317,7 @@ def _summarise(
     prepared: int,
 ) -> Result:
     done = sum(len(o["done"]) for o in outs)
+    elapsed = max([duration] + [o["elapsed_s"] for o in outs])
     acquire = sorted(x for o in outs for x in o["acquire_s"])
     cycles = sorted(x for o in outs for x in o["cycle_s"])
     return Result(
@@ -307,8 +327,8 @@ def _summarise(
         batch=batch,
         duration_s=duration,
         allocations=done,
-        allocations_per_s=round(done / duration, 1),
-        calls_per_s=round(sum(o["calls"] for o in outs) / duration, 1),
+        allocations_per_s=round(done / elapsed, 1),
+        calls_per_s=round(sum(o["calls"] for o in outs) / elapsed, 1),
         acquire_p50_ms=round(_pct(acquire, 50) * 1000, 2),
         acquire_p99_ms=round(_pct(acquire, 99) * 1000, 2),
         cycle_p50_ms=round(_pct(cycles, 50) * 1000, 2),
@@ -336,6 +356,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4, help="allocations per acquire")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per run")
     parser.add_argument("--servers", type=int, default=1, help="serve processes for --via http")
+    parser.add_argument("--bulk", action="store_true",
+                        help="--via http: ProdMgrInterface's calls (complete_many), not one call each")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args()
     backends = ["mariadb", "sqlite"] if args.backend == "both" else [args.backend]
@@ -346,7 +368,7 @@ def main() -> None:
     for backend in backends:
         for agents in (int(n) for n in args.agents.split(",")):
             print(f"# load average before: {os.getloadavg()[0]:.2f}", flush=True)
-            r = run(backend, args.via, agents, args.batch, args.duration, args.servers)
+            r = run(backend, args.via, agents, args.batch, args.duration, args.servers, args.bulk)
             results.append(r)
             print(
                 f"{r.backend:8} {r.via:4} {r.agents:>6} {r.allocations_per_s:>9.1f} {r.calls_per_s:>9.1f} "

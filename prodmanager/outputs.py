@@ -27,22 +27,10 @@ def store_files(
     new_rows = []
     duplicate = 0
     for lfn, f in unique.items():
-        values = {"size": f.size, "checksum": f.checksum, "events": f.events, "agent": agent_name}
+        values = _values(f, agent_name)
         old = existing.get(lfn)
         if old is None:
-            new_rows.append(
-                {
-                    "lfn": lfn,
-                    "request_id": row.request_id,
-                    "allocation_id": row.id,
-                    "lease_epoch": row.lease_epoch,
-                    "kind": "unmerged",
-                    "state": "valid",
-                    "merged_into": None,
-                    "created_at": now,
-                    **values,
-                }
-            )
+            new_rows.append(new_file_row(row, f, agent_name, now))
         elif old.allocation_id == row.id and old.lease_epoch == row.lease_epoch:
             duplicate += 1
         elif old.allocation_id == row.id and old.state == "superseded":
@@ -55,6 +43,25 @@ def store_files(
             )
     q.insert_files(conn, new_rows)
     return len(unique) - duplicate, duplicate + len(files) - len(unique)
+
+
+def _values(f: OutputFile, agent_name: str) -> dict[str, Any]:
+    return {"size": f.size, "checksum": f.checksum, "events": f.events, "agent": agent_name}
+
+
+def new_file_row(row: sa.Row[Any], f: OutputFile, agent_name: str, now: float) -> dict[str, Any]:
+    """The `pm_file` row of an unmerged output first reported for held allocation `row`."""
+    return {
+        "lfn": f.lfn,
+        "request_id": row.request_id,
+        "allocation_id": row.id,
+        "lease_epoch": row.lease_epoch,
+        "kind": "unmerged",
+        "state": "valid",
+        "merged_into": None,
+        "created_at": now,
+        **_values(f, agent_name),
+    }
 
 
 def store_merged(

@@ -1,7 +1,8 @@
 """Cut a workflow into allocations: one per job, as rows for `pm_allocation`.
 
 Monte Carlo: consecutive event ranges of `events.per_job` (the last one shorter), each with its
-job's seed; with `per_job: auto`, ranges of several guessed job lengths that agents cut into jobs
+job's seed; a request of more than `MAX_ALLOCATIONS` jobs gets ranges of several jobs, each
+allocation carrying its first job's index and seed (agents number the rest from them); with `per_job: auto`, ranges of several guessed job lengths that agents cut into jobs
 of the measured length, each job's seed and index then being its first event's. Processing:
 consecutive groups of `input.files_per_job` files.
 """
@@ -24,13 +25,14 @@ def cut(
 
 
 def _event_ranges(workflow: MonteCarloWorkflow, run_number: int) -> list[dict[str, Any]]:
-    total, size, auto = workflow.events.total, workflow.events.allocation_events, workflow.events.auto
+    events = workflow.events
+    total, size, step = events.total, events.allocation_events, events.jobs_per_allocation
     return [
         {
-            "job_index": first if auto else index,
+            "job_index": first if events.auto else index * step,
             "first_event": first,
             "n_events": min(size, total - first),
-            "seed": job_seed(workflow, run_number, first if auto else index),
+            "seed": job_seed(workflow, run_number, first if events.auto else index * step),
             "input_files": None,
         }
         for index, first in enumerate(range(0, total, size))

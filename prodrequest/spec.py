@@ -49,7 +49,9 @@ MiB = 1024 * KiB
 GiB = 1024 * MiB
 TiB = 1024 * GiB
 
-MAX_JOBS = 100_000  # allocations per request: each job is one allocation row
+MAX_JOBS = 1_000_000  # jobs per request
+#: allocation rows per request: a Monte Carlo request of more jobs puts several in each allocation
+MAX_ALLOCATIONS = 100_000
 MAX_TOTAL_EVENTS = 10_000_000_000
 MAX_PER_JOB = 10_000_000
 AUTO_CHUNK_JOBS = 4  # per_job auto: guessed job lengths per allocation (jobs are cut from it)
@@ -320,6 +322,9 @@ class EventSplit(Section):
     `scouts` jobs), starting from the requester's guess `time_per_event_s`. ProdManager then
     cuts the request into allocations of `AUTO_CHUNK_JOBS` guessed job lengths, which agents cut
     into jobs of the measured length.
+
+    A request of more than `MAX_ALLOCATIONS` jobs (or guessed jobs) puts several in each
+    allocation, so that its allocations stay at most `MAX_ALLOCATIONS`; agents cut them into jobs.
     """
 
     total: int = Field(ge=1, le=MAX_TOTAL_EVENTS)
@@ -347,7 +352,7 @@ class EventSplit(Section):
     def _not_too_many_jobs(self) -> EventSplit:
         if self.auto and (self.target_job_s is None or self.time_per_event_s is None):
             raise ValueError("per_job: auto needs target_job_s and time_per_event_s (your guess)")
-        jobs = math.ceil(self.total / self.allocation_events)
+        jobs = math.ceil(self.total / self.job_events)
         if jobs > MAX_JOBS:
             raise ValueError(
                 f"total/per_job gives {jobs} jobs, more than the limit of {MAX_JOBS}; "
@@ -366,16 +371,31 @@ class EventSplit(Section):
         return max(1, math.floor(self.target_job_s / self.time_per_event_s))
 
     @property
+    def job_events(self) -> int:
+        """Events per job: `per_job`, or for auto the guessed job length."""
+        return self.per_job if isinstance(self.per_job, int) else self.guessed_events_per_job
+
+    @property
+    def jobs_per_allocation(self) -> int:
+        """Jobs (for auto, guessed jobs) per allocation: one, or several for a large request; for
+        auto at least `AUTO_CHUNK_JOBS`."""
+        needed = math.ceil(math.ceil(self.total / self.job_events) / MAX_ALLOCATIONS)
+        return max(AUTO_CHUNK_JOBS if self.auto else 1, needed)
+
+    @property
     def allocation_events(self) -> int:
-        """Events per allocation: `per_job`, or for auto several guessed job lengths."""
-        if isinstance(self.per_job, int):
-            return self.per_job
-        return min(self.total, AUTO_CHUNK_JOBS * self.guessed_events_per_job)
+        """Events per allocation: whole jobs of `job_events`."""
+        return min(self.total, self.jobs_per_allocation * self.job_events)
+
+    @property
+    def allocations(self) -> int:
+        return math.ceil(self.total / self.allocation_events)
 
     @property
     def jobs(self) -> int:
-        """Allocations of the request (for auto, each holds several jobs)."""
-        return math.ceil(self.total / self.allocation_events)
+        """Jobs of the request; for auto its allocations (each holds several jobs, of a length
+        known only once the scouts have run)."""
+        return self.allocations if self.auto else math.ceil(self.total / self.job_events)
 
     @property
     def seed_slots(self) -> int:
@@ -529,7 +549,7 @@ class InputSpec(Section):
     """
 
     files: list[Annotated[InputFile, BeforeValidator(_lfn_to_file)]] = Field(
-        default_factory=list, max_length=MAX_JOBS
+        default_factory=list, max_length=MAX_ALLOCATIONS  # one job, one allocation per file group
     )
     #: or: the dataset another request produces, its files handed on as they are merged (TaskChain)
     dataset: str | None = Field(None, pattern=DATASET_PATTERN)

@@ -204,7 +204,7 @@ class JobCreator(Component):
 
     def _rows(self, alloc: Any, workflow: MonteCarloWorkflow) -> list[dict[str, Any]]:
         """The job rows of one Monte Carlo allocation (without their dataset)."""
-        per_job = workflow.events.allocation_events
+        per_job = workflow.events.job_events
         end = alloc.first_event + alloc.n_events
         return [self._row(alloc, workflow, k, first, min(per_job, end - first), k)
                 for k, first in enumerate(range(alloc.first_event, end, per_job))]

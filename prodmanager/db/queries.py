@@ -415,6 +415,25 @@ def get_allocation(conn: sa.Connection, allocation_id: int) -> sa.Row[Any] | Non
     return conn.execute(sa.select(allocation).where(allocation.c.id == allocation_id)).first()
 
 
+def lock_allocations(conn: sa.Connection, ids: list[int]) -> dict[int, sa.Row[Any]]:
+    """These allocations, locked in id order (no deadlock between two callers)."""
+    query = sa.select(allocation).where(allocation.c.id.in_(sorted(set(ids)))).order_by(allocation.c.id)
+    return {int(r.id): r for r in conn.execute(query.with_for_update())}
+
+
+def finish_many(
+    conn: sa.Connection, ids: list[int], lease_token: str, agent_name: str, state: str,
+    events_done: int, now: float,
+) -> int:
+    """`finish` for allocations held under one token that all did `events_done` events."""
+    return conn.execute(
+        allocation.update()
+        .where(allocation.c.id.in_(ids), allocation.c.lease_token == lease_token,
+               allocation.c.agent == agent_name, allocation.c.state == OPEN)
+        .values(state=state, reason=None, updated_at=now, job_state=None, events_done=events_done)
+    ).rowcount
+
+
 def recall_open(conn: sa.Connection, request_id: int, reason: str, now: float) -> int:
     return conn.execute(
         allocation.update()

@@ -533,3 +533,21 @@ def _with_surrogate(conn: sa.Connection, request_id: int) -> str:
                                    .where(pm_schema.request.c.id == request_id)).scalar_one())
     spec["payload"]["parameters"]["process"] = "minbias\ud800"
     return json.dumps(spec)  # ensure_ascii: stored as the escape \ud800
+
+
+def test_bulk_completion_of_plain_items_beside_refused_ones(env: Env) -> None:
+    """Plain completions take the few-statement path, the others the single call's answers."""
+    rid = submit(env, "alice", mc_workflow("bulk_plain", 500, 100))
+    register(env)
+    allocs = acquire(env, jobs=5)
+    complete(env, allocs[4], files=[out(allocs[4])])  # a repeat: acknowledged, nothing counted twice
+    items = [CompleteItem(allocation_id=a.allocation_id, lease_token=a.lease_token, events_done=a.n_events,
+                          files=[out(a)]) for a in allocs]
+    items[2] = CompleteItem(allocation_id=allocs[2].allocation_id, lease_token="stale", events_done=100)
+    results = env.pull.complete_many(env.who("agent1"), "a1", CompleteMany(items=items)).results
+    assert [r.error for r in results] == [None, None, "lease_lost", None, None]
+    assert [r.ack.files_accepted for r in results if r.ack] == [1, 1, 1, 0]
+    counters = env.requests.summary(rid).counters
+    assert (counters.events_produced, counters.files_unmerged, counters.allocations["done"]) == (400, 4, 4)
+    complete(env, allocs[2], files=[out(allocs[2])])
+    assert env.requests.summary(rid).state == "completed"
