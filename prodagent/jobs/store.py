@@ -232,16 +232,23 @@ workflow_for_request = allocations_sql.workflow_for_request
 
 def ensure_dataset(conn: sa.Connection, agent: str, name: str, tier: str, request_id: str,
                    merge_policy: dict[str, Any]) -> int:
-    found = conn.execute(
-        sa.select(pa_dataset.c.id).where(pa_dataset.c.agent == agent, pa_dataset.c.name == name)
-    ).scalar()
-    if found is not None:
-        return int(found)
+    try:
+        return dataset_id(conn, agent, name)
+    except LookupError:
+        pass
     result = conn.execute(pa_dataset.insert().values(
         agent=agent, name=name, tier=tier, request_id=request_id,
         merge_policy=json.dumps(merge_policy), created_at=time.time(),
     ))
     return int(result.inserted_primary_key[0])
+
+
+def dataset_id(conn: sa.Connection, agent: str, name: str) -> int:
+    found = conn.execute(
+        sa.select(pa_dataset.c.id).where(pa_dataset.c.agent == agent, pa_dataset.c.name == name)).scalar()
+    if found is None:
+        raise LookupError(f"no dataset {name!r} of agent {agent!r}")
+    return int(found)
 
 
 def dataset(conn: sa.Connection, dataset_id: int) -> sa.Row | None:

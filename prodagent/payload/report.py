@@ -39,6 +39,8 @@ class OutputFile(BaseModel):
     run: int | None = None
     first_event: int | None = None
     element: str | None = None  # staged out: the storage element holding it (`path` is its PFN)
+    step: str | None = None  # a kept intermediate output (StepChain): the step that wrote it
+    dataset: str | None = None  # ... and the dataset it is registered in
 
 
 class StepResult(BaseModel):
@@ -79,6 +81,7 @@ class JobReport(BaseModel):
     ended_at: datetime
     end_of_job_seen: bool = False
     steps: list[StepResult] = []
+    kept: list[OutputFile] = []  # intermediate step outputs kept (StepChain `keep`)
 
     @property
     def ok(self) -> bool:
