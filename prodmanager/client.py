@@ -38,6 +38,7 @@ from prodmanager.models import (
     CompleteManyAck,
     CompleteOutcome,
     ComponentState,
+    FileInfo,
     JobEvent,
     JobReportAck,
     MergedAck,
@@ -251,6 +252,11 @@ class ProdManagerClient:
 
     def runs(self, request_id: int) -> list[RunInfo]:
         return self._call_list("GET", f"/requests/{request_id}/runs", RunInfo)
+
+    def files(self, request_id: int, kind: str | None = None) -> list[FileInfo]:
+        """The request's files, each with the files of other tasks it derives from."""
+        query = f"?kind={kind}" if kind else ""
+        return self._call_list("GET", f"/requests/{request_id}/files{query}", FileInfo)
 
     def decide_run(self, request_id: int, run: int, action: str, reason: str = "") -> RunInfo:
         """An operator's `accept`, `drop` or `reprocess` of a run that needs attention."""

@@ -235,6 +235,19 @@ class CompleteManyAck(Wire):
 
 class MergedFile(OutputFile):
     inputs: list[Lfn] = Field(min_length=1, max_length=MAX_MERGED_INPUTS)
+    # the files of other tasks (or outside ProdManager) its inputs were made from
+    parents: list[Lfn] = Field(default_factory=list, max_length=MAX_MERGED_INPUTS)
+
+
+class FileInfo(Wire):
+    """A registered file of a request, with the files of other tasks it derives from."""
+
+    lfn: str
+    kind: Literal["unmerged", "merged"]
+    state: str
+    events: int
+    pfn: str | None
+    parents: list[str]
 
 
 class MergedReport(Wire):
@@ -308,6 +321,8 @@ class HistoryEntry(Wire):
 class RequestDetail(RequestSummary):
     spec: dict[str, Any]
     history: list[HistoryEntry]
+    producer_id: int | None = None  # a chained request: the request producing its input dataset
+    steps: dict[str, dict[str, int]] = Field(default_factory=dict)  # a multi-step request: attempts by outcome
 
 
 class SubmitResult(Wire):
@@ -355,6 +370,14 @@ class RunInfo(Wire):
 LogLine = Annotated[SafeLine, Field(max_length=1000)]
 
 
+class StepOutcome(Wire):
+    """How one step of a multi-step job (StepChain) ended in an attempt."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,39}$")
+    status: Literal["success", "failed"]
+    reused: bool = False
+
+
 class JobEvent(Wire):
     """One state change of one of an agent's jobs for a ProdManager allocation. `seq` is the
     agent's own increasing number of the change (its transition id): events are unique by
@@ -377,6 +400,7 @@ class JobEvent(Wire):
     cpu_s: float | None = Field(None, ge=0, le=1e9)
     max_rss_mb: float | None = Field(None, ge=0, le=1e9)
     log_tail: list[LogLine] = Field(default_factory=list, max_length=400)
+    steps: list[StepOutcome] = Field(default_factory=list, max_length=21)  # a multi-step attempt's end
 
 
 class JobReport(Wire):

@@ -94,6 +94,7 @@ def store_merged(
     )
     if q.mark_merged(conn, [int(f.id) for f in inputs], merged_id) != len(inputs):
         raise Conflict(f"inputs of {merged.lfn} were merged concurrently by another report")
+    q.insert_file_parents(conn, merged_id, list(dict.fromkeys(merged.parents)))
     return True
 
 

@@ -29,6 +29,7 @@ from prodmanager.db.engine import Database
 from prodmanager.errors import Conflict, Forbidden, IllegalTransition, InvalidInput, NotFound
 from prodmanager.models import (
     AllocationInfo,
+    FileInfo,
     HistoryEntry,
     RequestDetail,
     RequestSummary,
@@ -122,7 +123,11 @@ class RequestService:
                 for h in q.history(conn, request_id)
             ]
             base = _summary(row, counters).model_dump()
-            return RequestDetail(**base, spec=json.loads(row.spec), history=entries)
+            spec = json.loads(row.spec)
+            producer = chain.producer_of(conn, dataset) if (dataset := chain.input_dataset(spec)) else None
+            return RequestDetail(**base, spec=spec, history=entries,
+                                 producer_id=int(producer.id) if producer is not None else None,
+                                 steps=jq.step_progress(conn, row.id) if spec.get("steps") else {})
 
         return self.db.read(work)
 
@@ -173,6 +178,17 @@ class RequestService:
             if principal.role != Role.AGENT:
                 require_visible(principal, request_id, row.owner)
             return [r.info() for r in runs.summarise(conn, request_id, time.time())]
+
+        return self.db.read(work)
+
+    def files(self, principal: Principal, request_id: int, kind: str | None = None) -> list[FileInfo]:
+        """The request's registered files, each with the files of other tasks it derives from."""
+        def work(conn: sa.Connection) -> list[FileInfo]:
+            row = _request_or_404(conn, request_id)
+            if principal.role != Role.AGENT:
+                require_visible(principal, request_id, row.owner)
+            return [FileInfo(lfn=f.lfn, kind=f.kind, state=f.state, events=f.events, pfn=f.pfn, parents=parents)
+                    for f, parents in q.files_of_request(conn, request_id, kind)]
 
         return self.db.read(work)
 

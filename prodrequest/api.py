@@ -20,6 +20,7 @@ from prodmanager.models import (
     ActionBody,
     AllocationInfo,
     ErrorBody,
+    FileInfo,
     RequestDetail,
     RequestSummary,
     ResubmitBody,
@@ -142,6 +143,12 @@ def clone(
 @router.get("/requests/{request_id}/runs", response_model=list[RunInfo])
 def runs(request_id: RequestId, caller: Caller, service: Service) -> list[RunInfo]:
     return service.runs(caller, request_id)
+
+
+@router.get("/requests/{request_id}/files", response_model=list[FileInfo])
+def files(request_id: RequestId, caller: Caller, service: Service,
+          kind: Literal["unmerged", "merged"] | None = None) -> list[FileInfo]:
+    return service.files(caller, request_id, kind)
 
 
 @router.post("/requests/{request_id}/runs/{run}/{action}", response_model=RunInfo)

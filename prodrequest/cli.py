@@ -123,12 +123,27 @@ def list_cmd(obj: Context, states: tuple[str, ...], owner: str | None, as_json: 
 @json_option
 @click.pass_obj
 def show(obj: Context, request_id: int, as_json: bool) -> None:
-    """Show a request: state, counters, history (and the runs of a processing request)."""
+    """Show a request: state, counters, history (and the runs of a processing request; for a
+    chained request, its producer's progress beside its own)."""
     with obj.client() as client:
         detail = _run(as_json, lambda: client.get(request_id))
         found = _run(as_json, lambda: client.runs(request_id)) if detail.kind == "processing" else []
-    human = render.request_detail(detail)
-    _emit(detail, as_json, Group(human, render.run_table(found)) if found else human)
+        producer = _producer(client, detail, as_json)
+    parts = [render.request_detail(detail)]
+    if producer is not None:
+        parts.append(render.chain_table([("input", *producer), ("this", detail, found)]))
+    if found:
+        parts.append(render.run_table(found))
+    _emit(detail, as_json, Group(*parts))
+
+
+def _producer(client: ProdManagerClient, detail: Any, as_json: bool) -> tuple[Any, list[Any]] | None:
+    """A chained request's producer and its runs (if a processing request), or None."""
+    if detail.producer_id is None:
+        return None
+    producer = _run(as_json, lambda: client.get(detail.producer_id))
+    runs = _run(as_json, lambda: client.runs(producer.id)) if producer.kind == "processing" else []
+    return producer, runs
 
 
 @main.command()
@@ -212,7 +227,9 @@ def _watch_live(
         with Live(view.renderable(), refresh_per_second=4) as live:
             while True:
                 summary = _run(False, lambda: client.get(request_id))
-                view.update(summary)
+                runs = _run(False, lambda: client.runs(request_id)) if summary.kind == "processing" else []
+                producer = _producer(client, summary, False)
+                view.update(summary, runs, producer[0] if producer else None)
                 live.update(view.renderable())
                 if _finished(summary) or (deadline and time.monotonic() > deadline):
                     return

@@ -93,6 +93,8 @@ def request_detail(r: RequestDetail) -> Group:
     ]
     if r.parent_id:
         rows.append(("clone of", plain(r.parent_id)))
+    for name, counts in r.steps.items():  # a multi-step request: attempts of each step
+        rows.append((f"step {name}", plain(_counts(counts) or "-")))
     for key, value in rows:
         head.add_row(key, value)
     history = Table(title="history")
@@ -105,11 +107,28 @@ def request_detail(r: RequestDetail) -> Group:
     return Group(head, history)
 
 
-def run_table(items: list[RunInfo]) -> Table:
-    """Runs of a processing request: input files by state, events, and what needs attention."""
+def runs_line(items: list[RunInfo]) -> str:
     attention = sum(1 for r in items if r.state == "needs_attention")
     merged = sum(1 for r in items if r.state == "merged")
-    table = Table(title=f"{len(items)} run(s): {merged} merged, {attention} needing attention")
+    return f"{len(items)} run(s): {merged} merged, {attention} needing attention"
+
+
+def chain_table(tasks: list[tuple[str, RequestSummary, list[RunInfo]]]) -> Table:
+    """A chained request and its producer side by side: (role, request, its runs) per task."""
+    table = Table(title="chain (input request first)")
+    for col in ("task", "request", "state", "jobs", "produced ev", "merged ev", "merged files", "runs"):
+        table.add_column(col)
+    for role, r, runs in tasks:
+        c = r.counters
+        table.add_row(role, plain(f"{r.id} {r.name}"), state_text(r.state), plain(_counts(c.allocations) or "-"),
+                      f"{c.events_produced:,}", f"{c.events_merged:,}", str(c.files_merged),
+                      plain(runs_line(runs) if runs else "-"))
+    return table
+
+
+def run_table(items: list[RunInfo]) -> Table:
+    """Runs of a processing request: input files by state, events, and what needs attention."""
+    table = Table(title=runs_line(items))
     for col in ("run", "state", "files", "input ev", "processed ev", "merged ev", "why"):
         table.add_column(col)
     for r in items:
@@ -178,7 +197,9 @@ class WatchView:
         self.tasks = {name: self.progress.add_task(name, total=1) for name in self.BARS}
         self.status = Text()
 
-    def update(self, r: RequestSummary) -> None:
+    def update(self, r: RequestSummary, runs: list[RunInfo] | None = None,
+               producer: RequestSummary | None = None) -> None:
+        """`runs`: a processing request's runs; `producer`: a chained request's input request."""
         c = r.counters
         total = max(c.events_requested, 1)
         values = {
@@ -194,6 +215,14 @@ class WatchView:
             f"   jobs: {_counts(c.allocations)}",
             f"   job states: {_counts(c.jobs) or '-'}",
         )
+        if runs:
+            self.status.append(f"\n{runs_line(runs)}")
+        if producer is not None:
+            p = producer.counters
+            self.status.append(f"\ninput from request {producer.id} {producer.name}: ")
+            self.status.append(state_text(producer.state))
+            self.status.append(f"   produced {p.events_produced:,}, merged {p.events_merged:,} events "
+                               f"in {p.files_merged} file(s)")
 
     def renderable(self) -> Group:
         return Group(self.status, self.progress)

@@ -208,6 +208,9 @@ class Payload(Section):
     parameters: dict[Annotated[str, Field(pattern=PARAM_KEY_PATTERN)], Any] = Field(
         default_factory=dict, max_length=200
     )
+    # StepChain: keep this step's output although a later step consumes it, in its own dataset
+    keep: bool = False
+    output: Output | None = None
     _typed: TestKnobs | None = PrivateAttr(None)
 
     @field_validator("transformation")
@@ -672,6 +675,7 @@ class _Common(Section):
 
     @model_validator(mode="after")
     def _steps_chain(self) -> _Common:
+        self._kept_outputs()
         produced = {MAIN_STEP}
         for i, step in enumerate(self.steps):
             if step.name in produced:
@@ -686,6 +690,31 @@ class _Common(Section):
                                   step.transformation)
             produced.add(step.name)
         return self
+
+    def _kept_outputs(self) -> None:
+        """Every step but the last keeps its output only if marked `keep`, then in its own
+        dataset; the last step's output is the workflow's `output`."""
+        chain: list[tuple[tuple[str | int, ...], Payload]] = [(("payload",), self.payload)]
+        chain += [(("steps", i), step) for i, step in enumerate(self.steps)]
+        datasets = {self.output.dataset}
+        for n, (where, step) in enumerate(chain):
+            last = n == len(chain) - 1
+            if last and (step.keep or step.output is not None):
+                raise field_error((*where, "keep"), "the last step's output is always kept, "
+                                  "in the workflow's output dataset", step.keep)
+            if step.keep != (step.output is not None):
+                raise field_error((*where, "output"), "a kept step output needs its own output "
+                                  "dataset, and only a kept one", None)
+            if step.output is not None:
+                if step.output.dataset in datasets:
+                    raise field_error((*where, "output", "dataset"), f"dataset {step.output.dataset!r} "
+                                      "is already the output of another step", step.output.dataset)
+                datasets.add(step.output.dataset)
+
+    def kept_steps(self) -> list[tuple[str, Output]]:
+        """(step name, its output) of each intermediate step whose output is kept."""
+        chain = [(MAIN_STEP, self.payload), *((s.name, s) for s in self.steps)]
+        return [(name, step.output) for name, step in chain if step.keep and step.output is not None]
 
     @model_validator(mode="after")
     def _fail_plan_within_jobs(self, info: ValidationInfo) -> _Common:

@@ -213,7 +213,8 @@ def files_list(ctx: click.Context, dataset: int | None, kind: str | None, state:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def files_show(ctx: click.Context, file: str, as_json: bool) -> None:
-    """One file (by id or LFN) with its replicas: element, physical name, checksum, state."""
+    """One file (by id or LFN) with its replicas (element, physical name, checksum, state), the
+    unmerged files merged into it and the files of other tasks it derives from."""
     found = _service(ctx).tx.run(lambda c: summary.file_with_replicas(c, file))
     if found is None:
         raise click.ClickException(f"no file {file}")
@@ -222,6 +223,8 @@ def files_show(ctx: click.Context, file: str, as_json: bool) -> None:
         return
     for key, value in found["file"].items():
         console.print(f"[bold]{key:>13}[/] {value}")
+    for key in ("parents", "derived_from"):
+        console.print(f"[bold]{key:>13}[/] " + ("\n" + " " * 14).join(found[key] or ["-"]))
     table = Table(title=f"{len(found['replicas'])} replica(s)")
     for col in ("element", "role", "state", "size", "adler32", "pfn"):
         table.add_column(col, no_wrap=col != "pfn")

@@ -175,11 +175,12 @@ class JobCreator(Component):
         reasons: list[str] = []
         for plan in plans:
             output = plan.workflow.output
-            if output.dataset not in datasets:
-                datasets[output.dataset] = store.ensure_dataset(
-                    ctx.conn, self.config.agent.name, output.dataset, output.tier, plan.alloc.request_id,
-                    plan.workflow.merge.model_dump(mode="json"),
-                )
+            for kept in [output, *(o for _, o in plan.workflow.kept_steps())]:  # kept steps: own datasets
+                if kept.dataset not in datasets:
+                    datasets[kept.dataset] = store.ensure_dataset(
+                        ctx.conn, self.config.agent.name, kept.dataset, kept.tier, plan.alloc.request_id,
+                        plan.workflow.merge.model_dump(mode="json"),
+                    )
             rows += [{**row, "dataset_id": datasets[output.dataset]} for row in plan.rows]
             reasons += [f"allocation {plan.alloc.id}" + (" (scout)" if row.get("scout") else "")
                         for row in plan.rows]

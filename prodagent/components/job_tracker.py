@@ -191,9 +191,12 @@ class JobTracker(Component):
             return None
 
     def _register_outputs(self, ctx: Context, jobs: list[Any], reports: dict[int, JobReport]) -> None:
-        """Production outputs become unmerged files of their dataset."""
+        """Production outputs become unmerged files of their dataset, each knowing the input
+        files its job read."""
         names: dict[int, str] = {}
         rows, replicas = [], []
+        inputs: dict[str, list[str]] = {}  # parentage across tasks: the files each job read
+        read_by = store.input_lfns_of_jobs(ctx.conn, [j.id for j in jobs if j.job_type == "production"])
         for job in jobs:
             if job.job_type != "production":
                 continue
@@ -201,17 +204,23 @@ class JobTracker(Component):
                 dataset = store.dataset(ctx.conn, job.dataset_id)
                 assert dataset is not None
                 names[job.dataset_id] = dataset.name
-            replicas += [{"lfn": Layout.lfn(names[job.dataset_id], "unmerged", job.name), "pfn": out.path,
-                          "element": out.element or WORKAREA, "size": out.size, "adler32": out.adler32}
-                         for out in reports[job.id].outputs]
-            rows += [
-                {"lfn": Layout.lfn(names[job.dataset_id], "unmerged", job.name), "pfn": out.path,
-                 "dataset_id": job.dataset_id, "job_id": job.id, "kind": "unmerged", "state": "new",
-                 "size": out.size, "adler32": out.adler32, "events": out.events or 0,
-                 "first_event": out.first_event, "run": out.run}
-                for out in reports[job.id].outputs
-            ]
+            report = reports[job.id]
+            placed = [(job.dataset_id, names[job.dataset_id], out) for out in report.outputs]
+            placed += [(store.dataset_id(ctx.conn, self.config.agent.name, str(out.dataset)), str(out.dataset), out)
+                       for out in report.kept]  # kept StepChain outputs: their own datasets
+            read = read_by.get(job.id, [])
+            for dataset_id, name, out in placed:
+                lfn = Layout.lfn(name, "unmerged", job.name)
+                replicas.append({"lfn": lfn, "pfn": out.path, "element": out.element or WORKAREA,
+                                 "size": out.size, "adler32": out.adler32})
+                rows.append({"lfn": lfn, "pfn": out.path, "dataset_id": dataset_id, "job_id": job.id,
+                             "kind": "unmerged", "state": "new", "size": out.size, "adler32": out.adler32,
+                             "events": out.events or 0, "first_event": out.first_event, "run": out.run})
+                # the job's own output also derives from the intermediate outputs it kept
+                inputs[lfn] = read + ([Layout.lfn(str(k.dataset), "unmerged", job.name) for k in report.kept]
+                                      if out.step is None else [])
         store.insert_files(ctx.conn, rows)
+        store.add_file_inputs(ctx.conn, inputs)
         catalog.record(ctx.conn, [{"lfn": r["lfn"], "element": r["element"], "pfn": r["pfn"], "role": "unmerged",
                                    "size": r["size"], "adler32": r["adler32"]} for r in replicas])
 

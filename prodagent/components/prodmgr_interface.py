@@ -397,12 +397,12 @@ class ProdMgrInterface(Component):
     def _report_merged(self) -> None:
         """Report merged files not yet reported; a refusal is recorded as one, not as success."""
         todo = self.transaction(self._merged_to_report)
-        for merged, request_id, inputs in todo:
+        for merged, request_id, inputs, parents in todo:
             refused: str | None = None
             try:
                 self.client.report_merged(self.agent, int(request_id), [MergedFile(
                     lfn=merged.lfn, size=merged.size, checksum=f"adler32:{merged.adler32}", events=merged.events,
-                    inputs=inputs, pfn=merged.pfn,
+                    inputs=inputs, pfn=merged.pfn, parents=parents,
                 )])
             except (pm_errors.Conflict, pm_errors.InvalidInput, pm_errors.NotFound, pm_errors.Forbidden) as exc:
                 # A duplicate is acknowledged (files_duplicate), never refused: this is a refusal.
@@ -452,9 +452,11 @@ class ProdMgrInterface(Component):
         ])
         self.next_status = time.monotonic() + self.settings.status_every_s
 
-    def _merged_to_report(self, ctx: Context) -> list[tuple[Any, str, list[str]]]:
-        return [(f, f.request_id, allocs.merge_input_lfns(ctx.conn, f.job_id))
-                for f in allocs.unreported_merged(ctx.conn, self.agent)]
+    def _merged_to_report(self, ctx: Context) -> list[tuple[Any, str, list[str], list[str]]]:
+        """(merged file, request, its unmerged inputs, the files of other tasks they came from)."""
+        files = allocs.unreported_merged(ctx.conn, self.agent)
+        parents = store.lineage(ctx.conn, [f.id for f in files])
+        return [(f, f.request_id, allocs.merge_input_lfns(ctx.conn, f.job_id), parents[f.id]) for f in files]
 
 
 def _reason(text: str) -> str:

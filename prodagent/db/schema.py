@@ -225,6 +225,15 @@ pa_file_parent = sa.Table(
     sa.Column("parent_id", sa.Integer, primary_key=True),  # an unmerged input
 )
 
+pa_file_input = sa.Table(
+    "pa_file_input",
+    metadata,
+    # parentage across tasks (migration 0010): the files, by LFN, read by the job that produced
+    # an unmerged file (they may be another request's merged files, or outside this catalog)
+    sa.Column("file_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("lfn", sa.String(500), primary_key=True),
+)
+
 pa_site = sa.Table(
     "pa_site",
     metadata,

@@ -15,8 +15,8 @@ from typing import Any
 from prodagent.jobs import states
 from prodagent.jobs.errors import read_log_tail
 from prodagent.jobs.layout import Layout
-from prodagent.payload.report import LOG_NAME
-from prodmanager.models import JobEvent
+from prodagent.payload.report import LOG_NAME, read_report
+from prodmanager.models import JobEvent, StepOutcome
 from prodmanager.text import one_line
 
 LOG_LINES = 200  # lines of a failed attempt's log pushed
@@ -50,7 +50,18 @@ def to_event(row: Any, layout: Layout) -> JobEvent:
         cpu_s=row.cpu_s if ended else None,
         max_rss_mb=row.max_rss_mb if ended else None,
         log_tail=log_lines(attempt_log(row, layout)) if failed else [],
+        steps=attempt_steps(row) if ended else [],
     )
+
+
+def attempt_steps(row: Any) -> list[StepOutcome]:
+    """How each step of a multi-step attempt ended, from its report (none for a single step)."""
+    try:
+        report = read_report(Layout.attempt_dir(row.workdir, row.retry))
+    except ValueError:
+        return []
+    steps = report.steps if report else []
+    return [StepOutcome(name=s.name, status=s.status, reused=s.reused) for s in steps]
 
 
 def attempt_log(row: Any, layout: Layout) -> str:

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from prodagent.jobs import store
 from prodagent.jobs.layout import Layout
-from prodagent.payload.jobspec import JobSpec, StepSpec, write_spec
+from prodagent.payload.jobspec import JobSpec, KeepSpec, StepSpec, write_spec
 from prodagent.storage.transfer import StageOutSpec, stage_out_spec
 from prodmanager.text import one_line
 from prodrequest.spec import (
@@ -83,9 +83,10 @@ def describe(exc: ValidationError) -> str:
 
 def production_spec(job: Any, workflow: Workflow, output_path: Path,
                     inputs: list[dict[str, Any]] | None = None,
-                    stageout: StageOutSpec | None = None) -> JobSpec:
+                    stageout: StageOutSpec | None = None, keep: list[KeepSpec] | None = None) -> JobSpec:
     """The spec of a production job's current attempt (`job`: its row, or the row to insert);
-    `inputs`: the input files of a processing job (its allocation's)."""
+    `inputs`: the input files of a processing job (its allocation's); `keep`: where kept
+    intermediate step outputs go."""
     payload = workflow.payload
     files = inputs or []
     counts = [f.get("events") for f in files]
@@ -105,6 +106,7 @@ def production_spec(job: Any, workflow: Workflow, output_path: Path,
                         params=step.transformation_params(), input=step.input,
                         fail=step.typed_parameters.planned_failure(job.job_index, job.retry))
                for step in workflow.steps],
+        keep=keep or [],
     )
 
 
@@ -125,7 +127,9 @@ def production_attempt(layout: Layout, job: Any, workflow: Workflow,
     """The attempt directory and spec of a production job, built in memory (nothing written)."""
     out = layout.unmerged_path(workflow.output.dataset, job.name)
     stageout = stage_out_spec(layout.storage, Layout.lfn(workflow.output.dataset, "unmerged", job.name))
-    return layout.attempt_dir(job.workdir, job.retry), production_spec(job, workflow, out, inputs, stageout)
+    keep = [KeepSpec(step=name, dataset=output.dataset, path=str(layout.unmerged_path(output.dataset, job.name)))
+            for name, output in workflow.kept_steps()]
+    return layout.attempt_dir(job.workdir, job.retry), production_spec(job, workflow, out, inputs, stageout, keep)
 
 
 def write_production(attempt: Path, spec: JobSpec) -> Path:

@@ -19,6 +19,7 @@ from prodagent.db.schema import (
     pa_allocation,
     pa_dataset,
     pa_file,
+    pa_file_input,
     pa_file_parent,
     pa_job,
     pa_job_transition,
@@ -232,16 +233,23 @@ workflow_for_request = allocations_sql.workflow_for_request
 
 def ensure_dataset(conn: sa.Connection, agent: str, name: str, tier: str, request_id: str,
                    merge_policy: dict[str, Any]) -> int:
-    found = conn.execute(
-        sa.select(pa_dataset.c.id).where(pa_dataset.c.agent == agent, pa_dataset.c.name == name)
-    ).scalar()
-    if found is not None:
-        return int(found)
+    try:
+        return dataset_id(conn, agent, name)
+    except LookupError:
+        pass
     result = conn.execute(pa_dataset.insert().values(
         agent=agent, name=name, tier=tier, request_id=request_id,
         merge_policy=json.dumps(merge_policy), created_at=time.time(),
     ))
     return int(result.inserted_primary_key[0])
+
+
+def dataset_id(conn: sa.Connection, agent: str, name: str) -> int:
+    found = conn.execute(
+        sa.select(pa_dataset.c.id).where(pa_dataset.c.agent == agent, pa_dataset.c.name == name)).scalar()
+    if found is None:
+        raise LookupError(f"no dataset {name!r} of agent {agent!r}")
+    return int(found)
 
 
 def dataset(conn: sa.Connection, dataset_id: int) -> sa.Row | None:
@@ -313,6 +321,40 @@ def add_parents(conn: sa.Connection, file_id: int, parent_ids: Sequence[int]) ->
     fresh = [{"file_id": file_id, "parent_id": p} for p in parent_ids if p not in have]
     if fresh:
         conn.execute(pa_file_parent.insert(), fresh)
+
+
+def add_file_inputs(conn: sa.Connection, inputs: dict[str, list[str]]) -> None:
+    """Record, for each unmerged file (by LFN), the input LFNs its job read; idempotent."""
+    inputs = {lfn: parents for lfn, parents in inputs.items() if parents}
+    if not inputs:
+        return
+    ids = dict(conn.execute(sa.select(pa_file.c.lfn, pa_file.c.id).where(pa_file.c.lfn.in_(list(inputs)))).all())
+    have = {(int(f), str(lfn)) for f, lfn in conn.execute(
+        sa.select(pa_file_input.c.file_id, pa_file_input.c.lfn).where(pa_file_input.c.file_id.in_(list(ids.values()))))}
+    fresh = [{"file_id": ids[lfn], "lfn": p} for lfn, parents in inputs.items() if lfn in ids
+             for p in dict.fromkeys(parents) if (ids[lfn], p) not in have]
+    if fresh:
+        conn.execute(pa_file_input.insert(), fresh)
+
+
+def parent_lfns(conn: sa.Connection, file_id: int) -> list[str]:
+    """The LFNs of the unmerged files merged into this file."""
+    return list(conn.execute(
+        sa.select(pa_file.c.lfn).join(pa_file_parent, pa_file_parent.c.parent_id == pa_file.c.id)
+        .where(pa_file_parent.c.file_id == file_id).order_by(pa_file.c.lfn)).scalars())
+
+
+def lineage(conn: sa.Connection, file_ids: Sequence[int]) -> dict[int, list[str]]:
+    """For each file, the LFNs of the files it derives from in other tasks: an unmerged file's
+    job inputs; a merged file's, those of its unmerged parents."""
+    own = sa.select(pa_file_input.c.file_id, pa_file_input.c.lfn).where(pa_file_input.c.file_id.in_(list(file_ids)))
+    via = (sa.select(pa_file_parent.c.file_id, pa_file_input.c.lfn)
+           .join(pa_file_input, pa_file_input.c.file_id == pa_file_parent.c.parent_id)
+           .where(pa_file_parent.c.file_id.in_(list(file_ids))))
+    out: dict[int, list[str]] = {int(i): [] for i in file_ids}
+    for file_id, lfn in conn.execute(sa.union(own, via).order_by("lfn")):
+        out[int(file_id)].append(str(lfn))
+    return out
 
 
 # -- sites --------------------------------------------------------------------------------------
@@ -419,6 +461,16 @@ def job_input_files(conn: sa.Connection, job: Any) -> list[dict[str, Any]]:
     text = conn.execute(sa.select(pa_allocation.c.input_files)
                         .where(pa_allocation.c.id == job.allocation_id)).scalar()
     return list(json.loads(text)) if text else []
+
+
+def input_lfns_of_jobs(conn: sa.Connection, job_ids: Sequence[int]) -> dict[int, list[str]]:
+    """The input file LFNs of each processing job (its allocation's files); none for others."""
+    if not job_ids:
+        return {}
+    rows = conn.execute(sa.select(J.c.id, pa_allocation.c.input_files)
+                        .join(pa_allocation, pa_allocation.c.id == J.c.allocation_id)
+                        .where(J.c.id.in_(list(job_ids)), pa_allocation.c.input_files.is_not(None)))
+    return {int(i): [str(f["lfn"]) for f in json.loads(text)] for i, text in rows}
 
 
 def merge_inputs(conn: sa.Connection, merge_job_id: int, lock: bool = False) -> list[sa.Row]:

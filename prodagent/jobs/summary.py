@@ -82,8 +82,11 @@ def files(conn: sa.Connection, dataset_id: int | None = None, kind: str | None =
 
 
 def file_with_replicas(conn: sa.Connection, key: str) -> dict[str, Any] | None:
-    """{file, replicas} of the file with this id or LFN, or None."""
+    """{file, replicas, parents, derived_from} of the file with this id or LFN, or None:
+    `parents` the unmerged files a merged file holds, `derived_from` the files of other tasks
+    (or outside this catalog) it derives from, by LFN."""
     row = store.file_by_lfn(conn, key) or (store.file_by_id(conn, int(key)) if key.isdigit() else None)
     if row is None:
         return None
-    return {"file": dict(row._mapping), "replicas": [dict(r._mapping) for r in catalog.of_files(conn, [row.id])]}
+    return {"file": dict(row._mapping), "replicas": [dict(r._mapping) for r in catalog.of_files(conn, [row.id])],
+            "parents": store.parent_lfns(conn, row.id), "derived_from": store.lineage(conn, [row.id])[row.id]}

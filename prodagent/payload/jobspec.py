@@ -102,6 +102,15 @@ class StepSpec(_Strict):
     fail: FailSpec | None = None
 
 
+class KeepSpec(_Strict):
+    """A StepChain step whose output is kept beside the job's: copied to `path` once the job
+    succeeded, and registered in `dataset`."""
+
+    step: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,39}$")
+    dataset: str = Field(min_length=1)
+    path: str = Field(min_length=1)
+
+
 class JobSpec(_Strict):
     """One job, as the agent hands it to the wrapper."""
 
@@ -122,6 +131,7 @@ class JobSpec(_Strict):
     time_limit_s: float | None = Field(None, gt=0)  # wall-time limit the wrapper enforces
     stageout: StageOutSpec | None = None  # copy the output to a storage element at the end
     steps: list[StepSpec] = Field(default_factory=list)  # run after the main one, in order
+    keep: list[KeepSpec] = Field(default_factory=list)  # intermediate step outputs to keep
 
     @model_validator(mode="after")
     def _check_transformation(self) -> JobSpec:

@@ -40,6 +40,8 @@ class OutputFile(BaseModel):
     first_event: int | None = None
     element: str | None = None  # staged out: the storage element holding it (`path` is its PFN)
     stageout_s: float | None = None  # staged out: the time it took, retries included
+    step: str | None = None  # a kept intermediate output (StepChain): the step that wrote it
+    dataset: str | None = None  # ... and the dataset it is registered in
 
 
 class StepResult(BaseModel):
@@ -80,6 +82,7 @@ class JobReport(BaseModel):
     ended_at: datetime
     end_of_job_seen: bool = False
     steps: list[StepResult] = []
+    kept: list[OutputFile] = []  # intermediate step outputs kept (StepChain `keep`)
 
     @property
     def ok(self) -> bool:

@@ -40,7 +40,7 @@ from prodagent.payload.report import (
     write_report,
 )
 from prodagent.payload.stageout import stage_out_output
-from prodagent.payload.steps import run_steps
+from prodagent.payload.steps import keep_outputs, run_steps
 from prodagent.payload.transformations import build_argv, child_env
 from prodagent.payload.watchdog import Watchdog
 
@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prepare(spec, jobdir)
         if spec.steps:
             result, step_results = run_steps(spec, jobdir, execute)
-            report = evaluate(spec, jobdir, result).model_copy(update={"steps": step_results})
+            report = keep_outputs(spec, jobdir, evaluate(spec, jobdir, result).model_copy(update={"steps": step_results}))
         else:
             result = execute(spec, jobdir)
             report = evaluate(spec, jobdir, result)

@@ -6,20 +6,24 @@ step report (`<name>.json`) written once the step succeeded. A retry reuses, in 
 step whose report says success and whose output is still there; from the first step it must
 run again, every later step runs too (its input changed). The last step writes the job's own
 output (`spec.output_path`), which the wrapper judges as for any job. The job report lists each
-step's result, `reused` for those taken from an earlier attempt.
+step's result, `reused` for those taken from an earlier attempt. Once the job succeeded, the
+outputs of steps marked `keep` are linked (or copied) to where the spec says and reported as
+`kept` outputs, each with its step and dataset.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from prodagent.payload import codes
 from prodagent.payload.files import atomic_write_text
 from prodagent.payload.jobspec import JobSpec
-from prodagent.payload.report import LOG_NAME, RunResult, StepResult
+from prodagent.payload.report import LOG_NAME, JobReport, RunResult, StepResult, inspect_output
 
 MAIN = "main"
 
@@ -84,3 +88,30 @@ def _done(marker: Path, output: Path) -> bool:
     except (OSError, ValueError):
         return False
     return output.is_file() and report.get("output") == str(output)
+
+
+def keep_outputs(spec: JobSpec, jobdir: Path, report: JobReport) -> JobReport:
+    """`report` with the kept step outputs of a successful job placed and described; a kept
+    output that cannot be placed or read fails the job."""
+    if not report.ok or not spec.keep:
+        return report
+    steps = dict(step_specs(spec, jobdir.parent / "steps"))
+    kept = []
+    for keep in spec.keep:
+        step = steps[keep.step]
+        target = Path(keep.path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        part = target.with_name(target.name + ".part")
+        part.unlink(missing_ok=True)
+        try:
+            os.link(step.output_path or "", part)
+        except OSError:
+            shutil.copyfile(step.output_path or "", part)
+        os.replace(part, target)
+        found, problem = inspect_output(step, target)
+        if found is None or problem is not None:
+            code, reason = (problem.code, problem.message) if problem else (
+                codes.MISSING_OUTPUT, f"kept output {target} missing")
+            return report.model_copy(update={"status": "failed", "error_code": code, "error_reason": reason})
+        kept.append(found.model_copy(update={"step": keep.step, "dataset": keep.dataset}))
+    return report.model_copy(update={"kept": kept})

@@ -17,6 +17,20 @@ OPEN = "open"
 OPERATOR_STATES = ("paused", "exhausted")  # agent job states that wait for an operator
 
 
+def step_progress(conn: sa.Connection, request_id: int) -> dict[str, dict[str, int]]:
+    """A multi-step request's attempts per step and outcome (`ran`, `reused`, `failed`), from
+    the job events its agents pushed."""
+    out: dict[str, dict[str, int]] = {}
+    rows = conn.execute(sa.select(job_event.c.steps).where(
+        job_event.c.request_id == request_id, job_event.c.steps.is_not(None))).scalars()
+    for text in rows:
+        for step in json.loads(text):
+            outcome = "failed" if step["status"] == "failed" else "reused" if step["reused"] else "ran"
+            counts = out.setdefault(step["name"], {"ran": 0, "reused": 0, "failed": 0})
+            counts[outcome] += 1
+    return out
+
+
 def store_events(conn: sa.Connection, agent_name: str, events: list[JobEvent]) -> int:
     """Store the events not stored yet; those of allocations this agent does not (or no longer)
     hold are skipped. The allocation's job state follows its latest event. Returns how many
@@ -52,6 +66,7 @@ def store_events(conn: sa.Connection, agent_name: str, events: list[JobEvent]) -
                 from_state=e.from_state, to_state=e.to_state, at=e.at, reason=e.reason,
                 site=e.site, exit_code=e.exit_code, error_class=e.error_class,
                 resources=json.dumps({k: v for k, v in resources.items() if v is not None}),
+                steps=json.dumps([s.model_dump() for s in e.steps]) if e.steps else None,
             )
         )
         if e.log_tail:

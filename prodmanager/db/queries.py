@@ -15,7 +15,16 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from prodmanager.db.schema import agent, allocation, file, request, request_history, run, token
+from prodmanager.db.schema import (
+    agent,
+    allocation,
+    file,
+    file_parent,
+    request,
+    request_history,
+    run,
+    token,
+)
 from prodmanager.states import ACQUIRABLE, AllocationState
 
 OPEN = AllocationState.OPEN.value
@@ -561,6 +570,24 @@ def revive_file(
         .where(file.c.id == file_id, file.c.state == "superseded")
         .values(state="valid", lease_epoch=lease_epoch, **values)
     )
+
+
+def insert_file_parents(conn: sa.Connection, file_id: int, lfns: list[str]) -> None:
+    if lfns:
+        conn.execute(file_parent.insert(), [{"file_id": file_id, "lfn": lfn} for lfn in lfns])
+
+
+def files_of_request(conn: sa.Connection, request_id: int, kind: str | None) -> list[tuple[sa.Row[Any], list[str]]]:
+    """The request's files (of `kind`, if given) in id order, each with its parents' LFNs."""
+    query = sa.select(file).where(file.c.request_id == request_id).order_by(file.c.id)
+    rows = conn.execute(query.where(file.c.kind == kind) if kind else query).all()
+    parents: dict[int, list[str]] = {}
+    for file_id, lfn in conn.execute(
+            sa.select(file_parent.c.file_id, file_parent.c.lfn)
+            .join(file, file.c.id == file_parent.c.file_id).where(file.c.request_id == request_id)
+            .order_by(file_parent.c.lfn)):
+        parents.setdefault(int(file_id), []).append(str(lfn))
+    return [(r, parents.get(int(r.id), [])) for r in rows]
 
 
 def insert_file(conn: sa.Connection, **values: Any) -> int:

@@ -107,6 +107,15 @@ file = sa.Table(
     sa.Index("ix_pm_file_allocation", "allocation_id"),
 )
 
+# Parentage across tasks (migration 0006): the files, by LFN, a merged file derives from in
+# other tasks (a chained request's producer) or outside ProdManager, as its agent reported them.
+file_parent = sa.Table(
+    "pm_file_parent",
+    metadata,
+    sa.Column("file_id", BigId, sa.ForeignKey("pm_file.id"), primary_key=True, autoincrement=False),
+    sa.Column("lfn", sa.String(500), primary_key=True),
+)
+
 # Job detail pushed by agents (migration 0004): each state change of an agent's job, and the log
 # tail of each failed attempt, kept here so the monitor shows them after the agent cleaned up.
 job_event = sa.Table(
@@ -127,6 +136,7 @@ job_event = sa.Table(
     sa.Column("exit_code", sa.Integer, nullable=True),
     sa.Column("error_class", sa.String(64), nullable=True),
     sa.Column("resources", sa.Text, nullable=True),  # JSON {memory_mb, wall_s, cpu_s, max_rss_mb}
+    sa.Column("steps", sa.Text, nullable=True),  # JSON [{name, status, reused}] (migration 0006)
     sa.UniqueConstraint("agent", "seq", name="uq_pm_job_event_seq"),
     sa.Index("ix_pm_job_event_allocation", "allocation_id", "id"),
     sa.Index("ix_pm_job_event_request", "request_id", "error_class", "site"),

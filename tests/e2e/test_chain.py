@@ -5,7 +5,8 @@ components SIGKILLed and restarted mid-way).
 
 Exactness: the (run, event) pairs of B's merged mDSTs are A's generated ones, each exactly once;
 B's merged histograms are the sum of its unmerged ones; B's run is merged only after A ended and
-every chunk of it was processed."""
+every chunk of it was processed. Each merged mDST's parents (ProdManager's and the agent's
+catalog) are A's merged files, all of them."""
 
 from __future__ import annotations
 
@@ -105,6 +106,14 @@ def run_chain(manager: Manager, agent: AgentProcesses, poll: Any = None) -> None
     cli = CliRunner().invoke(prodrequest_cli, ["--url", manager.url, "--token",
                                                manager.token("requester", "tester"), "show", str(reco.id)])
     assert "1 run(s): 1 merged, 0 needing attention" in cli.output, cli.output
+    assert "chain (input request first)" in cli.output and client.get(reco.id).producer_id == gen.id
+    # parentage across tasks: each merged mDST traces back to the producer's merged files
+    gen_lfns = {f.lfn for f in client.files(gen.id, "merged")}
+    reco_files = client.files(reco.id, "merged")
+    assert reco_files and all(f.parents and set(f.parents) <= gen_lfns for f in reco_files), reco_files
+    assert set().union(*(f.parents for f in reco_files)) == gen_lfns
+    shown_file = json.loads(agent.cli("files", "show", reco_files[0].lfn, "--json").stdout)
+    assert shown_file["derived_from"] == reco_files[0].parents and shown_file["parents"]
     history = client.get(gen.id).history
     gen_closed = max(h.at for h in history if h.to_state == "closed")
     reco_merge_jobs = [p.stat().st_mtime for p in reco_merged]
