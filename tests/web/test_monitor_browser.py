@@ -92,7 +92,8 @@ def test_submit_watch_progress_and_read_a_failed_jobs_log(browser, stack, shot) 
     page.click("#validate")
     error = page.locator('#field-errors [data-path="events.per_job"]')
     error.wait_for()
-    assert "greater than or equal to 1" in error.inner_text()
+    said = error.inner_text()
+    assert said.startswith("events.per_job") and "(got 0)" in said  # the field, and what was wrong
     shot(page, "field-error")
 
     # The good one is accepted; the browser lands on its page.
