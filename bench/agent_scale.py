@@ -25,8 +25,11 @@ merge jobs of 50-100 files, and MergeSensor and Cleanup merge and clean everythi
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import json
 import os
+import pstats
 import re
 import shutil
 import signal
@@ -328,13 +331,14 @@ def run_production(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 # -- one tracker cycle over many active jobs, measured directly -----------------------------------
 
-def measure_tracker(n: int, workdir: Path, finished_share: float = 0.05, keep: bool = False) -> dict[str, Any]:
+def measure_tracker(n: int, workdir: Path, finished_share: float = 0.05, keep: bool = False,
+                    profile: bool = False) -> dict[str, Any]:
     """JobTracker ticks over `n` running jobs, in process, on a database of their own.
 
     First the parts (the store query, whole rows and the tracker's columns; the plugin query),
     then whole ticks where no job changes state, then one tick after `finished_share` of the
-    jobs ended (the emulator writes their reports, the tracker reads them, moves the jobs and
-    registers their outputs).
+    jobs ended (their reports written beforehand, as real jobs write their own; the tracker
+    reads them, moves the jobs and registers their outputs).
     """
     import sqlite3
 
@@ -402,6 +406,12 @@ def measure_tracker(n: int, workdir: Path, finished_share: float = 0.05, keep: b
             t0 = time.perf_counter()
             service.tx.run(lambda conn: tracker.tick(Context(conn)))
             ticks.append(time.perf_counter() - t0)
+        if profile:
+            profiler = cProfile.Profile()
+            profiler.runcall(lambda: service.tx.run(lambda conn: tracker.tick(Context(conn))))
+            text = io.StringIO()
+            pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(20)
+            out["tick_profile"] = text.getvalue()
         out["tick_s"] = [round(t, 3) for t in ticks]
         out["tick_best_s"] = round(min(ticks), 3)
         ended = names[::max(1, round(1 / finished_share))] if finished_share > 0 else []
@@ -411,9 +421,24 @@ def measure_tracker(n: int, workdir: Path, finished_share: float = 0.05, keep: b
                 db.execute("UPDATE jobs SET start = ?, end = ? WHERE job_id IN (SELECT value FROM json_each(?))",
                            (time.time() - 2, time.time() - 1, json.dumps(ended)))
             db.close()
+            # The ended jobs write their reports first, as real jobs do outside the agent (the
+            # emulator writes them when first asked about an ended job): timed apart.
+            reporter = JobEmulator(JobEmulatorOptions.model_validate(options), config.workdir)
             t0 = time.perf_counter()
+            reporter.query(ended)
+            out["emulated_reports_s"] = round(time.perf_counter() - t0, 3)
+            reporter.close()
+            profiler = cProfile.Profile() if profile else None
+            t0 = time.perf_counter()
+            if profiler:
+                profiler.enable()
             service.tx.run(lambda conn: tracker.tick(Context(conn)))
             out["tick_with_finished_s"] = round(time.perf_counter() - t0, 3)
+            if profiler:
+                profiler.disable()
+                text = io.StringIO()
+                pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(30)
+                out["tick_with_finished_profile"] = text.getvalue()
             out["finished"] = len(ended)
             with engine.connect() as conn:
                 out["moved_to_success"] = int(conn.execute(sa.select(sa.func.count()).select_from(pa_job)
@@ -453,7 +478,12 @@ def print_result(result: dict[str, Any]) -> None:
               f"whole tick {t['tick_best_s']} s (runs {t['tick_s']}), RSS of this process {t['bench_process_rss_mb']} MB")
         if "tick_with_finished_s" in t:
             print(f"  tick with {t['finished']} of them finished: {t['tick_with_finished_s']} s "
-                  f"({t['moved_to_success']} moved to success)")
+                  f"({t['moved_to_success']} moved to success; their reports written before it in "
+                  f"{t['emulated_reports_s']} s)")
+        if "tick_profile" in t:
+            print(t["tick_profile"])
+        if "tick_with_finished_profile" in t:
+            print(t["tick_with_finished_profile"])
 
 
 def main() -> None:
@@ -471,6 +501,7 @@ def main() -> None:
     parser.add_argument("--tracker-finished", type=float, default=0.05,
                         help="share of the active jobs that end before the last direct tick")
     parser.add_argument("--tracker-only", action="store_true", help="only the direct tracker measurement")
+    parser.add_argument("--profile", action="store_true", help="profile the direct tick with finished jobs")
     parser.add_argument("--no-tracker", action="store_true", help="skip the direct tracker measurement")
     parser.add_argument("--timeout", type=float, default=3600.0)
     parser.add_argument("--stall-s", type=float, default=300.0, help="give up when no job moves for this long")
@@ -490,7 +521,8 @@ def main() -> None:
         if not args.tracker_only:
             result.update(run_production(args, workdir))
         if not args.no_tracker:
-            result["tracker_direct"] = measure_tracker(args.tracker_jobs, workdir, args.tracker_finished, args.keep)
+            result["tracker_direct"] = measure_tracker(args.tracker_jobs, workdir, args.tracker_finished, args.keep,
+                                                       args.profile)
     finally:
         if not args.keep and not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)

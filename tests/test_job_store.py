@@ -79,3 +79,33 @@ def test_file_state_table_is_enforced_by_the_store(db_url) -> None:
         assert store.set_file_states(conn, ids, fs.MERGING, fs.MERGED) == 0  # already moved: left alone
         assert store.set_file_states(conn, ids, fs.MERGED, fs.CLEANED) == 2
         assert [r.state for r in store.select_files(conn)] == [fs.CLEANED, fs.CLEANED, fs.FINAL]
+
+
+def test_replica_catalog_records_in_bulk_and_idempotently(db_url) -> None:
+    from prodagent.storage import catalog
+    from prodagent.storage import replica_states as rs
+
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    n = 2500  # more than one IN-list chunk
+    files = [{"lfn": f"/store/u/{i}", "pfn": f"/data/u/{i}", "dataset_id": 1, "job_id": i, "kind": "unmerged",
+              "state": "new", "size": 1, "adler32": "00000001", "events": 1} for i in range(n)]
+    replicas = [{"lfn": f["lfn"], "element": "workarea", "pfn": f["pfn"], "role": "unmerged", "size": 1,
+                 "adler32": "00000001"} for f in files]
+    with engine.begin() as conn:
+        store.insert_files(conn, files)
+        assert catalog.record(conn, replicas) == n
+        assert catalog.record(conn, replicas) == 0  # recorded verified already: left alone
+        ids = {r.lfn: r.id for r in store.select_files(conn, limit=n)}
+        rows = catalog.of_files(conn, ids.values())
+        assert len(rows) == n and {r.state for r in rows} == {rs.VERIFIED}
+        # A deleted replica written again is verified again, with its new facts; an unknown LFN is skipped.
+        first = rows[0]
+        assert catalog.set_state(conn, [first.id], rs.VERIFIED, rs.DELETED) == 1
+        again = {**replicas[0], "lfn": next(k for k, v in ids.items() if v == first.file_id), "pfn": "/data/new"}
+        assert catalog.record(conn, [again, {**replicas[1], "lfn": "/store/unknown"}]) == 1
+        row = catalog.of_files(conn, [first.file_id])[0]
+        assert (row.state, row.pfn) == (rs.VERIFIED, "/data/new")
+        with pytest.raises(ValueError, match="unknown replica role"):
+            catalog.record(conn, [{**replicas[2], "role": "bogus"}])
+    engine.dispose()

@@ -195,7 +195,8 @@ class JobEmulator(BatchPlugin):
         result: dict[str, BatchStatus] = {}
         to_report: list[JobRow] = []
         for row in self.db.rows(ids):
-            status = _status(row, now, self._rss(row.job_id))
+            # The peak memory is drawn (a seeded generator per job: not free) only once the job has ended.
+            status = _status(row, now, self._rss(row.job_id) if now >= row.end else 0.0)
             result[row.job_id] = status
             if self.opts.write_reports and not row.reported and status.state is BatchState.DONE:
                 to_report.append(row)

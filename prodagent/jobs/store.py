@@ -23,6 +23,7 @@ from prodagent.db.schema import (
     pa_file_parent,
     pa_job,
     pa_job_transition,
+    pa_job_values,
     pa_run,
     pa_site,
 )
@@ -30,6 +31,7 @@ from prodagent.jobs import allocations as allocations_sql
 from prodagent.jobs import file_states, states
 
 J = pa_job
+ID_CHUNK = 1000  # ids per IN list: short lists of keys stay index lookups on MariaDB
 
 KILLABLE = states.ALL_STATES - states.TERMINAL - states.DONE_OK  # jobs not yet ended
 # States from which a killed job may have a batch job to remove: in the batch system, or
@@ -88,13 +90,16 @@ def transition(
     moved_ids = [r.id for r in movable]
     extra = per_job or {}
     if extra:
-        # One executemany: every moved job gets the same columns, its own values.
+        # Every moved job gets the same columns, its own values: written to a scratch table in
+        # one multi-row insert, then joined into one UPDATE (not a statement per job).
         keys = sorted({k for r in movable for k in extra.get(r.id, {})})
-        params = [{"_id": r.id, **{f"p_{k}": extra.get(r.id, {}).get(k) for k in keys}} for r in movable]
-        stmt = J.update().where(J.c.id == sa.bindparam("_id")).values(
-            state=to_state, updated_at=now, **fields, **{k: sa.bindparam(f"p_{k}") for k in keys}
-        )
-        conn.execute(stmt, params)
+        V = pa_job_values
+        conn.execute(sa.schema.CreateTable(V, if_not_exists=True))
+        conn.execute(V.delete())
+        conn.execute(V.insert(), [{"id": r.id, **{k: extra.get(r.id, {}).get(k) for k in keys}} for r in movable])
+        conn.execute(J.update().where(J.c.id == V.c.id).values(
+            state=to_state, updated_at=now, **fields, **{k: V.c[k] for k in keys}))
+        conn.execute(V.delete())
     else:
         conn.execute(J.update().where(J.c.id.in_(moved_ids)).values(state=to_state, updated_at=now, **fields))
     new_retry = fields.get("retry")
@@ -106,11 +111,14 @@ def transition(
     return Moved(moved_ids, {r.id: r.state for r in movable})
 
 
-def jobs(conn: sa.Connection, job_ids: Iterable[int]) -> list[sa.Row]:
+def jobs(conn: sa.Connection, job_ids: Iterable[int],
+         columns: Sequence[sa.ColumnElement[Any]] | None = None) -> list[sa.Row]:
+    """These jobs in id order: whole rows, or only `columns` (which must include the id)."""
     ids = sorted(set(job_ids))
-    if not ids:
-        return []
-    return list(conn.execute(sa.select(J).where(J.c.id.in_(ids)).order_by(J.c.id)))
+    rows: list[sa.Row] = []
+    for i in range(0, len(ids), ID_CHUNK):
+        rows += conn.execute(sa.select(*(columns or [J])).where(J.c.id.in_(ids[i:i + ID_CHUNK])).order_by(J.c.id))
+    return rows
 
 
 def jobs_in(conn: sa.Connection, agent: str, job_states: Iterable[str], limit: int | None = None,
