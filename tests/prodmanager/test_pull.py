@@ -163,6 +163,16 @@ def test_acquire_counts_jobs_not_allocations(env: Env, monkeypatch: pytest.Monke
     assert [a.n_jobs for a in acquire(env, "a3", "agent2")] == [10] * 5 + [5]  # the rest, the last short
 
 
+def test_auto_sizing_allocations_hold_guessed_jobs(env: Env) -> None:
+    events = {"total": 250, "per_job": "auto", "target_job_s": 60, "time_per_event_s": 2.0}  # 30 per guess
+    submit(env, "alice", {**mc_workflow("guessed", 250, 10), "events": events})
+    register(env, capacity=4)
+    [a] = acquire(env)  # 4 guessed jobs (AUTO_CHUNK_JOBS) per allocation: one fills the capacity
+    assert (a.n_events, a.n_jobs) == (120, 4) and acquire(env) == []
+    register(env, "a2", "agent2", capacity=5)
+    assert [(b.n_events, b.n_jobs) for b in acquire(env, "a2", "agent2")] == [(120, 4), (10, 1)]  # reach 5
+
+
 def test_shares_count_jobs(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     ten_jobs_per_allocation(monkeypatch)
     from prodmanager.pull_service import PullService
