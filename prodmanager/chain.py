@@ -90,7 +90,7 @@ def feed(conn: sa.Connection, consumer_id: int, producer: sa.Row[Any], now: floa
         ref = {"lfn": f.lfn, "pfn": f.pfn, "run": int(producer.run_number), "events": int(f.events)}
         rows.append({
             "request_id": consumer_id, "job_index": first + k, "first_event": 0,
-            "n_events": int(f.events), "seed": first + k + 1, "input_files": json.dumps([ref]),
+            "n_events": int(f.events), "n_jobs": 1, "seed": first + k + 1, "input_files": json.dumps([ref]),
             "state": "open", "lease_epoch": 0, "lease_expires": 0.0, "events_done": 0, "updated_at": now,
         })
     q.insert_allocations(conn, rows)

@@ -54,7 +54,7 @@ class ManagerCollector(Collector):
             labels=["agent"],
         )
         for a in q.list_agents(conn, now):
-            held.add_metric([a.name], int(a.held))
+            held.add_metric([a.name], int(a.leases))
             seen.add_metric([a.name], float(a.last_seen))
         stalled = GaugeMetricFamily(
             "prodmanager_request_progress_age_seconds",

@@ -61,14 +61,16 @@ class AgentInfo(AgentRegistration):
     token_name: str
     registered_at: float
     last_seen: float
-    held: int = Field(description="allocations currently leased by this agent")
+    held: int = Field(description="jobs in the allocations currently leased by this agent (capacity counts jobs)")
 
 
 class AcquireRequest(Wire):
-    """Ask for work: at most `jobs` allocations, or allocations worth at most `events` events.
+    """Ask for work: allocations until their jobs reach `jobs` (an allocation may hold several
+    jobs; at least one allocation), or allocations worth at most `events` events.
 
-    With neither, the agent gets up to its registered capacity minus what it already holds.
-    The server never hands an agent more than that, whatever it asks for.
+    With neither, the agent gets up to its registered capacity (in jobs) minus the jobs it
+    already holds. The server never hands an agent more than that, whatever it asks for (but
+    for the one allocation that reaches it).
     """
 
     jobs: int | None = Field(None, ge=1, le=10_000)
@@ -101,6 +103,7 @@ class Allocation(Wire):
       `run_number` with random seed `seed` (unique per job in the request, the same on every
       retry, so output is reproducible).
     - Processing: run over `input_files` (`first_event` is 0, `n_events` their declared events).
+    - `n_jobs`: how many jobs it holds (what acquire and capacity count).
     - `spec` is the validated workflow as a dict (payload, output, merge, retry, resources...);
       for processing workflows `spec["input"]["files"]` is left out: `input_files` is the part
       for this job.
@@ -117,6 +120,9 @@ class Allocation(Wire):
     run_number: int
     first_event: int
     n_events: int
+    # jobs it holds (several for a large request; for `per_job: auto` a guess); an older server
+    # sends none: one
+    n_jobs: int = 1
     seed: int
     input_files: list[InputFileRef] = Field(default_factory=list)
     spec: dict[str, Any]

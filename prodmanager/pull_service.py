@@ -10,7 +10,8 @@ Guarantees, all enforced in the database so that several server processes can sh
 - a report sets `events_done` rather than adding to it, files are unique by LFN, and files of
   an earlier lease are superseded when the allocation is handed out again: events are never
   counted twice;
-- an agent never holds more allocations than the capacity it registered.
+- an agent never holds more jobs than the capacity it registered (an allocation may hold
+  several, `n_jobs`), but for the one allocation that takes it past its capacity.
 """
 
 from __future__ import annotations
@@ -157,6 +158,7 @@ class PullService:
         agent = q.get_agent(conn, agent_name)
         assert agent is not None
         self._touch(conn, agent_name, now)
+        # Capacity, the request and quotas count jobs: an allocation may hold several (n_jobs).
         room = agent.capacity - q.held_count(conn, agent_name, now)
         jobs = min(req.jobs or room, room, self.max_jobs_per_acquire)
         if jobs <= 0:
@@ -165,6 +167,7 @@ class PullService:
         budget = req.events
         token = secrets.token_hex(16)
         taken: list[Allocation] = []
+        taken_jobs = 0
         candidates = []
         for request in q.acquirable_requests(conn):
             if not Sites.model_validate_json(request.sites).admits(agent_sites):
@@ -178,12 +181,12 @@ class PullService:
         for first_pass in ([True, False] if quota is not None else [False]):
             for request, view in candidates:
                 group = _group(view)
-                limit = jobs - len(taken)
+                limit = jobs - taken_jobs
                 if first_pass:
                     limit = min(limit, quota.get(group, 0)) if quota is not None else limit
                     if limit <= 0:
                         continue
-                rows = list(q.lock_available(conn, request.id, now, limit))
+                rows = _lock_jobs(conn, request.id, now, limit, view["jobs_per_allocation"])
                 if budget is not None:
                     rows = _within_budget(rows, budget, first=not taken)
                     budget -= sum(int(r.n_events) for r in rows)
@@ -198,9 +201,11 @@ class PullService:
                         _unservable(conn, request, exc, now)
                         continue
                     taken += leased
+                    leased_jobs = sum(a.n_jobs for a in leased)
+                    taken_jobs += leased_jobs
                     if first_pass and quota is not None:
-                        quota[group] -= len(leased)
-                if len(taken) >= jobs or (budget is not None and budget <= 0):
+                        quota[group] -= leased_jobs
+                if taken_jobs >= jobs or (budget is not None and budget <= 0):
                     return taken
         return taken
 
@@ -267,6 +272,7 @@ class PullService:
                 "run_number": row.run_number,
                 "kind": spec["kind"],
                 "spec": splitter.agent_view(spec),
+                "jobs_per_allocation": splitter.jobs_per_allocation(spec),
             }
             # What the answer will be encoded as: a lone surrogate or NaN fails here, not after
             # the allocations were leased.
@@ -544,6 +550,28 @@ def _check_owner(principal: Principal, agent_name: str, owner: str) -> None:
         )
 
 
+def _lock_jobs(
+    conn: sa.Connection, request_id: int, now: float, jobs: int, per_row: int
+) -> list[sa.Row[Any]]:
+    """Lock a request's leading free rows until their jobs reach `jobs` (at least one row, so a
+    single big allocation is never starved; the last may go past `jobs`). Rows hold at most
+    `per_row` jobs, so each query locks no more rows than could be needed; shorter rows (the
+    last of a request, expired leases of another size) make it ask for more."""
+    rows: list[sa.Row[Any]] = []
+    got = 0
+    while got < jobs:
+        limit = -(-(jobs - got) // max(1, per_row))
+        batch = q.lock_available(conn, request_id, now, limit, exclude=[int(r.id) for r in rows])
+        for row in batch:
+            if got >= jobs:
+                break  # locked, not leased: a row longer than `per_row` (a stale spec) filled it
+            rows.append(row)
+            got += int(row.n_jobs)
+        if len(batch) < limit:
+            break  # the request has no more free rows
+    return rows
+
+
 def _within_budget(rows: list[sa.Row[Any]], budget: int, first: bool) -> list[sa.Row[Any]]:
     """The leading rows whose events fit in `budget`; at least one row when `first`, so an
     agent with a small event budget is not starved by large allocations."""
@@ -570,6 +598,7 @@ def _allocation(row: sa.Row[Any], view: dict[str, Any]) -> Allocation:
         run_number=view["run_number"],
         first_event=row.first_event,
         n_events=row.n_events,
+        n_jobs=row.n_jobs,
         seed=row.seed,
         input_files=[InputFileRef(**f) for f in files],
         spec=view["spec"],

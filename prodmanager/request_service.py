@@ -482,6 +482,7 @@ def _fresh_copy(a: sa.Row[Any], request_id: int, now: float) -> dict[str, Any]:
         "job_index": a.job_index,
         "first_event": a.first_event,
         "n_events": a.n_events,
+        "n_jobs": a.n_jobs,
         "seed": a.seed,
         "input_files": a.input_files,
         "state": "open",

@@ -1,8 +1,9 @@
-"""Fair shares: how many of the allocations one acquire hands out go to each group of requests.
+"""Fair shares: how many of the jobs one acquire hands out go to each group of requests (jobs,
+not allocations: an allocation may hold several, `pm_allocation.n_jobs`).
 
 Groups have configured weights (`prodmanager serve --share prod=70 --share test=30`; groups not
 named weigh `DEFAULT_WEIGHT`). Among the groups with work to hand out, each should hold
-`weight / sum(weights)` of all allocations leased; an acquire of n gives each group its
+`weight / sum(weights)` of all jobs leased; an acquire of n gives each group its
 shortfall against that target (largest remainders first), so leases drift towards the shares
 whatever the groups held before. Priorities order requests within a group, as before.
 """
@@ -31,7 +32,7 @@ def parse(items: Iterable[str]) -> dict[str, float]:
 
 
 def quotas(jobs: int, held: Mapping[str, int], groups: Iterable[str], shares: Mapping[str, float]) -> dict[str, int]:
-    """Allocations each of `groups` (those with work) gets from an acquire of `jobs`."""
+    """Jobs each of `groups` (those with work) gets from an acquire of `jobs`."""
     active = sorted(set(groups))
     if not active or jobs <= 0:
         return {}

@@ -157,8 +157,8 @@ class Agent:
             "id": f"{a.allocation_id}.{a.lease_epoch}", "agent": AGENT, "request_id": str(a.request_id),
             "request_name": a.request_name, "lease_token": a.lease_token, "lease_expires_at": a.lease_expires,
             "workflow": (workflow_text or {}).get(a.request_id) or json.dumps(a.spec),
-            "first_event": a.first_event, "n_events": a.n_events, "run": a.run_number, "seed": a.seed,
-            "job_index": a.job_index, "input_files": json.dumps([f.model_dump() for f in a.input_files]),
+            "first_event": a.first_event, "n_events": a.n_events, "n_jobs": a.n_jobs, "run": a.run_number,
+            "seed": a.seed, "job_index": a.job_index, "input_files": json.dumps([f.model_dump() for f in a.input_files]),
             "state": "acquired", "acquired_at": now, "updated_at": now,
         } for a in allocations]
         self.tx(lambda conn: conn.execute(pa_allocation.insert(), rows))

@@ -4,7 +4,8 @@ Each tick it renews the leases of the allocations it holds (an expired or recall
 their jobs: `killed` at once, their batch jobs removed by JobSubmitter), gives up allocations whose jobs could not be built (released as failed, with the
 reason), completes allocations whose jobs are done (reporting events and files) or releases
 them as failed when their jobs exhausted retries, acquires new work (only as much as the agent
-can run soon: room per site minus jobs already waiting, so it never hoards), copies the run
+can run soon: room per site minus jobs already waiting, counting the jobs of allocations not
+yet cut into jobs, so it never hoards), copies the run
 gates of requests merged per run (MergeSensor's `pa_run`), reports merged files and pushes
 its jobs' state changes (with failed attempts' log tails) for the web monitor.
 
@@ -58,7 +59,7 @@ class ProdMgrSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     tick_s: float = Field(3.0, gt=0)
     queue_factor: float = Field(1.0, ge=0)  # hold work for slots * (1 + factor) jobs
-    max_acquire: int = Field(1000, ge=1)  # allocations per acquire call
+    max_acquire: int = Field(1000, ge=1)  # jobs per acquire call
     lease_s: float | None = Field(None, gt=0)  # ask for this lease; None: the server's default
     sites: list[str] = Field(default_factory=list)  # sites announced at registration
     complete_workers: int = Field(4, ge=1)  # bulk completion calls to ProdManager at once
@@ -342,8 +343,8 @@ class ProdMgrInterface(Component):
     # -- acquiring --------------------------------------------------------------------------------
 
     def _acquire(self, capacity: int) -> None:
-        counts = self.transaction(lambda ctx: store.count_by_state(ctx.conn, self.agent))
-        waiting = sum(n for (kind, state), n in counts.items() if kind == "production" and state in states.LIVE)
+        # Waiting: live jobs and the jobs of allocations not cut yet (an allocation may hold several).
+        waiting = self.transaction(lambda ctx: allocs.jobs_waiting(ctx.conn, self.agent))
         room = min(self.settings.max_acquire, capacity - waiting)
         if room <= 0:
             return
@@ -354,7 +355,8 @@ class ProdMgrInterface(Component):
         # recording fails for good, the leases lapse on ProdManager and the work goes out again.
         fresh = self.transaction(lambda ctx: self._record_acquired(ctx, allocations))
         if fresh:
-            self.log.info("acquired %d allocation(s) (room for %d)", len(fresh), room)
+            self.log.info("acquired %d allocation(s), %d job(s) (room for %d)", len(fresh),
+                          sum(a.n_jobs for a in allocations if allocs.key(a.allocation_id, a.lease_epoch) in fresh), room)
 
     def _record_acquired(self, ctx: Context, allocations: list[Allocation]) -> list[str]:
         """Record each lease as a row of its own; announce the new ones. Idempotent."""
@@ -376,7 +378,8 @@ class ProdMgrInterface(Component):
                 "id": k, "pm_id": a.allocation_id, "lease_epoch": a.lease_epoch, "agent": self.agent,
                 "request_id": str(a.request_id), "request_name": a.request_name, "lease_token": a.lease_token,
                 "lease_expires_at": a.lease_expires, "workflow": workflows[a.request_id],
-                "first_event": a.first_event, "n_events": a.n_events, "run": a.run_number, "seed": a.seed,
+                "first_event": a.first_event, "n_events": a.n_events, "n_jobs": a.n_jobs, "run": a.run_number,
+                "seed": a.seed,
                 "job_index": a.job_index, "input_files": _json([f.model_dump() for f in a.input_files]),
                 "state": allocs.ACQUIRED, "acquired_at": now, "updated_at": now,
             })

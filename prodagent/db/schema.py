@@ -118,6 +118,8 @@ pa_allocation = sa.Table(
     sa.Column("updated_at", Time, nullable=False),
     sa.Column("pm_id", sa.BigInteger, nullable=False, server_default="0"),  # ProdManager's allocation id
     sa.Column("lease_epoch", sa.Integer, nullable=False, server_default="0"),  # ProdManager's lease count
+    # jobs it holds, as ProdManager says (per_job auto: a guess); migration 0011
+    sa.Column("n_jobs", sa.Integer, nullable=False, server_default="1"),
     sa.Index("ix_pa_allocation_state", "agent", "state"),
     sa.Index("ix_pa_allocation_leases", "agent", "state", "lease_expires_at"),  # metrics
     sa.Index("ix_pa_allocation_pm", "agent", "pm_id"),

@@ -121,6 +121,21 @@ def waiting_for_jobs(conn: sa.Connection, agent: str, request_id: str) -> bool:
     ).first() is not None
 
 
+def jobs_waiting(conn: sa.Connection, agent: str) -> int:
+    """Production jobs the agent holds but has not finished, in one query: its live jobs plus
+    the jobs of allocations still `acquired` not yet cut (their `n_jobs` less the jobs already
+    cut from them: per_job auto cuts in steps). Read from `ix_pa_job_metrics`,
+    `ix_pa_allocation_state` and `ix_pa_job_allocation`."""
+    J = pa_job
+    cut = sa.select(sa.func.count()).where(J.c.allocation_id == A.c.id).correlate(A).scalar_subquery()
+    uncut = sa.select(sa.func.coalesce(sa.func.sum(sa.case((A.c.n_jobs > cut, A.c.n_jobs - cut), else_=0)), 0)
+                      ).where(A.c.agent == agent, A.c.state == ACQUIRED).scalar_subquery()
+    live = sa.select(sa.func.count()).where(
+        J.c.agent == agent, J.c.state.in_(sorted(states.LIVE)), J.c.job_type == "production"
+    ).scalar_subquery()
+    return int(conn.execute(sa.select(live + uncut)).scalar_one())
+
+
 def job_summary(conn: sa.Connection, agent: str, done_ok: Iterable[str], ended: Iterable[str],
                 only: Sequence[str] | None = None) -> list[sa.Row]:
     """Per active allocation of this agent: (allocation_id, jobs, jobs done, jobs ended, events done)."""

@@ -109,16 +109,13 @@ def touch_agent(conn: sa.Connection, name: str, now: float) -> None:
 
 
 def list_agents(conn: sa.Connection, now: float) -> Sequence[sa.Row[Any]]:
-    held = (
-        sa.select(sa.func.count())
-        .where(
-            allocation.c.agent == agent.c.name,
-            allocation.c.state == OPEN,
-            allocation.c.lease_expires >= now,
-        )
-        .scalar_subquery()
-    )
-    return conn.execute(sa.select(agent, held.label("held")).order_by(agent.c.name)).all()
+    """Every agent with `held` (jobs in its live leases, what its capacity counts) and `leases`."""
+    live = [allocation.c.agent == agent.c.name, allocation.c.state == OPEN, allocation.c.lease_expires >= now]
+    held = sa.select(sa.func.coalesce(sa.func.sum(allocation.c.n_jobs), 0)).where(*live).scalar_subquery()
+    leases = sa.select(sa.func.count()).where(*live).scalar_subquery()
+    return conn.execute(
+        sa.select(agent, held.label("held"), leases.label("leases")).order_by(agent.c.name)
+    ).all()
 
 
 # --- requests -----------------------------------------------------------------------------------
@@ -225,15 +222,16 @@ def insert_allocations(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
 
 
 def lock_available(
-    conn: sa.Connection, request_id: int, now: float, limit: int
+    conn: sa.Connection, request_id: int, now: float, limit: int, exclude: Sequence[int] = ()
 ) -> Sequence[sa.Row[Any]]:
-    """Lock up to `limit` open allocations of a request whose lease is free or expired.
+    """Lock up to `limit` open allocations of a request whose lease is free or expired (not
+    those in `exclude`: rows this transaction locked already).
 
     Rows other transactions hold are skipped, not waited for: concurrent acquirers get
     disjoint sets. Never-leased rows (expiry 0) come first, in job order.
     """
     query = (
-        sa.select(allocation.c.id, allocation.c.n_events, allocation.c.lease_epoch)
+        sa.select(allocation.c.id, allocation.c.n_events, allocation.c.n_jobs, allocation.c.lease_epoch)
         .where(
             allocation.c.request_id == request_id,
             allocation.c.state == OPEN,
@@ -243,6 +241,8 @@ def lock_available(
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
+    if exclude:
+        query = query.where(allocation.c.id.not_in(list(exclude)))
     return conn.execute(query).all()
 
 
@@ -285,11 +285,11 @@ def leased_rows(conn: sa.Connection, ids: list[int], lease_token: str) -> Sequen
 
 
 def leased_by_request(conn: sa.Connection, request_ids: Sequence[int], now: float) -> dict[int, int]:
-    """Allocations under a live lease, per request (fair shares)."""
+    """Jobs in allocations under a live lease, per request (fair shares)."""
     if not request_ids:
         return {}
     rows = conn.execute(
-        sa.select(allocation.c.request_id, sa.func.count())
+        sa.select(allocation.c.request_id, sa.func.sum(allocation.c.n_jobs))
         .where(allocation.c.request_id.in_(list(request_ids)), allocation.c.state == OPEN,
                allocation.c.lease_expires >= now)
         .group_by(allocation.c.request_id)
@@ -298,9 +298,10 @@ def leased_by_request(conn: sa.Connection, request_ids: Sequence[int], now: floa
 
 
 def held_count(conn: sa.Connection, agent_name: str, now: float) -> int:
+    """Jobs in the agent's live leases: what its registered capacity counts."""
     return int(
         conn.execute(
-            sa.select(sa.func.count()).where(
+            sa.select(sa.func.coalesce(sa.func.sum(allocation.c.n_jobs), 0)).where(
                 allocation.c.agent == agent_name,
                 allocation.c.state == OPEN,
                 allocation.c.lease_expires >= now,

@@ -72,6 +72,9 @@ allocation = sa.Table(
     # an operator or the owner asked to resubmit its job waiting for an operator (migration 0004);
     # cleared when the agent reports the job moving on
     sa.Column("resubmit_at", Seconds, nullable=True),
+    # jobs the allocation holds (migration 0007): acquire and capacity count these, not rows; for
+    # `per_job: auto` a guess (guessed job lengths), agents cut it to the measured length
+    sa.Column("n_jobs", sa.Integer, nullable=False, server_default="1"),
     sa.UniqueConstraint("request_id", "job_index", name="uq_pm_allocation_job"),
     # acquire scans open allocations of one request, never-leased (expiry 0) first
     sa.Index("ix_pm_allocation_queue", "request_id", "state", "lease_expires"),

@@ -79,6 +79,37 @@ def test_leases_recorded_announced_and_unrunnable_given_up(interface: ProdMgrInt
     assert remote.state == "failed" and remote.reason.startswith("payload.parameters.ecm: not a number")
 
 
+def test_acquire_counts_the_jobs_of_allocations_not_cut_yet(
+        interface: ProdMgrInterface, server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("prodrequest.spec.MAX_ALLOCATIONS", 10)  # 100 jobs: 10 per allocation
+    submit(server.env, "alice", mc_workflow("packed", 1000, 10))
+    interface.service.tx.run(lambda conn: store.upsert_site(conn, AGENT, "local", 12, 0, 0))  # capacity 24
+    interface.tick()
+    recorded = rows(interface, sa.select(pa_allocation.c.id, pa_allocation.c.n_jobs))
+    assert sorted(n for _id, n in recorded) == [10, 10, 10]  # ceil(24 / 10) allocations, not 24
+    assert interface.transaction(lambda ctx: allocs.jobs_waiting(ctx.conn, AGENT)) == 30
+    # ProdManager would now give more (a larger capacity than the agent registered), but the
+    # 30 jobs of the uncut allocations wait already: the agent does not ask.
+    with ProdManagerClient(server.url, server.env.tokens["agent1"]) as agent:
+        agent.register_agent(AGENT, ["local"], 1000)
+    interface.tick()
+    assert len(rows(interface, sa.select(pa_allocation))) == 3
+
+    # An allocation cut in part (per_job auto cuts in steps): its jobs count once.
+    first = recorded[0][0]
+    now = time.time()
+    jobs = [{"agent": AGENT, "name": f"j{k}", "job_type": "production", "allocation_id": first,
+             "request_id": "1", "state": "created", "workdir": "/nonexistent", "created_at": now,
+             "updated_at": now} for k in range(4)]
+    interface.service.tx.run(lambda conn: conn.execute(pa_job.insert(), jobs))
+    assert interface.transaction(lambda ctx: allocs.jobs_waiting(ctx.conn, AGENT)) == 30
+    interface.service.tx.run(lambda conn: conn.execute(
+        pa_job.update().where(pa_job.c.name.in_(["j0", "j1"])).values(state="success")))
+    assert interface.transaction(lambda ctx: allocs.jobs_waiting(ctx.conn, AGENT)) == 28
+    interface.service.tx.run(lambda conn: allocs.move(conn, [first], allocs.ACTIVE))  # all cut: 2 live jobs
+    assert interface.transaction(lambda ctx: allocs.jobs_waiting(ctx.conn, AGENT)) == 22
+
+
 def test_a_refused_merged_file_is_recorded_as_refused(interface: ProdMgrInterface, server: Server) -> None:
     rid = submit(server.env, "alice", mc_workflow("refused", 100, 100))
     interface.tick()

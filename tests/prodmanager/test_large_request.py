@@ -29,10 +29,11 @@ def test_a_million_jobs_in_bounded_allocations(env: Env, tmp_path: Path) -> None
     assert (first, last) == (0, MAX_JOBS - 10)  # 10 jobs per allocation
     assert env.requests.get(env.who("alice"), rid).total_jobs == MAX_JOBS
 
-    register(env, AGENT, "agent1", capacity=10)
-    leased = env.pull.acquire(env.who("agent1"), AGENT, AcquireRequest(jobs=3)).allocations
-    assert [(a.job_index, a.first_event, a.n_events, a.seed) for a in leased] == [
-        (0, 0, 20, 7), (10, 20, 20, 17), (20, 40, 20, 27)]
+    register(env, AGENT, "agent1", capacity=30)
+    leased = env.pull.acquire(env.who("agent1"), AGENT, AcquireRequest(jobs=25)).allocations
+    assert [(a.job_index, a.first_event, a.n_events, a.n_jobs, a.seed) for a in leased] == [
+        (0, 0, 20, 10, 7), (10, 20, 20, 10, 17), (20, 40, 20, 10, 27)]  # jobs counted, not rows
+    assert env.pull.acquire(env.who("agent1"), AGENT, AcquireRequest()).allocations == []  # 30 held
 
     agent = Agent(tmp_path, f"sqlite:///{tmp_path / 'agent.db'}")
     try:

@@ -137,6 +137,57 @@ def test_capacity_caps_what_an_agent_holds(env: Env) -> None:
     assert acquire(env, jobs=10) == []
 
 
+def ten_jobs_per_allocation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Requests of more than 10 jobs put several jobs in each allocation (as a request of more
+    than the real MAX_ALLOCATIONS does), without inserting 100,000 rows."""
+    monkeypatch.setattr("prodrequest.spec.MAX_ALLOCATIONS", 10)
+
+
+def test_acquire_counts_jobs_not_allocations(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    ten_jobs_per_allocation(monkeypatch)
+    rid = submit(env, "alice", mc_workflow("packed", 950, 10))  # 95 jobs: 9 allocations of 10, one of 5
+    alloc = pm_schema.allocation
+    stored = env.db.read(lambda conn: conn.execute(
+        sa.select(alloc.c.n_events, alloc.c.n_jobs).where(alloc.c.request_id == rid).order_by(alloc.c.job_index)
+    ).all())
+    assert [tuple(r) for r in stored] == [(100, 10)] * 9 + [(50, 5)]
+    register(env, capacity=25)
+    first = acquire(env, jobs=25)
+    assert [a.n_jobs for a in first] == [10, 10, 10]  # ceil(25 / 10) allocations: 30 jobs, not 25 allocations
+    assert acquire(env, jobs=25) == [] and acquire(env) == []  # 30 jobs held: no room left
+    assert [a.held for a in env.pull.agents(env.who("ops"))] == [30]
+    register(env, "a2", "agent2", capacity=3)
+    [big] = acquire(env, "a2", "agent2")  # one allocation of more jobs than its capacity: not starved
+    assert big.n_jobs == 10 and acquire(env, "a2", "agent2", jobs=1) == []
+    register(env, "a3", "agent2", capacity=100)
+    assert [a.n_jobs for a in acquire(env, "a3", "agent2")] == [10] * 5 + [5]  # the rest, the last short
+
+
+def test_auto_sizing_allocations_hold_guessed_jobs(env: Env) -> None:
+    events = {"total": 250, "per_job": "auto", "target_job_s": 60, "time_per_event_s": 2.0}  # 30 per guess
+    submit(env, "alice", {**mc_workflow("guessed", 250, 10), "events": events})
+    register(env, capacity=4)
+    [a] = acquire(env)  # 4 guessed jobs (AUTO_CHUNK_JOBS) per allocation: one fills the capacity
+    assert (a.n_events, a.n_jobs) == (120, 4) and acquire(env) == []
+    register(env, "a2", "agent2", capacity=5)
+    assert [(b.n_events, b.n_jobs) for b in acquire(env, "a2", "agent2")] == [(120, 4), (10, 1)]  # reach 5
+
+
+def test_shares_count_jobs(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    ten_jobs_per_allocation(monkeypatch)
+    from prodmanager.pull_service import PullService
+
+    pull = PullService(env.db, lease_seconds=LEASE_S, shares={"prod": 50, "test": 50})
+    big = submit(env, "alice", mc_workflow("prod-big", 1000, 10, group="prod", priority=900))  # 10 jobs each
+    small = submit(env, "alice", mc_workflow("test-small", 10, 1, group="test"))  # 1 job each
+    register(env, capacity=20)
+    got = pull.acquire(env.who("agent1"), "a1", AcquireRequest(jobs=20)).allocations
+    jobs: dict[int, int] = {}
+    for a in got:
+        jobs[a.request_id] = jobs.get(a.request_id, 0) + a.n_jobs
+    assert jobs == {big: 10, small: 10}  # 10 jobs each: one allocation of prod, ten of test
+
+
 def test_acquire_by_events(env: Env) -> None:
     submit(env, "alice", mc_workflow("byevents", 2000, 300))
     register(env)

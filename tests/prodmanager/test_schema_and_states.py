@@ -3,6 +3,8 @@ state machine is an explicit table and every change is recorded."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -23,7 +25,7 @@ def test_migrations_build_the_schema_and_leave_other_tables_alone(db_url: str) -
         conn.execute(sa.text("INSERT INTO alembic_version VALUES ('agent0001')"))
     migrate.upgrade(db.engine)
     migrate.upgrade(db.engine)  # idempotent
-    assert migrate.current_revision(db.engine) == migrate.head_revision() == "0006"
+    assert migrate.current_revision(db.engine) == migrate.head_revision() == "0007"
     with db.engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         diff = [
@@ -111,3 +113,36 @@ def test_submitting_the_same_document_twice_returns_the_first_request(env: Env) 
 
     with pytest.raises(Conflict, match="different request named 'twice'"):
         env.requests.submit(env.who("alice"), validate_workflow({**doc, "priority": 7}))
+
+
+def test_migration_0007_counts_the_jobs_of_existing_allocations(db_url: str) -> None:
+    from prodmanager.db.schema import allocation, request
+
+    db = Database(db_url)
+    migrate.upgrade(db.engine, "0006")
+    specs = {
+        "mc": {"kind": "montecarlo", "events": {"total": 250, "per_job": 10}},
+        "auto": {"kind": "montecarlo", "events": {"total": 90, "per_job": "auto", "target_job_s": 60,
+                                                  "time_per_event_s": 2.0}},  # 30 events per guessed job
+        "proc": {"kind": "processing", "input": {}},
+        "bad": {"kind": "montecarlo"},
+    }
+    cols = ["request_id", "job_index", "first_event", "n_events", "seed", "state", "updated_at"]
+    with db.engine.begin() as conn:
+        for n, (name, spec) in enumerate(specs.items(), start=1):
+            conn.execute(sa.text(
+                "INSERT INTO pm_request (id, name, kind, owner, state, priority, total_events, total_jobs, "
+                "run_number, sites, spec, spec_sha256, created_at, updated_at) VALUES "
+                f"({n}, '{name}', '{spec['kind']}', 'alice', 'new', 1, 1, 1, 1, '{{}}', :spec, 'x', 0, 0)"
+            ), {"spec": json.dumps(spec)})
+        rows = [(1, 0, 0, 100), (1, 10, 100, 100), (1, 20, 200, 50), (2, 0, 0, 90), (3, 0, 0, 500), (4, 0, 0, 100)]
+        for request_id, index, first, n_events in rows:
+            conn.execute(sa.text(f"INSERT INTO pm_allocation ({', '.join(cols)}) VALUES "
+                                 f"({request_id}, {index}, {first}, {n_events}, 1, 'open', 0)"))
+    migrate.upgrade(db.engine)
+    with db.engine.connect() as conn:
+        found = conn.execute(sa.select(allocation.c.request_id, allocation.c.n_jobs)
+                             .order_by(allocation.c.request_id, allocation.c.job_index)).all()
+        assert conn.execute(sa.select(sa.func.count()).select_from(request)).scalar() == 4
+    assert [tuple(r) for r in found] == [(1, 10), (1, 10), (1, 5), (2, 3), (3, 1), (4, 1)]
+    db.dispose()
