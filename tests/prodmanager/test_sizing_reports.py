@@ -1,6 +1,6 @@
 """Automatic job sizing pushed by agents, over real HTTP (ProdManager on SQLite and MariaDB):
 ProdMgrInterface pushes a `per_job: auto` request's estimate when it changed, `prodrequest show`
-prints it with the figures and the formula; hostile pushes (oversized, wrong types, another
+prints it with the figures and the formula (so does the request page); hostile pushes (oversized, wrong types, another
 agent's or another request's) are refused naming the problem, and store nothing."""
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from prodrequest.cli import main as prodrequest_cli
 from tests.prodmanager.conftest import Server, mc_workflow, submit
 from tests.prodmanager.test_agent_interface import AGENT, make_interface
 from tests.prodmanager.test_hostile_reports import snapshot
+from tests.prodmanager.test_web_http import browser
 
 AUTO = {"total": 800, "per_job": "auto", "target_job_s": 10, "time_per_event_s": 0.1, "scouts": 2}
 
@@ -222,3 +223,20 @@ def test_hostile_sizing_pushes_are_refused_and_store_nothing(held: tuple[Server,
     assert agent.report_sizing("a1", [stale]).accepted == 0  # a delayed resend changes nothing
     [row] = stored(server)
     assert (row.request_id, row.events_per_job) == (auto, 100)
+
+
+def test_request_page_shows_each_agents_sizing(held: tuple[Server, dict[str, int]]) -> None:
+    server, ids = held
+    agent = ProdManagerClient(server.url, server.env.tokens["agent1"])
+    evil = '<img src=x onerror="alert(1)">'
+    pushed = RequestSizing.model_validate(item(ids["auto"], formula=f"a = b; c = {evil}"))
+    agent.report_sizing("a1", [pushed])
+    web, _csrf = browser(server, "alice")
+    page = web.get(f"/requests/{ids['auto']}").text
+    twin = web.get(f"/api/v1/monitor/requests/{ids['auto']}").json()
+    assert twin["sizing"][0]["agent"] == "a1" and twin["sizing"][0]["events_per_job"] == 100
+    assert '<tr data-agent="a1" data-state="sized">' in page
+    assert '<td class="events-per-job">100</td>' in page and "500 MB" in page and "90 s" in page
+    assert "4 job(s) measured" in page and "median_wall_s_per_event <b>0.05</b>" in page
+    assert "a = b\nc = &lt;img src=x onerror=" in page and evil not in page  # one line per expression, escaped
+    assert 'id="sizing"' not in web.get(f"/requests/{ids['fixed']}").text
