@@ -15,16 +15,15 @@ from prodmanager.models import RequestSizing
 
 def worked_on(conn: sa.Connection, agent_name: str, request_ids: list[int]) -> set[int]:
     """The requests among these that the agent holds (or held) allocations of: the allocation
-    rows name their last holder, and the job events it pushed stay when a lease went elsewhere."""
-    if not request_ids:
-        return set()
-    held = sa.select(allocation.c.request_id).where(
-        allocation.c.agent == agent_name, allocation.c.request_id.in_(request_ids)
-    )
-    reported = sa.select(job_event.c.request_id).where(
-        job_event.c.agent == agent_name, job_event.c.request_id.in_(request_ids)
-    )
-    return {int(r) for r in conn.execute(sa.union(held, reported)).scalars()}
+    rows name their last holder, and the job events it pushed stay when a lease went elsewhere.
+    One EXISTS per request, each stopping at its first match."""
+    found: set[int] = set()
+    for request_id in sorted(set(request_ids)):
+        held = sa.exists().where(allocation.c.request_id == request_id, allocation.c.agent == agent_name)
+        reported = sa.exists().where(job_event.c.request_id == request_id, job_event.c.agent == agent_name)
+        if conn.execute(sa.select(sa.or_(held, reported))).scalar():
+            found.add(request_id)
+    return found
 
 
 def specs(conn: sa.Connection, request_ids: list[int]) -> dict[int, dict[str, Any]]:
