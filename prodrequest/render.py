@@ -122,8 +122,8 @@ def sizing_detail(items: list[AgentSizing]) -> Table:
         if s.reason:
             table.add_row("paused because", plain(s.reason))
         table.add_row("events per job", plain(_or_dash(s.events_per_job)))
-        table.add_row("memory", plain(f"{_or_dash(s.memory_mb)} MB"))
-        table.add_row("time", plain(f"{_or_dash(s.time_s)} s"))
+        table.add_row("memory", plain(_or_dash(s.memory_mb, " MB")))
+        table.add_row("time", plain(_or_dash(s.time_s, " s")))
         measured = s.figures.get("jobs_measured")
         if measured is not None:
             scouts = s.figures.get("scouts_measured")
@@ -138,8 +138,8 @@ def sizing_detail(items: list[AgentSizing]) -> Table:
     return table
 
 
-def _or_dash(value: object) -> str:
-    return "-" if value is None else str(value)
+def _or_dash(value: object, unit: str = "") -> str:
+    return "-" if value is None else f"{value}{unit}"
 
 
 def runs_line(items: list[RunInfo]) -> str:
