@@ -1,5 +1,6 @@
 """HTTP routes of the pull protocol (agents): register, acquire, renew, report, complete (one
-allocation, or many in one call), release, merged, job detail (`prodmanager.job_reports`). Every route needs a bearer token of role `agent` (or `operator`)."""
+allocation, or many in one call), release, merged, job detail (`prodmanager.job_reports`),
+automatic job sizing (`prodmanager.sizing_reports`). Every route needs a bearer token of role `agent` (or `operator`)."""
 
 from __future__ import annotations
 
@@ -31,8 +32,11 @@ from prodmanager.models import (
     ReleaseRequest,
     RenewRequest,
     RenewResponse,
+    SizingAck,
+    SizingReport,
 )
 from prodmanager.pull_service import PullService
+from prodmanager.sizing_reports import SizingReports
 
 ERRORS = {s: {"model": ErrorBody} for s in (401, 403, 404, 409, 413, 422)}
 router = APIRouter(prefix="/api/v1", tags=["pull"], responses=ERRORS)  # type: ignore[arg-type]
@@ -40,6 +44,7 @@ router = APIRouter(prefix="/api/v1", tags=["pull"], responses=ERRORS)  # type: i
 Caller = Annotated[Principal, Depends(deps.principal)]
 Pull = Annotated[PullService, Depends(deps.pull)]
 Reports = Annotated[JobReports, Depends(deps.job_reports)]
+Sizings = Annotated[SizingReports, Depends(deps.sizing_reports)]
 Agent = Annotated[str, Path(pattern=AGENT_NAME_PATTERN)]
 AllocationId = Annotated[int, Path(ge=0, le=INT64_MAX)]
 
@@ -103,3 +108,8 @@ def report_status(agent: Agent, body: AgentStatus, caller: Caller, reports: Repo
 @router.post("/agents/{agent}/jobs", response_model=JobReportAck)
 def report_jobs(agent: Agent, body: JobReport, caller: Caller, reports: Reports) -> JobReportAck:
     return reports.report(caller, agent, body)
+
+
+@router.post("/agents/{agent}/sizing", response_model=SizingAck)
+def report_sizing(agent: Agent, body: SizingReport, caller: Caller, sizings: Sizings) -> SizingAck:
+    return sizings.report(caller, agent, body)

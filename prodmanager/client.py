@@ -47,8 +47,10 @@ from prodmanager.models import (
     RenewResponse,
     RenewResult,
     RequestDetail,
+    RequestSizing,
     RequestSummary,
     RunInfo,
+    SizingAck,
     SubmitResult,
     WhoAmI,
 )
@@ -201,6 +203,11 @@ class ProdManagerClient:
         """Push job state changes (with failed attempts' log tails); empty: learn `last_seq`."""
         body = {"events": [e.model_dump() for e in events]}
         return self._call("POST", f"/agents/{agent}/jobs", JobReportAck, json=body)
+
+    def report_sizing(self, agent: str, sizings: Iterable[RequestSizing]) -> SizingAck:
+        """Push the automatic job sizing of requests this agent works on (`events.per_job: auto`)."""
+        body = {"sizings": [s.model_dump() for s in sizings]}
+        return self._call("POST", f"/agents/{agent}/sizing", SizingAck, json=body)
 
     # --- requests -------------------------------------------------------------------------------
 

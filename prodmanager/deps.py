@@ -8,6 +8,7 @@ from prodmanager.auth import Principal
 from prodmanager.job_reports import JobReports
 from prodmanager.pull_service import PullService
 from prodmanager.request_service import RequestService
+from prodmanager.sizing_reports import SizingReports
 
 
 def principal(request: Request, authorization: str | None = Header(None)) -> Principal:
@@ -31,4 +32,11 @@ def job_reports(request: Request) -> JobReports:
     found = getattr(request.app.state, "job_reports", None)
     if found is None:
         found = request.app.state.job_reports = JobReports(request.app.state.db, pull(request))
+    return found
+
+
+def sizing_reports(request: Request) -> SizingReports:
+    found = getattr(request.app.state, "sizing_reports", None)
+    if found is None:
+        found = request.app.state.sizing_reports = SizingReports(request.app.state.db, pull(request))
     return found

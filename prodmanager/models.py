@@ -329,6 +329,7 @@ class RequestDetail(RequestSummary):
     history: list[HistoryEntry]
     producer_id: int | None = None  # a chained request: the request producing its input dataset
     steps: dict[str, dict[str, int]] = Field(default_factory=dict)  # a multi-step request: attempts by outcome
+    sizing: list[AgentSizing] = Field(default_factory=list)  # per_job auto: each agent's estimate
 
 
 class SubmitResult(Wire):
@@ -447,6 +448,59 @@ class ComponentState(Wire):
 
 class AgentStatus(Wire):
     components: list[ComponentState] = Field(max_length=100)
+
+
+# --- automatic job sizing pushed by agents (`events.per_job: auto`; prodmanager.sizing_reports) ------
+
+SIZING_STATES = ("scouting", "sized", "paused")
+MAX_SIZINGS = 100  # requests per push
+MAX_FIGURES = 50  # figures per request
+FigureName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+# A measurement: a count or a finite number (a quoted number or a boolean is a wrong type).
+Figure = (Annotated[int, Field(ge=-INT64_MAX, le=INT64_MAX, strict=True)]
+          | Annotated[float, Field(ge=-1e18, le=1e18, allow_inf_nan=False, strict=True)])
+Megabytes = Annotated[int, Field(ge=1, le=100_000_000, strict=True)]
+JobSeconds = Annotated[int, Field(ge=1, le=365 * 86_400, strict=True)]
+
+
+class RequestSizing(Wire):
+    """One request's automatic job sizing on an agent: its state (`scouting` until the scouts
+    end, `sized`, or `paused` with the reason), the estimate (events per job, memory and time
+    each job asks for), the figures it was computed from (jobs measured, s/event, peak RSS...),
+    the formula, as the agent sends it (declared once, on the agent), and when it was computed."""
+
+    request_id: Id
+    state: Literal["scouting", "sized", "paused"]
+    events_per_job: Annotated[int, Field(ge=1, le=INT64_MAX, strict=True)] | None = None
+    memory_mb: Megabytes | None = None
+    time_s: JobSeconds | None = None
+    figures: dict[FigureName, Figure] = Field(default_factory=dict, max_length=MAX_FIGURES)
+    formula: Annotated[SafeLine, Field(min_length=1, max_length=2000)]
+    reason: Reason | None = None
+    computed_at: float = Field(ge=0, le=1e11)
+
+
+class SizingReport(Wire):
+    sizings: list[RequestSizing] = Field(max_length=MAX_SIZINGS)
+
+    @field_validator("sizings")
+    @classmethod
+    def _once_each(cls, sizings: list[RequestSizing]) -> list[RequestSizing]:
+        ids = [s.request_id for s in sizings]
+        if len(set(ids)) != len(ids):
+            raise ValueError("a request is named more than once")
+        return sizings
+
+
+class SizingAck(Wire):
+    accepted: int = Field(description="sizings stored now (one not newer than the stored one is not)")
+
+
+class AgentSizing(RequestSizing):
+    """A request's sizing as one agent last pushed it (in `RequestDetail.sizing`)."""
+
+    agent: str
+    received_at: float
 
 
 class ValidateResult(Wire):

@@ -19,7 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from prodmanager import chain, runs, why_not_done
+from prodmanager import chain, runs, sizing_reports, why_not_done
 from prodmanager.auth import Principal, Role, require_role, require_visible
 from prodmanager.counters import counters_for
 from prodmanager.db import job_queries as jq
@@ -155,6 +155,8 @@ class Monitor:
             files = [dict(f._mapping) for f in mq.files_of(conn, request_id, None, 200)]
             grid = _error_grid(jq.error_grid(conn, request_id))
             why = why_not_done.explain(conn, row, counters, now, run_list, linked["producer"])
+            spec = json.loads(row.spec)
+            sized = sizing_reports.of_request(conn, request_id) if sizing_reports.is_auto(spec) else []
             return {
                 **summary,
                 "sites": json.loads(row.sites),
@@ -165,6 +167,7 @@ class Monitor:
                 "why": why,
                 "runs": [{**r.info().model_dump(), "decisions": r.decisions()} for r in run_list],
                 "chain": linked,
+                "sizing": [s.model_dump() for s in sized],
             }
 
         return self.db.read(work)

@@ -20,7 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from prodmanager import chain, lifecycle, outputs, runs, splitter
+from prodmanager import chain, lifecycle, outputs, runs, sizing_reports, splitter
 from prodmanager.auth import Principal, require_role, require_visible
 from prodmanager.counters import counters_for
 from prodmanager.db import job_queries as jq
@@ -127,7 +127,8 @@ class RequestService:
             producer = chain.producer_of(conn, dataset) if (dataset := chain.input_dataset(spec)) else None
             return RequestDetail(**base, spec=spec, history=entries,
                                  producer_id=int(producer.id) if producer is not None else None,
-                                 steps=jq.step_progress(conn, row.id) if spec.get("steps") else {})
+                                 steps=jq.step_progress(conn, row.id) if spec.get("steps") else {},
+                                 sizing=sizing_reports.of_request(conn, row.id) if sizing_reports.is_auto(spec) else [])
 
         return self.db.read(work)
 

@@ -124,7 +124,8 @@ def list_cmd(obj: Context, states: tuple[str, ...], owner: str | None, as_json: 
 @click.pass_obj
 def show(obj: Context, request_id: int, as_json: bool) -> None:
     """Show a request: state, counters, history (and the runs of a processing request; for a
-    chained request, its producer's progress beside its own)."""
+    chained request, its producer's progress beside its own; for `events.per_job: auto`, each
+    agent's job sizing: the estimate, the figures behind it and the formula)."""
     with obj.client() as client:
         detail = _run(as_json, lambda: client.get(request_id))
         found = _run(as_json, lambda: client.runs(request_id)) if detail.kind == "processing" else []
@@ -134,6 +135,8 @@ def show(obj: Context, request_id: int, as_json: bool) -> None:
         parts.append(render.chain_table([("input", *producer), ("this", detail, found)]))
     if found:
         parts.append(render.run_table(found))
+    if detail.sizing:
+        parts.append(render.sizing_detail(detail.sizing))
     _emit(detail, as_json, Group(*parts))
 
 

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 from rich.text import Text
 
-from prodmanager.models import AllocationInfo, RequestDetail, RequestSummary, RunInfo
+from prodmanager.models import AgentSizing, AllocationInfo, RequestDetail, RequestSummary, RunInfo
 
 STATE_STYLE = {
     "new": "cyan",
@@ -105,6 +105,41 @@ def request_detail(r: RequestDetail) -> Group:
             when(h.at), plain(h.from_state), state_text(h.to_state), plain(h.actor), plain(h.reason)
         )
     return Group(head, history)
+
+
+SIZING_SHOWN = frozenset({"events_per_job", "memory_mb", "time_s"})  # figures shown as the estimate
+
+
+def sizing_detail(items: list[AgentSizing]) -> Table:
+    """per_job auto: each agent's estimate, the figures it was computed from and the formula
+    (one line per expression, as the agent sent it)."""
+    table = Table(title="automatic job sizing (events.per_job: auto)", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for s in items:
+        table.add_row(plain(f"agent {s.agent}"), Text.assemble(
+            state_text(s.state), f"  computed {when(s.computed_at)}, received {when(s.received_at)}"))
+        if s.reason:
+            table.add_row("paused because", plain(s.reason))
+        table.add_row("events per job", plain(_or_dash(s.events_per_job)))
+        table.add_row("memory", plain(_or_dash(s.memory_mb, " MB")))
+        table.add_row("time", plain(_or_dash(s.time_s, " s")))
+        measured = s.figures.get("jobs_measured")
+        if measured is not None:
+            scouts = s.figures.get("scouts_measured")
+            table.add_row("based on", plain(f"{measured} job(s) measured" +
+                                            (f" ({scouts} scout(s))" if scouts is not None else "")))
+        for name, value in sorted(s.figures.items()):
+            if name not in SIZING_SHOWN:
+                table.add_row(plain(f"  {name}"), plain(value))
+        for i, part in enumerate(p.strip() for p in s.formula.split(";") if p.strip()):
+            table.add_row("formula" if i == 0 else "", plain(part))
+        table.add_section()
+    return table
+
+
+def _or_dash(value: object, unit: str = "") -> str:
+    return "-" if value is None else f"{value}{unit}"
 
 
 def runs_line(items: list[RunInfo]) -> str:

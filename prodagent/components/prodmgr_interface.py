@@ -6,8 +6,9 @@ reason), completes allocations whose jobs are done (reporting events and files) 
 them as failed when their jobs exhausted retries, acquires new work (only as much as the agent
 can run soon: room per site minus jobs already waiting, counting the jobs of allocations not
 yet cut into jobs, so it never hoards), copies the run
-gates of requests merged per run (MergeSensor's `pa_run`), reports merged files and pushes
-its jobs' state changes (with failed attempts' log tails) for the web monitor.
+gates of requests merged per run (MergeSensor's `pa_run`), reports merged files, pushes
+its jobs' state changes (with failed attempts' log tails) for the web monitor and, when it
+changed, the automatic job sizing of its `per_job: auto` requests (for `prodrequest show`).
 
 Read, then call, then record: no HTTP call runs inside a database transaction. Each step reads
 what to do in one short transaction, calls ProdManager with none open, and records the outcome
@@ -31,7 +32,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from prodagent.jobs import allocations as allocs
-from prodagent.jobs import drain, job_events, site_states, site_store, states, store
+from prodagent.jobs import drain, job_events, site_states, site_store, sizing_store, states, store
 from prodagent.jobs.layout import Layout
 from prodagent.runtime import daemon
 from prodagent.runtime.component import Component, Context, handles
@@ -44,6 +45,7 @@ from prodmanager.models import (
     LeaseStatus,
     MergedFile,
     OutputFile,
+    RequestSizing,
 )
 from prodmanager.text import one_line
 
@@ -51,6 +53,7 @@ RENEW_CHUNK = 5000  # leases per renew call (ProdManager takes at most 10,000)
 COMPLETE_PER_CALL = 100  # allocations per bulk completion call (ProdManager takes at most 500)
 REASON_MAX = 500  # ProdManager's limit on a release reason
 JOB_EVENTS_PER_CALL = 100  # job state changes per push (ProdManager takes at most 200)
+SIZINGS_PER_CALL = 50  # requests' sizing per push (ProdManager takes at most 100)
 JOB_SETTLE_S = 5.0
 ENDED = states.DONE_OK | {states.EXHAUSTED, states.KILLED}
 
@@ -97,6 +100,7 @@ class ProdMgrInterface(Component):
         self.outage = Outage()
         self.next_status = 0.0
         self.job_cursor: int | None = None  # last job transition ProdManager has (None: ask it)
+        self.sizing_sent: dict[str, str] = {}  # request -> the sizing ProdManager has (or refused)
         self.layout = Layout(self.config)
 
     def teardown(self) -> None:
@@ -125,6 +129,7 @@ class ProdMgrInterface(Component):
             self._refresh_run_gates()
             self._report_merged()
             self._push_jobs()
+            self._push_sizing()
             self._push_status()
         except ServerUnavailable as exc:
             self._unreachable(exc)
@@ -442,6 +447,37 @@ class ProdMgrInterface(Component):
             ctx.publish("RetryJob", {"job_ids": ids, "reason": "resubmitted by an operator (ProdManager)"})
             self.log.info("resubmitting job(s) %s as asked through ProdManager", ids)
 
+    def _push_sizing(self) -> None:
+        """Send each `per_job: auto` request's sizing that changed since it was last sent (the
+        estimate is recomputed every tick; only a different one goes out). A refused push is
+        sent again one request per call, so one refusal holds back no other request; a refused
+        request is logged and not sent again until its sizing changes."""
+        rows = self.transaction(lambda ctx: sizing_store.all_of(ctx.conn, self.agent))
+        todo: list[tuple[str, str, RequestSizing]] = []
+        for row in rows:
+            item = _sizing(row)
+            key = item.model_dump_json(exclude={"computed_at"})
+            if self.sizing_sent.get(row.request_id) != key:
+                todo.append((row.request_id, key, item))
+        for i in range(0, len(todo), SIZINGS_PER_CALL):
+            chunk = todo[i:i + SIZINGS_PER_CALL]
+            try:
+                self.client.report_sizing(self.agent, [item for _, _, item in chunk])
+            except (pm_errors.Forbidden, pm_errors.InvalidInput, pm_errors.NotFound) as exc:
+                if len(chunk) > 1:
+                    for one in chunk:
+                        self._push_one_sizing(*one)
+                    continue
+                self.log.error("sizing of request %s refused by ProdManager (%s): %s", chunk[0][0], exc.code, exc)
+            self.sizing_sent.update((request_id, key) for request_id, key, _ in chunk)
+
+    def _push_one_sizing(self, request_id: str, key: str, item: RequestSizing) -> None:
+        try:
+            self.client.report_sizing(self.agent, [item])
+        except (pm_errors.Forbidden, pm_errors.InvalidInput, pm_errors.NotFound) as exc:
+            self.log.error("sizing of request %s refused by ProdManager (%s): %s", request_id, exc.code, exc)
+        self.sizing_sent[request_id] = key
+
     def _push_status(self) -> None:
         """Every `status_every_s`: the components' status (as `prodAgentd status` shows it)."""
         if time.monotonic() < self.next_status:
@@ -465,6 +501,16 @@ class ProdMgrInterface(Component):
 def _reason(text: str) -> str:
     """A reason ProdManager takes: one line, valid text (the door's own rule), at most REASON_MAX."""
     return one_line(text, REASON_MAX) or "failed"
+
+
+def _sizing(row: Any) -> RequestSizing:
+    """A `pa_sizing` row as ProdManager takes it (the formula as the agent declares it); built
+    unchecked: ProdManager checks it, and a refusal is logged rather than stopping the tick."""
+    return RequestSizing.model_construct(
+        request_id=int(row.request_id), state=row.state, events_per_job=row.events_per_job,
+        memory_mb=row.memory_mb, time_s=row.time_s, figures=json.loads(row.figures), formula=row.formula,
+        reason=_reason(row.reason) if row.reason else None, computed_at=row.updated_at,
+    )
 
 
 def _json(value: Any) -> str:

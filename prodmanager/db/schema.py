@@ -155,6 +155,24 @@ job_log = sa.Table(
     sa.Index("ix_pm_job_log_allocation", "allocation_id"),
 )
 
+# Automatic job sizing (migration 0008): each request's estimate on each agent, as the agent last
+# pushed it (prodmanager.sizing_reports), for `prodrequest show` and the request page.
+sizing = sa.Table(
+    "pm_sizing",
+    metadata,
+    sa.Column("request_id", BigId, sa.ForeignKey("pm_request.id"), primary_key=True, autoincrement=False),
+    sa.Column("agent", sa.String(100), primary_key=True),
+    sa.Column("state", sa.String(20), nullable=False),  # scouting | sized | paused
+    sa.Column("events_per_job", sa.BigInteger, nullable=True),
+    sa.Column("memory_mb", sa.BigInteger, nullable=True),
+    sa.Column("time_s", sa.BigInteger, nullable=True),
+    sa.Column("figures", sa.Text, nullable=False),  # JSON {name: number}
+    sa.Column("formula", sa.String(2000), nullable=False),
+    sa.Column("reason", sa.String(500), nullable=True),  # why it paused
+    sa.Column("computed_at", Seconds, nullable=False),  # by the agent
+    sa.Column("received_at", Seconds, nullable=False),
+)
+
 agent = sa.Table(
     "pm_agent",
     metadata,

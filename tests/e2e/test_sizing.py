@@ -3,7 +3,8 @@
 Real processes and two emulated sites whose jobs run `events x 50 ms` with a peak memory drawn
 between 400 and 600 MB. After the scouts, every job runs within 25 % of the target length (read
 from the job reports), asks for more memory than any job ever used, and the request ends with
-exactly its events.
+exactly its events. ProdManager has the agent's estimate: `prodrequest show` prints it with the
+figures behind it and the formula.
 """
 
 from __future__ import annotations
@@ -16,9 +17,13 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
 
 from prodagent.db.schema import pa_job
+from prodagent.jobs import sizing
+from prodrequest.cli import main as prodrequest_cli
 from tests.e2e.emulated import manager_and_agent, mc_workflow
+from tests.prodmanager.test_sizing_reports import cells, formula_of
 
 REAL_S_PER_EVENT = 0.05
 GUESS_S_PER_EVENT = 0.005
@@ -74,3 +79,23 @@ def test_auto_sizing_reaches_the_target_from_scouts(stack) -> None:  # type: ign
     assert shown[0]["state"] == "sized" and "median(wall_s / events)" in shown[0]["formula"]
     assert shown[0]["figures"]["scouts"] == 4
     assert abs(shown[0]["figures"]["median_wall_s_per_event"] - REAL_S_PER_EVENT) < 0.01
+
+    # ProdManager has what the agent has (pushed once it changed; the last push may be a tick away)
+    cli = ["--url", manager.url, "--token", manager.token("requester", "tester"), "show", str(request.id)]
+    runner = CliRunner(env={"COLUMNS": "200"})
+    deadline = time.monotonic() + 30
+    while True:
+        [pushed] = json.loads(runner.invoke(prodrequest_cli, [*cli, "--json"]).output)["sizing"] or [None]
+        if pushed and pushed["figures"] == shown[0]["figures"]:
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(f"ProdManager has {pushed}, the agent {shown[0]}")
+        time.sleep(0.5)
+    table = cells(runner.invoke(prodrequest_cli, cli).output)
+    assert [f"agent {agent.config.agent.name}", "sized"] in [[k, v.split()[0]] for k, v in table]
+    assert ["events per job", str(shown[0]["events_per_job"])] in table
+    assert ["memory", f"{shown[0]['memory_mb']} MB"] in table and ["time", f"{shown[0]['time_s']} s"] in table
+    measured = shown[0]["figures"]["jobs_measured"]
+    assert ["based on", f"{measured} job(s) measured (4 scout(s))"] in table
+    assert ["median_wall_s_per_event", str(shown[0]["figures"]["median_wall_s_per_event"])] in table
+    assert formula_of(table) == sizing.FORMULA.split("; ")

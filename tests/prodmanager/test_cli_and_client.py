@@ -100,9 +100,9 @@ def test_prodmanager_token_and_db_commands(server: Server) -> None:
         prodmanager_cli, ["token", "create", "--role", "admin", "--name", "x", "--db", url]
     )
     assert bad_role.exit_code == 2 and "admin" in bad_role.output
-    assert "schema at 0007" in runner.invoke(prodmanager_cli, ["db", "upgrade", "--db", url]).output
+    assert "schema at 0008" in runner.invoke(prodmanager_cli, ["db", "upgrade", "--db", url]).output
     assert (
-        "current 0007, head 0007"
+        "current 0008, head 0008"
         in runner.invoke(prodmanager_cli, ["db", "current", "--db", url]).output
     )
 

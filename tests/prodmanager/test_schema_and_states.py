@@ -25,7 +25,7 @@ def test_migrations_build_the_schema_and_leave_other_tables_alone(db_url: str) -
         conn.execute(sa.text("INSERT INTO alembic_version VALUES ('agent0001')"))
     migrate.upgrade(db.engine)
     migrate.upgrade(db.engine)  # idempotent
-    assert migrate.current_revision(db.engine) == migrate.head_revision() == "0007"
+    assert migrate.current_revision(db.engine) == migrate.head_revision() == "0008"
     with db.engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         diff = [
