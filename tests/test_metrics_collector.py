@@ -75,15 +75,16 @@ def test_stage_out_times_reach_the_exporter(tmp_path) -> None:
     """JobTracker's process records each report's stage-out time; the exporter sums every
     process's samples (multiprocess mode), so a fresh process stands in for JobTracker."""
     code = (
-        "from pathlib import Path\n"
-        "from prodagent.metrics.process import observe_stageout, use_dir\n"
-        f"use_dir(Path({str(tmp_path)!r}))\n"
-        "observe_stageout(1.5)\n"
-        "observe_stageout(42.0)\n"
+        "from prodagent.config import config_from_dict\n"
+        "from prodagent.metrics.process import ProcessMetrics\n"
+        f"config = config_from_dict({{'agent': {{'name': 'a', 'workdir': {str(tmp_path)!r}}}}})\n"
+        "metrics = ProcessMetrics(config, 'JobTracker')\n"
+        "metrics.staged_out(1.5)\n"
+        "metrics.staged_out(42.0)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=str(tmp_path))
+    MultiProcessCollector(registry, path=str(tmp_path / "run" / "metrics"))
     text = generate_latest(registry).decode()
     assert "prodagent_stageout_duration_seconds_count 2.0" in text
     assert "prodagent_stageout_duration_seconds_sum 43.5" in text

@@ -26,7 +26,6 @@ from prodagent.batch.base import BatchPlugin, BatchState, BatchStatus
 from prodagent.batch.registry import configured_plugin
 from prodagent.jobs import site_health, site_store, states, store
 from prodagent.jobs.layout import Layout
-from prodagent.metrics.process import observe_stageout
 from prodagent.payload import codes
 from prodagent.payload.report import JobReport, read_report
 from prodagent.runtime.component import Component, Context
@@ -165,8 +164,8 @@ class JobTracker(Component):
             check = self.elements.check_outputs(report)
             if check.ok:
                 for out in report.outputs:
-                    if out.stageout_s is not None:
-                        observe_stageout(out.stageout_s)
+                    if out.stageout_s is not None and self.metrics:
+                        self.metrics.staged_out(out.stageout_s)
                 continue
             del reports[job_id]
             usage = succeeded.pop(job_id)

@@ -3,7 +3,7 @@ multiprocess mode: each process writes its samples to files under `<workdir>/run
 the MetricsExporter sums every file at scrape time, so the histograms cover all components and
 survive their restarts (a dead process's file keeps its counts).
 
-Stage-out times come from the job reports JobTracker reads (`observe_stageout`).
+Stage-out times come from the job reports JobTracker reads (`ProcessMetrics.staged_out`).
 
 Only histograms are kept this way; everything else is read from the database (`collector`),
 because multiprocess mode cannot serve custom collectors or live gauges of dead processes.
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 DURATION_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+STAGEOUT_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 
 def metrics_dir(config: AgentConfig) -> Path:
@@ -56,6 +57,12 @@ class ProcessMetrics:
             buckets=DURATION_BUCKETS_S,
             registry=None,
         )
+        self.stageout = Histogram(
+            "prodagent_stageout_duration_seconds",
+            "Time a job's wrapper took to stage its output out, retries included.",
+            buckets=STAGEOUT_BUCKETS_S,
+            registry=None,
+        )
 
     def handled(self, msg_type: str, seconds: float) -> None:
         self.handler.labels(self.component, msg_type).observe(seconds)
@@ -63,22 +70,9 @@ class ProcessMetrics:
     def ticked(self, seconds: float) -> None:
         self.tick.labels(self.component).observe(seconds)
 
-
-STAGEOUT_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
-_stageout: Histogram | None = None  # made on first use, after the runner chose the directory
-
-
-def observe_stageout(seconds: float) -> None:
-    """One job's stage-out time, retries included, as JobTracker reads it from the job report."""
-    global _stageout
-    if _stageout is None:
-        _stageout = Histogram(
-            "prodagent_stageout_duration_seconds",
-            "Time a job's wrapper took to stage its output out, retries included.",
-            buckets=STAGEOUT_BUCKETS_S,
-            registry=None,
-        )
-    _stageout.observe(seconds)
+    def staged_out(self, seconds: float) -> None:
+        """One job's stage-out time, retries included, as JobTracker reads it from the job report."""
+        self.stageout.observe(seconds)
 
 
 def add_process_metrics(registry: CollectorRegistry, config: AgentConfig) -> None:

@@ -31,6 +31,7 @@ from prodagent.messaging.message import Message, Outgoing
 if TYPE_CHECKING:
     from prodagent.config import AgentConfig
     from prodagent.messaging.service import MessageService
+    from prodagent.metrics.process import ProcessMetrics
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -72,6 +73,7 @@ class Component:
     reconcile_interval_s: float | None = None  # from `Settings.reconcile_s` when it has one
     tick_in_transaction: ClassVar[bool] = True  # False: tick(None), transactions via `transaction()`
     tick_now: bool = False  # set by a handler to have the runner tick at once (reset by the runner)
+    metrics: ProcessMetrics | None = None  # this process's histograms, set by the runner
 
     def __init__(self, config: AgentConfig, service: MessageService) -> None:
         self.config = config

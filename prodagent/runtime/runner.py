@@ -89,6 +89,7 @@ class ComponentRunner:
         declare_subscriptions(self.config, service)
         service.declare(self.name, cls.subscriptions())
         component = cls(self.config, service)
+        component.metrics = self.metrics
         component.setup()
         journal = InflightJournal(self.config.workdir / "run", self.name)
         process_id = service.register(self.name)

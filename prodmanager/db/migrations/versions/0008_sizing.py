@@ -2,7 +2,7 @@
 per job, memory, time, the figures and formula behind them), as the agent last pushed it.
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-02
 """
 
