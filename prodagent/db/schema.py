@@ -218,6 +218,8 @@ pa_file = sa.Table(
     sa.Column("created_at", Time, nullable=False),
     sa.Index("ix_pa_file_dataset_state", "dataset_id", "kind", "state"),
     sa.Index("ix_pa_file_merge_job", "merge_job_id"),
+    sa.Index("ix_pa_file_job", "job_id", "state"),
+    sa.Index("ix_pa_file_state", "state"),
 )
 
 pa_file_parent = sa.Table(

@@ -185,14 +185,13 @@ def settled_output() -> sa.ColumnElement[bool]:
     )
 
 
-def void_output(agent: str) -> sa.ColumnElement[bool]:
-    """A condition on `pa_file` (correlated): its production job, of `agent`, is no longer live
-    and its allocation ended without being completed with ProdManager (`OUTPUTS_VOID`)."""
-    return sa.exists(
-        sa.select(1).select_from(pa_job.join(A, A.c.id == pa_job.c.allocation_id))
-        .where(pa_job.c.id == pa_file.c.job_id, pa_job.c.agent == agent, A.c.state.in_(sorted(OUTPUTS_VOID)),
-               pa_job.c.state.not_in(sorted(states.LIVE)))
-    )
+def jobs_of_void_allocations(agent: str) -> sa.Select:
+    """The ids of the agent's production jobs no longer live whose allocation ended without being
+    completed with ProdManager (`OUTPUTS_VOID`): their outputs are never merged. Read by index
+    (allocations by agent and state, jobs by allocation)."""
+    return (sa.select(pa_job.c.id).select_from(A.join(pa_job, pa_job.c.allocation_id == A.c.id))
+            .where(A.c.agent == agent, A.c.state.in_(sorted(OUTPUTS_VOID)), pa_job.c.agent == agent,
+                   pa_job.c.state.not_in(sorted(states.LIVE))))
 
 
 # -- writes ---------------------------------------------------------------------------------------

@@ -545,22 +545,36 @@ def merges_with_uncleaned_inputs(conn: sa.Connection, agent: str) -> list[int]:
 
 def void_outputs_of_ended_allocations(conn: sa.Connection, agent: str) -> int:
     """Mark `void` the unmerged files still `new` whose allocation ended without a completion
-    (lost, recalled, failed, released): they are never merged. How many were marked."""
+    (lost, recalled, failed, released): they are never merged. How many were marked.
+
+    Found by index without locks (ended allocations, their jobs, their files), then updated by
+    primary key, so no scan of the file table locks rows other components write."""
     file_states.check(file_states.NEW, file_states.VOID)
-    return conn.execute(
-        pa_file.update().where(pa_file.c.kind == file_states.UNMERGED, pa_file.c.state == file_states.NEW,
-                               pa_file.c.merge_job_id.is_(None), allocations_sql.void_output(agent))
-        .values(state=file_states.VOID)
-    ).rowcount
+    job_ids = list(conn.execute(allocations_sql.jobs_of_void_allocations(agent)).scalars())
+    still_new = (pa_file.c.kind == file_states.UNMERGED, pa_file.c.state == file_states.NEW,
+                 pa_file.c.merge_job_id.is_(None))
+    file_ids: list[int] = []
+    for i in range(0, len(job_ids), ID_CHUNK):
+        file_ids += conn.execute(sa.select(pa_file.c.id).where(pa_file.c.job_id.in_(job_ids[i:i + ID_CHUNK]),
+                                                               *still_new)).scalars()
+    marked = 0
+    for i in range(0, len(file_ids), ID_CHUNK):
+        marked += conn.execute(pa_file.update().where(pa_file.c.id.in_(file_ids[i:i + ID_CHUNK]), *still_new)
+                               .values(state=file_states.VOID)).rowcount
+    return marked
 
 
 def void_files(conn: sa.Connection, agent: str, limit: int = 1000) -> list[sa.Row]:
-    """The agent's `void` files (still on disk), in id order, locked; at most `limit`."""
-    return list(conn.execute(
-        sa.select(pa_file).where(pa_file.c.state == file_states.VOID,
-                                 pa_file.c.job_id.in_(sa.select(J.c.id).where(J.c.agent == agent)))
-        .order_by(pa_file.c.id).limit(limit).with_for_update()
-    ))
+    """The agent's `void` files (still on disk), in id order, locked; at most `limit`. Found by
+    the state index without locks, then locked by primary key (only those rows)."""
+    ids = list(conn.execute(
+        sa.select(pa_file.c.id).join(pa_dataset, pa_dataset.c.id == pa_file.c.dataset_id)
+        .where(pa_file.c.state == file_states.VOID, pa_dataset.c.agent == agent)
+        .order_by(pa_file.c.id).limit(limit)).scalars())
+    if not ids:
+        return []
+    return list(conn.execute(sa.select(pa_file).where(pa_file.c.id.in_(ids), pa_file.c.state == file_states.VOID)
+                             .order_by(pa_file.c.id).with_for_update()))
 
 
 def transitions_since(conn: sa.Connection, agent: str, after_id: int, limit: int) -> list[sa.Row[Any]]:
