@@ -80,9 +80,10 @@ def transition(
     if not ids:
         return Moved([], {})
     sources = states.allowed_from(to_state)
-    rows = conn.execute(
-        sa.select(J.c.id, J.c.state, J.c.retry).where(J.c.id.in_(ids)).order_by(J.c.id).with_for_update()
-    ).all()
+    rows: list[sa.Row] = []
+    for i in range(0, len(ids), ID_CHUNK):  # short key lists: a locking read never scans the table
+        rows += conn.execute(sa.select(J.c.id, J.c.state, J.c.retry).where(J.c.id.in_(ids[i:i + ID_CHUNK]))
+                             .order_by(J.c.id).with_for_update())
     movable = [r for r in rows if r.state in sources]
     if not movable:
         return Moved([], {})
@@ -91,17 +92,22 @@ def transition(
     extra = per_job or {}
     if extra:
         # Every moved job gets the same columns, its own values: written to a scratch table in
-        # one multi-row insert, then joined into one UPDATE (not a statement per job).
+        # one multi-row insert, then joined into an UPDATE per thousand jobs (not one per job).
+        # The id list keeps each UPDATE on the primary key whatever the optimizer's statistics
+        # say: a join that scanned pa_job would lock every row it read.
         keys = sorted({k for r in movable for k in extra.get(r.id, {})})
         V = pa_job_values
         conn.execute(sa.schema.CreateTable(V, if_not_exists=True))
         conn.execute(V.delete())
         conn.execute(V.insert(), [{"id": r.id, **{k: extra.get(r.id, {}).get(k) for k in keys}} for r in movable])
-        conn.execute(J.update().where(J.c.id == V.c.id).values(
-            state=to_state, updated_at=now, **fields, **{k: V.c[k] for k in keys}))
+        for i in range(0, len(moved_ids), ID_CHUNK):
+            conn.execute(J.update().where(J.c.id.in_(moved_ids[i:i + ID_CHUNK]), J.c.id == V.c.id).values(
+                state=to_state, updated_at=now, **fields, **{k: V.c[k] for k in keys}))
         conn.execute(V.delete())
     else:
-        conn.execute(J.update().where(J.c.id.in_(moved_ids)).values(state=to_state, updated_at=now, **fields))
+        for i in range(0, len(moved_ids), ID_CHUNK):
+            conn.execute(J.update().where(J.c.id.in_(moved_ids[i:i + ID_CHUNK]))
+                         .values(state=to_state, updated_at=now, **fields))
     new_retry = fields.get("retry")
     conn.execute(pa_job_transition.insert(), [
         {"job_id": r.id, "from_state": r.state, "to_state": to_state, "at": now,
