@@ -87,6 +87,7 @@ def emulator_options(args: argparse.Namespace) -> dict[str, Any]:
         "slots": args.slots,
         "nodes": 50,
         "output_bytes": OUTPUT_BYTES,
+        "reports_by": "nodes",  # results written by the emulated jobs' nodes, not by the agent
     }
 
 

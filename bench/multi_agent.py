@@ -76,7 +76,7 @@ def run(n_agents: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             slots = args.slots * (args.big if i == 0 and n_agents > 1 else 1)
             emulator = {"seed": i, "slots": slots, "duration": {"distribution": "uniform", "min_s": 0.5 * args.job_s,
                                                                 "max_s": 1.5 * args.job_s},
-                        "write_reports": True, "output_bytes": 64}
+                        "write_reports": True, "output_bytes": 64, "reports_by": "nodes"}
             config = write_agent_config(
                 tmp / f"agent{i}-{n_agents}.yaml", tmp / f"agent{i}-{n_agents}", managers[i % 2],
                 db_url=f"sqlite:///{tmp / f'agent{i}-{n_agents}.db'}", name=f"agent{i}",

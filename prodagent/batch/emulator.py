@@ -4,7 +4,8 @@ At submission each job draws, deterministically from (seed, job id, attempt), a 
 run time and an outcome; the row goes into one SQLite table under `<workdir>/emulator/`, shared
 by the submitter and tracker processes and surviving their restarts. A query computes each
 job's state from the clock. Outcomes: success (with a synthetic report.json and output file,
-written lazily when a query first sees the job finished), exit codes, log patterns, batch
+written when a query first sees the job finished, or by the emulator's worker-node process:
+`reports_by`), exit codes, log patterns, batch
 failures (OUT_OF_MEMORY, ...), lost jobs, a black-hole node that fails its jobs quickly (unless
 the job excludes that node: the emulator's notion of `--exclude`), and a whole-site outage: while
 the file `broken_while` exists, every job submitted fails quickly with a site-caused error.
@@ -20,6 +21,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from prodagent.batch import emulator_nodes
 from prodagent.batch.base import (
     BatchJob,
     BatchPlugin,
@@ -97,7 +99,14 @@ class JobEmulatorOptions(PluginOptions):
     per_event_s: float | None = Field(default=None, gt=0)
     per_event_jitter: float = Field(default=0.0, ge=0, lt=1)
     rss_mb: Duration = Field(default_factory=lambda: Duration(value_s=250.0))
-    write_reports: bool = True  # report.json, logs and output per finished job, lazily
+    write_reports: bool = True  # report.json, logs and output per finished job
+    # Who writes them: `inline`, the agent's process that first sees the job ended (simple, but
+    # the agent then does the jobs' own work); `nodes`, a worker-node process of the emulator
+    # (`emulator_nodes`), as real jobs write theirs on their nodes: a job whose results are not
+    # written yet still runs, for up to `nodes_grace_s` after its end, then it is written inline.
+    reports_by: Literal["inline", "nodes"] = "inline"
+    nodes_grace_s: float = Field(default=60.0, gt=0)
+    nodes_idle_s: float = Field(default=30.0, gt=0)  # the node process stops after this long with nothing to write
     output_bytes: int = Field(default=1024, ge=1)
 
     @model_validator(mode="after")
@@ -115,6 +124,7 @@ class JobEmulator(BatchPlugin):
         super().__init__(options, workdir)
         self.opts: JobEmulatorOptions = options  # type: ignore[assignment]
         self.db = EmulatorDB(workdir / "emulator" / "jobs.sqlite")
+        self._nodes_checked_at = float("-inf")
 
     def close(self) -> None:
         self.db.close()
@@ -187,6 +197,8 @@ class JobEmulator(BatchPlugin):
             accepted[job.job_id] = str(seq)
             seq += 1
         self.db.insert(fresh)
+        if fresh and self.opts.write_reports and self.opts.reports_by == "nodes":
+            self._ensure_nodes()
         return accepted
 
     def query(self, job_ids: Iterable[str]) -> dict[str, BatchStatus]:
@@ -194,28 +206,36 @@ class JobEmulator(BatchPlugin):
         now = time.time()
         result: dict[str, BatchStatus] = {}
         to_report: list[JobRow] = []
+        by_nodes = self.opts.write_reports and self.opts.reports_by == "nodes"
         for row in self.db.rows(ids):
             # The peak memory is drawn (a seeded generator per job: not free) only once the job has ended.
             status = _status(row, now, self._rss(row.job_id) if now >= row.end else 0.0)
-            result[row.job_id] = status
             if self.opts.write_reports and not row.reported and status.state is BatchState.DONE:
-                to_report.append(row)
-        for row in to_report:
-            write_job_result(
-                Path(row.workdir),
-                row.job_id,
-                row.exit_code,
-                row.log,
-                row.start,
-                row.end,
-                self.opts.output_bytes,
-                self._rss(row.job_id),
-            )
-        self.db.mark_reported([r.job_id for r in to_report])
+                if by_nodes and now - row.end < self.opts.nodes_grace_s:
+                    status = BatchStatus(row.job_id, BatchState.RUNNING, str(row.seq), node=row.node)
+                else:
+                    to_report.append(row)
+            result[row.job_id] = status
+        if by_nodes and len(to_report) < len(result):
+            self._ensure_nodes()
+        self.write_results(to_report)
         for job_id in ids:
             if job_id not in result:
                 result[job_id] = BatchStatus(job_id, BatchState.LOST, reason="never submitted")
         return result
+
+    def _ensure_nodes(self) -> None:
+        """The node process runs (checked at most every few seconds: one starting takes a moment)."""
+        if time.monotonic() >= self._nodes_checked_at + emulator_nodes.RECHECK_S:
+            self._nodes_checked_at = time.monotonic()
+            emulator_nodes.ensure_running(self.workdir, self.opts)
+
+    def write_results(self, rows: Sequence[JobRow]) -> None:
+        """Each ended job's logs, output (on success) and report.json, as the job would leave them."""
+        for row in rows:
+            write_job_result(Path(row.workdir), row.job_id, row.exit_code, row.log, row.start, row.end,
+                             self.opts.output_bytes, self._rss(row.job_id))
+        self.db.mark_reported([r.job_id for r in rows])
 
     def kill(self, job_ids: Iterable[str]) -> None:
         self.db.kill(job_ids, time.time())

@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     reported    INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_end ON jobs (end);
+CREATE INDEX IF NOT EXISTS jobs_unreported ON jobs (end) WHERE reported = 0;
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
@@ -120,6 +121,18 @@ class EmulatorDB:
             "AND killed IS NULL AND end > ?",
             (now, json.dumps(list(job_ids)), now),
         )
+
+    def unreported(self, now: float, limit: int) -> list[JobRow]:
+        """Jobs ended by `now` whose results are not written yet, oldest end first."""
+        cur = self.conn.execute(
+            f"SELECT {', '.join(COLUMNS)} FROM jobs WHERE reported = 0 AND end <= ? ORDER BY end LIMIT ?",
+            (now, limit),
+        )
+        return [JobRow(*values) for values in cur]
+
+    def pending(self) -> int:
+        """Jobs whose results are still to be written, now or when they end."""
+        return int(self.conn.execute("SELECT count(*) FROM jobs WHERE reported = 0").fetchone()[0])
 
     def mark_reported(self, job_ids: Sequence[str]) -> None:
         if job_ids:

@@ -116,6 +116,42 @@ def test_reports_outputs_and_log_patterns(tmp_path: Path) -> None:
         assert not r.outputs
 
 
+def test_worker_node_process_writes_the_results_not_the_querying_process(tmp_path: Path) -> None:
+    """`reports_by: nodes`: the emulator's node process writes each ended job's report; the job
+    still runs for a querying agent until it has; the node process stops once idle."""
+    import os
+
+    import psutil
+
+    from prodagent.batch import emulator_nodes
+
+    plugin = make(tmp_path, seed=5, duration={"value_s": 0.5}, reports_by="nodes", nodes_idle_s=2,
+                  outcomes=[{"probability": 0.3, "exit_code": 2}, {"probability": 0.2, "error_class": "NODE_FAIL"}])
+    batch = jobs(tmp_path, 30)
+    plugin.submit(batch)
+    deadline = time.monotonic() + 60
+    while True:
+        statuses = plugin.query(j.job_id for j in batch)
+        if all(s.state in (BatchState.DONE, BatchState.FAILED) for s in statuses.values()):
+            break
+        assert time.monotonic() < deadline, statuses
+        time.sleep(0.2)
+    done = [j for j in batch if statuses[j.job_id].state is BatchState.DONE]
+    failed = [j for j in batch if statuses[j.job_id].state is BatchState.FAILED]
+    assert done and failed
+    assert all(read_report(j.workdir) is not None for j in done)  # written before the job was DONE
+    assert all(read_report(j.workdir) is None for j in failed)  # a batch failure leaves none
+    log = (tmp_path / "emulator" / "nodes.log").read_text()
+    node_pid = int(log.split("pid ")[1].split()[0])
+    assert node_pid != os.getpid()
+    # Idle: it stops by itself (nodes_idle_s), and only one ever ran for the directory.
+    emulator_nodes.ensure_running(tmp_path, plugin.opts)  # one runs: starts nothing
+    assert log.count("pid ") == 1
+    assert psutil.pid_exists(node_pid)
+    psutil.Process(node_pid).wait(30)
+    plugin.close()
+
+
 def test_state_is_shared_between_instances_and_survives_them(tmp_path: Path) -> None:
     submitter = make(tmp_path, queue_delay={"value_s": 3600})
     accepted = submitter.submit(jobs(tmp_path, 20))
