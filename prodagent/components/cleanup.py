@@ -30,6 +30,7 @@ import contextlib
 import os
 import shutil
 import tarfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,9 +71,14 @@ class Cleanup(Component):
     tick_in_transaction = False  # storage I/O runs with no transaction open
 
     def setup(self) -> None:
+        # Deleting and archiving is filesystem latency, not CPU: several at once overlap the waits.
+        self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="cleanup-io")
         self.layout = Layout(self.config)
         self.custody = Custody(Elements(self.config.storage), self.config.agent.name,
                                self.config.workdir / "tmp" / "custody", self.log)
+
+    def teardown(self) -> None:
+        self.pool.shutdown(wait=True)
 
     @handles("MergeAccepted")
     def on_merge_accepted(self, ctx: Context, payload: dict[str, Any]) -> None:
@@ -143,15 +149,12 @@ class Cleanup(Component):
         each of `job_ids` in success with no file still waiting for a merge."""
         freed = Freed()
         held = catalog.on_elements(ctx.conn, [f.id for f in files])  # deleted by the tick instead
-        for f in files:
-            if f.id not in held:
-                freed.file_bytes += remove_file(Path(f.pfn))
+        freed.file_bytes += sum(self.pool.map(remove_file, [Path(f.pfn) for f in files if f.id not in held]))
         freed.files = store.set_file_states(ctx.conn, [f.id for f in files], state, file_states.CLEANED)
         # A job with another file still waiting for a merge keeps its work area until that one is merged.
         waiting = {f.job_id for f in store.files_of_jobs(ctx.conn, job_ids) if f.state in file_states.WAITING}
         jobs = [j for j in store.jobs(ctx.conn, job_ids) if j.state == states.SUCCESS and j.id not in waiting]
-        for job in jobs:
-            freed.work_area_bytes += self.retire_work_area(job)
+        freed.work_area_bytes += sum(self.pool.map(self.retire_work_area, jobs))
         freed.jobs = len(store.transition(ctx.conn, [j.id for j in jobs], states.CLEANED, why).ids)
         return freed
 
