@@ -18,6 +18,10 @@ import httpx
 import pytest
 import uvicorn
 
+from prodagent.components.prodmgr_interface import ProdMgrInterface
+from prodagent.config import config_from_dict
+from prodagent.jobs import store
+from prodagent.runtime.runner import declare_subscriptions, open_service, wait_for_database
 from prodmanager.app import ServerSettings, create_app
 from prodmanager.auth import Principal, create_token
 from prodmanager.db import migrate
@@ -180,3 +184,33 @@ def submit(env: Env, owner: str, doc: dict[str, object]) -> int:
     result = env.requests.submit(env.who(owner), validate_workflow(doc))
     assert result.created
     return result.request.id
+
+
+# -- a ProdMgrInterface talking to the server ------------------------------------------------------
+
+AGENT = "a1"
+
+
+def make_interface(tmp_path: Path, url: str, token: str) -> ProdMgrInterface:
+    config = config_from_dict({
+        "agent": {"name": AGENT, "workdir": str(tmp_path / "agent")},
+        "database": {"url": f"sqlite:///{tmp_path / 'agent.db'}", "connect_retries": 3, "retry_wait_s": 0.2},
+        "prodmanager": {"url": url, "token": token},
+        "components": {"settings": {"ProdMgrInterface": {
+            "tick_s": 0.1, "http_timeout_s": 2.0, "http_retries": 0, "outage_backoff_max_s": 0.2}}},
+    })
+    wait_for_database(config)
+    service = open_service(config)
+    declare_subscriptions(config, service)
+    pmi = ProdMgrInterface(config, service)
+    pmi.setup()
+    service.tx.run(lambda conn: store.upsert_site(conn, AGENT, "local", 2, 0, 0))
+    return pmi
+
+
+@pytest.fixture
+def interface(tmp_path: Path, server: Server) -> Iterator[ProdMgrInterface]:
+    pmi = make_interface(tmp_path, server.url, server.env.tokens["agent1"])
+    yield pmi
+    pmi.teardown()
+    pmi.service.engine.dispose()

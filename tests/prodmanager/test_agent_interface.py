@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,41 +15,12 @@ import pytest
 import sqlalchemy as sa
 
 from prodagent.components.prodmgr_interface import ProdMgrInterface
-from prodagent.config import config_from_dict
 from prodagent.db.schema import ms_message, pa_allocation, pa_dataset, pa_file, pa_job
 from prodagent.errors import IllegalTransition
 from prodagent.jobs import allocations as allocs
 from prodagent.jobs import store
-from prodagent.runtime.runner import declare_subscriptions, open_service, wait_for_database
 from prodmanager.client import ProdManagerClient
-from tests.prodmanager.conftest import Server, free_port, mc_workflow, submit
-
-AGENT = "a1"
-
-
-def make_interface(tmp_path: Path, url: str, token: str) -> ProdMgrInterface:
-    config = config_from_dict({
-        "agent": {"name": AGENT, "workdir": str(tmp_path / "agent")},
-        "database": {"url": f"sqlite:///{tmp_path / 'agent.db'}", "connect_retries": 3, "retry_wait_s": 0.2},
-        "prodmanager": {"url": url, "token": token},
-        "components": {"settings": {"ProdMgrInterface": {
-            "tick_s": 0.1, "http_timeout_s": 2.0, "http_retries": 0, "outage_backoff_max_s": 0.2}}},
-    })
-    wait_for_database(config)
-    service = open_service(config)
-    declare_subscriptions(config, service)
-    pmi = ProdMgrInterface(config, service)
-    pmi.setup()
-    service.tx.run(lambda conn: store.upsert_site(conn, AGENT, "local", 2, 0, 0))
-    return pmi
-
-
-@pytest.fixture
-def interface(tmp_path: Path, server: Server) -> Iterator[ProdMgrInterface]:
-    pmi = make_interface(tmp_path, server.url, server.env.tokens["agent1"])
-    yield pmi
-    pmi.teardown()
-    pmi.service.engine.dispose()
+from tests.prodmanager.conftest import AGENT, Server, free_port, make_interface, mc_workflow, submit
 
 
 def rows(pmi: ProdMgrInterface, query: Any) -> list[Any]:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -23,8 +21,7 @@ from prodmanager.client import ProdManagerClient
 from prodmanager.db.schema import sizing as pm_sizing
 from prodmanager.models import RequestSizing
 from prodrequest.cli import main as prodrequest_cli
-from tests.prodmanager.conftest import Server, mc_workflow, submit
-from tests.prodmanager.test_agent_interface import AGENT, make_interface
+from tests.prodmanager.conftest import AGENT, Server, mc_workflow, submit
 from tests.prodmanager.test_hostile_reports import snapshot
 from tests.prodmanager.test_web_http import browser
 
@@ -82,13 +79,6 @@ def formula_of(table: list[list[str]]) -> list[str]:
         lines.append(value)
     return lines
 
-
-@pytest.fixture
-def interface(tmp_path: Path, server: Server) -> Iterator[ProdMgrInterface]:
-    pmi = make_interface(tmp_path, server.url, server.env.tokens["agent1"])
-    yield pmi
-    pmi.teardown()
-    pmi.service.engine.dispose()
 
 
 def test_pushed_sizing_is_shown_with_its_figures_and_formula(
