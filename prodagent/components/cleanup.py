@@ -17,7 +17,8 @@ one is configured, deletes the unmerged replicas once the merged file (and its a
 verified, and then cleans those merges here; nothing is deleted before its successor is verified.
 
 Reconciliation: every `reconcile_s` the merges whose inputs are still `merged` (accepted, not
-cleaned: their `MergeAccepted` was lost) are cleaned the same way. The same pass voids the
+cleaned) at two passes in a row (their `MergeAccepted` was lost, not merely queued) are cleaned
+the same way by the next tick, each in a transaction of its own. The same pass voids the
 outputs of lost work: unmerged files still `new` whose allocation ended without a completion
 (lost, recalled, failed, released) and whose job is no longer live become `void` (never merged),
 are deleted from disk (`cleaned`), and their jobs' work areas are archived and removed the same
@@ -74,6 +75,8 @@ class Cleanup(Component):
         # Deleting and archiving is filesystem latency, not CPU: several at once overlap the waits.
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="cleanup-io")
         self.layout = Layout(self.config)
+        self.backlog: list[int] = []  # merges to clean, found stale by reconciliation
+        self.uncleaned_before: set[int] = set()  # merges with uncleaned inputs at the previous pass
         self.custody = Custody(Elements(self.config.storage), self.config.agent.name,
                                self.config.workdir / "tmp" / "custody", self.log)
 
@@ -87,8 +90,9 @@ class Cleanup(Component):
             self.tick_now = True  # replicas on elements: archive and delete them soon
 
     def tick(self, ctx: Context | None = None) -> None:
-        """Archive merged replicas and delete the unmerged ones they make redundant, then clean
-        the merges whose inputs that freed."""
+        """Clean what reconciliation found stale; archive merged replicas and delete the unmerged
+        ones they make redundant, then clean the merges whose inputs that freed."""
+        self.clean_backlog()
         if not self.config.storage.elements:
             return
         progress = self.custody.run(self.transaction)
@@ -108,12 +112,24 @@ class Cleanup(Component):
                       len(progress.deleted), progress.archived)
 
     def reconcile(self, ctx: Context) -> None:
-        for merge_job_id in store.merges_with_uncleaned_inputs(ctx.conn, self.config.agent.name):
-            freed = self.clean_after(ctx, merge_job_id)  # inputs still on an element wait for the tick
-            if freed.files or freed.jobs:
+        """Note the merges whose inputs were still uncleaned at the previous pass too (a
+        `MergeAccepted` merely queued is not lost): the tick cleans each in a transaction of its
+        own. Then void and free the outputs of lost work."""
+        uncleaned = set(store.merges_with_uncleaned_inputs(ctx.conn, self.config.agent.name))
+        self.backlog = sorted(uncleaned & self.uncleaned_before)
+        self.uncleaned_before = uncleaned
+        self.tick_now = bool(self.backlog)
+        self.clean_void(ctx)
+
+    def clean_backlog(self) -> None:
+        """Clean the merges reconciliation found stale, one short transaction each: a long one
+        would hold their rows from the other components."""
+        while self.backlog:
+            merge_job_id = self.backlog.pop(0)
+            freed = self.transaction(lambda c, m=merge_job_id: self.clean_after(c, m))
+            if freed.files or freed.jobs:  # inputs still on an element wait for the element pass
                 self.log.warning("merge job %d: accepted, inputs were not cleaned (MergeAccepted lost?): cleaned",
                                  merge_job_id)
-        self.clean_void(ctx)
 
     def clean_after(self, ctx: Context, merge_job_id: int) -> Freed:
         """Free what the accepted merge `merge_job_id` leaves behind; what was freed."""

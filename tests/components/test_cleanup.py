@@ -119,6 +119,11 @@ def test_reconcile_cleans_after_a_lost_merge_accepted(
     assert cleanup.reconcile_interval_s == 60.0  # the default, from CleanupSettings
 
     assert world.call(cleanup.reconcile) == []
+    assert cleanup.backlog == []  # seen once: its MergeAccepted may merely be queued
+    assert [f.state for f in world.files(kind="unmerged")] == ["merged"] * 3
+    world.call(cleanup.reconcile)
+    assert cleanup.backlog == [merge.id] and cleanup.tick_now  # seen twice: the tick cleans it
+    cleanup.tick(None)
 
     assert [f.state for f in world.files(kind="unmerged")] == ["cleaned"] * 3
     assert unmerged_files_on_disk(world) == []
@@ -127,4 +132,5 @@ def test_reconcile_cleans_after_a_lost_merge_accepted(
     # Nothing left: a second pass changes nothing.
     before = (world.files(), world.jobs())
     world.call(cleanup.reconcile)
+    cleanup.tick(None)
     assert (world.files(), world.jobs()) == before
