@@ -4,7 +4,8 @@ Real processes throughout: `prodmanager serve` (its database on MariaDB, or SQLi
 component as a daemon started by `prodAgentd`, the agent's database a fresh MariaDB database
 (`pa_scale_<pid>`, dropped at the end), the JobEmulator as batch system: jobs run 1-5 s and 5% of
 attempts fail with exit code 1 (the ErrorHandler retries them after 1 s, up to 5 times; the
-emulator draws each attempt afresh, so 5% of the retries fail again), the merge policy makes
+emulator draws each attempt afresh, so 5% of the retries fail again; the emulated jobs' results
+are written by the emulator's node process, as real jobs write theirs on their nodes), the merge policy makes
 merge jobs of 50-100 files, and MergeSensor and Cleanup merge and clean everything. Prints and writes (`--json`):
 
   jobs_per_s        production jobs / (last production job cleaned - first job created)
@@ -19,7 +20,10 @@ merge jobs of 50-100 files, and MergeSensor and Cleanup merge and clean everythi
 
     .venv/bin/python -m bench.agent_scale --jobs 10000 [--pm-db mariadb|sqlite] [--json FILE]
     .venv/bin/python -m bench.agent_scale --jobs 100000 --no-tracker --json FILE
-    .venv/bin/python -m bench.agent_scale --tracker-only [--tracker-jobs 100000]
+    .venv/bin/python -m bench.agent_scale --tracker-only [--tracker-jobs 100000] [--profile]
+
+`--profile` prints cProfile's top functions of the direct ticks (where the time goes); for the
+running daemons, `py-spy record -p PID` (PyPI) samples a component from outside.
 """
 
 from __future__ import annotations
