@@ -595,6 +595,9 @@ def transitions_since(conn: sa.Connection, agent: str, after_id: int, limit: int
         .select_from(T.join(J, J.c.id == T.c.job_id).join(A, A.c.id == J.c.allocation_id))
         .where(T.c.id > after_id, J.c.agent == agent, A.c.pm_id > 0)
         .order_by(T.c.id).limit(limit)
+        # From the transitions after the cursor, by key: MariaDB otherwise started from the
+        # agent's jobs and sorted all their transitions (7.5 s instead of 0.4 s at 100,000 jobs).
+        .prefix_with("STRAIGHT_JOIN", dialect="mysql")
     ))
 
 
