@@ -197,7 +197,7 @@ def make_interface(tmp_path: Path, url: str, token: str) -> ProdMgrInterface:
         "database": {"url": f"sqlite:///{tmp_path / 'agent.db'}", "connect_retries": 3, "retry_wait_s": 0.2},
         "prodmanager": {"url": url, "token": token},
         "components": {"settings": {"ProdMgrInterface": {
-            "tick_s": 0.1, "http_timeout_s": 2.0, "http_retries": 0, "outage_backoff_max_s": 0.2}}},
+            "tick_s": 0.1, "http_timeout_s": 10.0, "http_retries": 0, "outage_backoff_max_s": 0.2}}},
     })
     wait_for_database(config)
     service = open_service(config)
