@@ -61,7 +61,8 @@ def ensure_running(workdir: Path, options: JobEmulatorOptions) -> None:
 
 
 def run(workdir: Path, options: JobEmulatorOptions) -> None:
-    from prodagent.batch.emulator import JobEmulator
+    from prodagent.batch.base import BatchState
+    from prodagent.batch.emulator import JobEmulator, _status
 
     lock = _try_lock(workdir)
     if lock is None:
@@ -71,9 +72,10 @@ def run(workdir: Path, options: JobEmulatorOptions) -> None:
     idle_since = time.monotonic()
     try:
         while True:
-            due = emulator.db.unreported(time.time(), BATCH)
-            if due:
-                emulator.write_results([r for r in due if not r.killed and not r.lost and not r.error_class])
+            now = time.time()
+            due = emulator.db.unreported(now, BATCH)
+            if due:  # results only for jobs the batch system calls done (not killed, lost or failed)
+                emulator.write_results([r for r in due if _status(r, now).state is BatchState.DONE])
                 emulator.db.mark_reported([r.job_id for r in due])
                 idle_since = time.monotonic()
                 continue

@@ -98,12 +98,11 @@ def transition(
         keys = sorted({k for r in movable for k in extra.get(r.id, {})})
         V = pa_job_values
         conn.execute(sa.schema.CreateTable(V, if_not_exists=True))
-        conn.execute(V.delete())
+        conn.execute(V.delete())  # the previous call's rows
         conn.execute(V.insert(), [{"id": r.id, **{k: extra.get(r.id, {}).get(k) for k in keys}} for r in movable])
         for i in range(0, len(moved_ids), ID_CHUNK):
             conn.execute(J.update().where(J.c.id.in_(moved_ids[i:i + ID_CHUNK]), J.c.id == V.c.id).values(
                 state=to_state, updated_at=now, **fields, **{k: V.c[k] for k in keys}))
-        conn.execute(V.delete())
     else:
         for i in range(0, len(moved_ids), ID_CHUNK):
             conn.execute(J.update().where(J.c.id.in_(moved_ids[i:i + ID_CHUNK]))
