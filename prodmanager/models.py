@@ -144,8 +144,11 @@ class RenewRequest(Wire):
 
 class LeaseStatus(StrEnum):
     OK = "ok"  # renewed until lease_expires
-    EXPIRED = "expired"  # lost: another agent has it, or it is finished; stop working on it
+    EXPIRED = "expired"  # lost: another agent has it, or another lease finished it; stop working on it
     RECALLED = "recalled"  # the request was aborted: kill the job
+    # Already finished under this very lease: the answer to the agent's completion (or failed
+    # release) was lost. Not lost work: the agent repeats its final call and gets its answer.
+    FINISHED = "finished"
 
 
 class RenewResult(Wire):

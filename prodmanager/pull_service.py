@@ -629,6 +629,8 @@ def _renew_result(
         return RenewResult(
             allocation_id=allocation_id, status=LeaseStatus.OK, lease_expires=row.lease_expires
         )
+    if any(_already(row, token, agent_name, done) for done in (AllocationState.DONE, AllocationState.FAILED)):
+        return RenewResult(allocation_id=allocation_id, status=LeaseStatus.FINISHED)
     return RenewResult(allocation_id=allocation_id, status=LeaseStatus.EXPIRED)
 
 

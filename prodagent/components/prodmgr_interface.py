@@ -194,6 +194,10 @@ class ProdMgrInterface(Component):
         for alloc, result in zip(held, results, strict=True):  # ProdManager answers in the order asked
             if result.status == LeaseStatus.OK:
                 renewed[alloc.id] = result.lease_expires or alloc.lease_expires_at
+            elif result.status == LeaseStatus.FINISHED:
+                # ProdManager recorded our final call but its answer was lost: the call is
+                # repeated (completion or release) and answered as the first was.
+                continue
             else:
                 ended.append((alloc, allocs.RECALLED if result.status == LeaseStatus.RECALLED else allocs.LOST))
         self.transaction(lambda ctx: self._record_renewal(ctx, renewed, ended))

@@ -47,7 +47,7 @@ def test_prodmanager_down_for_30_s(stack: FaultStack) -> None:
         time.sleep(2.0)
     stack.manager.start()  # same port, same database
 
-    request = stack.wait_request(request.id, timeout=240)
+    request = stack.wait_request(request.id, timeout=150)  # within pytest's timeout: its report shows
     assert request.counters.events_merged == request.total_events == JOBS * 100
     assert stack.merged_events_in_agents() == request.total_events
     assert stack.pids() == before  # nobody exited, nobody had to be restarted
@@ -71,7 +71,7 @@ def test_prodmgr_interface_frozen_past_its_leases(stack: FaultStack) -> None:
     finally:
         os.kill(pid, signal.SIGCONT)
 
-    request = stack.wait_request(request.id, timeout=240)
+    request = stack.wait_request(request.id, timeout=150)  # within pytest's timeout: its report shows
     assert request.counters.events_merged == request.total_events == JOBS * 100
     # Woken, agent1 learns its leases are gone (the request may be closed by then).
     wait_until(lambda: not _held(stack, "agent1"), 60, "agent1 to settle the leases it lost")

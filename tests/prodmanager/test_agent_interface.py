@@ -111,6 +111,32 @@ def test_a_refused_merged_file_is_recorded_as_refused(interface: ProdMgrInterfac
         (merged.report_error,)]
 
 
+def test_a_completion_whose_answer_was_lost_is_not_taken_for_a_lost_lease(
+        interface: ProdMgrInterface, server: Server) -> None:
+    """ProdManager records a completion and dies before answering: when it is back, the renewal
+    says the allocation was finished under this very lease, and the agent completes it again
+    (answered as the first time) instead of voiding its work as lost."""
+    submit(server.env, "alice", mc_workflow("answer-lost", 100, 100))
+    interface.tick()
+    [alloc] = rows(interface, sa.select(pa_allocation))
+    now = time.time()
+    job = {"agent": AGENT, "name": "done-job", "job_type": "production", "allocation_id": alloc.id,
+           "request_id": "1", "state": "success", "events_done": 100, "workdir": "/nonexistent",
+           "created_at": now, "updated_at": now}
+    interface.service.tx.run(lambda conn: conn.execute(pa_job.insert().values(**job)))
+    interface.service.tx.run(lambda conn: allocs.move(conn, [alloc.id], allocs.ACTIVE))
+    with ProdManagerClient(server.url, server.env.tokens["agent1"]) as agent:  # the call whose answer was lost
+        agent.complete(AGENT, (int(alloc.pm_id), alloc.lease_token), 100)
+        [renewed] = agent.renew(AGENT, [(int(alloc.pm_id), alloc.lease_token)])
+        assert renewed.status == "finished"
+        [stranger] = agent.renew(AGENT, [(int(alloc.pm_id), "not-the-lease")])
+        assert stranger.status == "expired"
+    interface.next_renew = 0.0
+    interface.tick()
+    [after] = rows(interface, sa.select(pa_allocation))
+    assert after.state == "done", after
+
+
 def test_prodmanager_unreachable_is_waited_out(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     pmi = make_interface(tmp_path, f"http://127.0.0.1:{free_port()}", "no-server")
     try:
