@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import tarfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import uproot
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def side_outputs(mdst: Path) -> tuple[Path, Path]:
@@ -30,6 +31,9 @@ def add_histograms(inputs: list[Path], out: Path) -> dict[str, float]:
     """Write the bin-by-bin sum of every histogram of `inputs` to `out`; return each one's total.
     ValueError if the inputs do not hold the same histograms with the same binning, or if the
     written sums differ from the inputs' (the file is then not left behind)."""
+    import numpy as np
+    import uproot
+
     sums: dict[str, object] = {}
     expected: dict[str, np.ndarray] = {}
     for path in inputs:
