@@ -17,6 +17,20 @@ MYSQL_SERVER = os.environ.get("PRODAGENT_TEST_MYSQL", "mysql+pymysql://root@127.
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+# Tests of a minute or more (whole stacks, live servers, a browser). Run first, so that the two
+# workers end on short tests and a long one never starts when everything else is done.
+LONG_FIRST = (
+    "tests/e2e/", "tests/batch/test_slurm_live.py", "tests/storage/test_production_on_xrootd.py",
+    "tests/storage/test_stageout.py", "tests/messaging/test_prodagentd.py", "tests/runtime/test_demo_interrupt.py",
+    "tests/web/test_monitor_browser.py", "tests/runtime/test_supervisor.py", "tests/messaging/test_processes.py",
+    "tests/runtime/test_stop_and_stale.py", "tests/runtime/test_liveness.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: not item.nodeid.startswith(LONG_FIRST))  # stable: file order kept within each
+
+
 def _mysql_admin() -> sa.Engine:
     return sa.create_engine(MYSQL_SERVER + "/", poolclass=sa.pool.NullPool)
 

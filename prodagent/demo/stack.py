@@ -23,6 +23,7 @@ import psutil
 import yaml
 
 from prodagent.config import AgentConfig, load_config
+from prodagent.runtime import pidfiles
 from prodmanager.client import ProdManagerClient
 
 
@@ -168,7 +169,7 @@ def _running_under(root: Path) -> list[tuple[psutil.Process, str]]:
     prefix = f"{root}{os.sep}"
     found = []
     for proc in psutil.process_iter(["pid", "cmdline", "status"]):
-        args = proc.info["cmdline"] or []
+        args = pidfiles.process_argv(proc.info["cmdline"] or [])
         if proc.info["pid"] == os.getpid() or proc.info["status"] == psutil.STATUS_ZOMBIE:
             continue
         if any(arg == str(root) or prefix in arg for arg in args):

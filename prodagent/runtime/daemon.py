@@ -1,6 +1,7 @@
 """Start, stop and inspect component daemons and their supervisor (what `prodAgentd` does).
 
-`start` launches `python -m prodagent.runtime.daemon_main` per component; that process checks
+`start` launches `python -m prodagent.runtime.daemon_main` per component (`prodAgentd start`
+runs the same from a fork of itself); that process checks
 that no other agent runs this component under this agent's name, then daemonizes with
 python-daemon (detached, own session, work directory, closed descriptors), writes its pid file
 and runs the component. The supervisor (`python -m prodagent.runtime.supervisor`, a daemon of
@@ -12,14 +13,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
+import shlex
 import signal
 import socket
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
+
+import setproctitle
 
 from prodagent.config import AgentConfig
 from prodagent.runtime import pidfiles, watchlist
@@ -79,6 +85,45 @@ def _launch(config: AgentConfig, module: str, *args: str) -> subprocess.Complete
     )
 
 
+def _launch_forked(config: AgentConfig, component: str) -> subprocess.CompletedProcess[str]:
+    """What `_launch` does for a component, from a fork of this process instead of a new
+    interpreter: the modules are imported already (a second of CPU per component saved).
+    Only for a process with no other thread and no open database connection (`prodAgentd
+    start`); the child detaches exactly as `daemon_main` run on its own does."""
+    from prodagent.runtime import daemon_main
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its stderr into the pipe, then daemon_main as if run by itself
+        code = 1
+        try:
+            os.close(read_end)
+            os.dup2(write_end, 2)
+            devnull = os.open(os.devnull, os.O_RDWR)
+            os.dup2(devnull, 0)
+            os.dup2(devnull, 1)
+            sys.stderr = os.fdopen(2, "w", closefd=False)
+            random.seed()  # not the parent's sequence, nor its siblings'
+            # The command line it would have had on its own: what `ps` shows operators and
+            # what the pid-file check recognises a component by.
+            setproctitle.setproctitle(shlex.join([sys.executable, "-m", "prodagent.runtime.daemon_main",
+                                                  "--config", str(config.source), component]))
+            code = daemon_main.main(["--config", str(config.source), component])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:  # noqa: BLE001 - whatever happens, the child must not return
+            traceback.print_exc()
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "r", errors="replace") as pipe:
+        err = pipe.read()
+    _pid, status = os.waitpid(pid, 0)
+    return subprocess.CompletedProcess([component], os.waitstatus_to_exitcode(status), "", err)
+
+
 def _wait_pid(config: AgentConfig, name: str) -> int | None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -90,8 +135,9 @@ def _wait_pid(config: AgentConfig, name: str) -> int | None:
 
 
 def start(config: AgentConfig, component: str,
-          still_wanted: Callable[[], bool] | None = None) -> StartResult:
-    """Start one component daemon unless it runs; `still_wanted` is asked once the lock is held."""
+          still_wanted: Callable[[], bool] | None = None, fork: bool = False) -> StartResult:
+    """Start one component daemon unless it runs; `still_wanted` is asked once the lock is held;
+    `fork`: launched from a fork of this process (see `_launch_forked`)."""
     if config.source is None:
         return StartResult(False, "the configuration must come from a file to start daemons")
     with pidfiles.locked(config, component):
@@ -102,7 +148,8 @@ def start(config: AgentConfig, component: str,
             return StartResult(True, f"already running (pid {state.pid})")
         note = f"stale pid file (pid {state.pid} gone) replaced; " if state.stale else ""
         pidfiles.pid_path(config, component).unlink(missing_ok=True)
-        proc = _launch(config, "prodagent.runtime.daemon_main", component)
+        proc = (_launch_forked(config, component) if fork
+                else _launch(config, "prodagent.runtime.daemon_main", component))
         if proc.returncode == REFUSED_EXIT:
             return StartResult(False, f"{note}refused: {proc.stderr.strip()}", refused=True)
         if proc.returncode != 0:

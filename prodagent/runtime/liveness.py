@@ -24,6 +24,7 @@ from prodagent.config import DEFAULT_CONFIG, AgentConfig, load_config
 from prodagent.db.schema import ms_process
 from prodagent.errors import ProdAgentError
 from prodagent.messaging import queries
+from prodagent.runtime import pidfiles
 
 REFUSED_EXIT = 3  # exit code of a component refused at start (another agent holds the name)
 
@@ -94,7 +95,7 @@ def _same_host_foreign(pid: int, started_at: float, config: AgentConfig) -> bool
 
 def _workdir_of(proc: psutil.Process) -> Path | None:
     """The work directory of the config a component process was started with (None: unknown)."""
-    cmdline = proc.cmdline()
+    cmdline = pidfiles.process_argv(proc.cmdline())
     path: str | None = None
     for i, arg in enumerate(cmdline):
         if arg == "--config" and i + 1 < len(cmdline):

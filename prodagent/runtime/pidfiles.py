@@ -8,8 +8,10 @@ it is being stopped.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+import shlex
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -90,12 +92,23 @@ def read_pid(config: AgentConfig, component: str) -> PidState:
     return PidState(pid, _is_ours(pid, config, component), not _is_ours(pid, config, component))
 
 
+def process_argv(cmdline: list[str]) -> list[str]:
+    """A process's arguments from its command line as psutil reads it. A component launched from
+    a fork of `prodAgentd start` set its title to the command line it would have had (quoted as
+    a shell would), which reads back as one string padded with empty ones: split again."""
+    parts = [part for part in cmdline if part]
+    if len(parts) == 1 and " " in parts[0]:
+        with contextlib.suppress(ValueError):
+            return shlex.split(parts[0])
+    return parts
+
+
 def _is_ours(pid: int, config: AgentConfig, component: str) -> bool:
     try:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
             return False
-        cmdline = proc.cmdline()
+        cmdline = process_argv(proc.cmdline())
     except psutil.Error:
         return False
     if f"prodagent.runtime.{component}" in cmdline:  # the supervisor: python -m prodagent.runtime.supervisor
