@@ -442,7 +442,7 @@ def measure_tracker(n: int, workdir: Path, finished_share: float = 0.05, keep: b
             if profiler:
                 profiler.disable()
                 text = io.StringIO()
-                pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(30)
+                pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(60)
                 out["tick_with_finished_profile"] = text.getvalue()
             out["finished"] = len(ended)
             with engine.connect() as conn:

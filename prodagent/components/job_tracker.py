@@ -5,7 +5,8 @@ registered as unmerged files, with their replica), `JobFailed` (the report says 
 batch system failed the job, or the batch system no longer knows it: `lost`, never silently left
 running).
 
-Read, then call, then record: the active jobs are read in one short transaction; the batch
+Read, then call, then record: the active jobs are read in one short transaction (those that
+changed since the last cycle: `active_set`); the batch
 system is asked, the reports are read and staged-out outputs are read back from their storage
 element (a corrupt replica fails its job: `codes.REPLICA_CORRUPT`) with no transaction open (a
 slow `condor_q` never holds the database); what was learned is recorded in another short
@@ -25,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from prodagent.batch.base import BatchPlugin, BatchState, BatchStatus
 from prodagent.batch.registry import configured_plugin
 from prodagent.jobs import site_health, site_store, states, store
+from prodagent.jobs.active_set import ActiveSet
 from prodagent.jobs.layout import Layout
 from prodagent.payload import codes
 from prodagent.payload.report import JobReport, read_report
@@ -45,6 +47,9 @@ class TrackerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     tick_s: float = Field(2.0, gt=0)
     query_chunk: int = Field(20000, ge=1)
+    # The jobs in the batch system are read whole this often; in between, only those whose
+    # state changed (see `active_set`).
+    resync_s: float = Field(60.0, gt=0)
 
 
 T = TypeVar("T")
@@ -60,6 +65,7 @@ class JobTracker(Component):
         self.layout = Layout(self.config)
         self.elements = Elements(self.config.storage)
         self.last_cycle_s = 0.0
+        self.active = ActiveSet(self.config.agent.name, states.IN_BATCH, ACTIVE_COLUMNS, self.settings.resync_s)
 
     def teardown(self) -> None:
         self.plugin.close()
@@ -70,8 +76,7 @@ class JobTracker(Component):
 
     def tick(self, ctx: Context | None = None) -> None:
         started = time.perf_counter()
-        active = self._in_transaction(ctx, lambda c: store.jobs_in(
-            c.conn, self.config.agent.name, states.IN_BATCH, columns=ACTIVE_COLUMNS))
+        active = self._in_transaction(ctx, lambda c: self.active.refresh(c.conn))
         if not active:
             return
         by_name = {Layout.batch_name(j.name, j.retry): j for j in active}

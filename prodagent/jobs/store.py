@@ -143,6 +143,32 @@ def jobs_in(conn: sa.Connection, agent: str, job_states: Iterable[str], limit: i
     return list(conn.execute(query))
 
 
+def newest_transition_id(conn: sa.Connection) -> int:
+    """The highest job-transition id there is (0: none yet)."""
+    return int(conn.execute(sa.select(sa.func.max(pa_job_transition.c.id))).scalar() or 0)
+
+
+def transitions_after(conn: sa.Connection, after_id: int, also: Sequence[int] = ()) -> list[tuple[int, int]]:
+    """(transition id, job id) of every job transition with id > `after_id`, and of those with
+    the ids in `also` (ids once skipped: a transaction that had not committed yet), by key."""
+    T = pa_job_transition
+    rows = [tuple(r) for r in conn.execute(sa.select(T.c.id, T.c.job_id).where(T.c.id > after_id))]
+    ids = sorted(set(also))
+    for i in range(0, len(ids), ID_CHUNK):
+        rows += [tuple(r) for r in conn.execute(sa.select(T.c.id, T.c.job_id).where(T.c.id.in_(ids[i:i + ID_CHUNK])))]
+    return rows  # type: ignore[return-value]
+
+
+def jobs_of_agent(conn: sa.Connection, agent: str, job_ids: Iterable[int],
+                  columns: Sequence[sa.ColumnElement[Any]]) -> list[sa.Row]:
+    """`columns` of those of these jobs that are the agent's, by key, in chunks."""
+    ids = sorted(set(job_ids))
+    rows: list[sa.Row] = []
+    for i in range(0, len(ids), ID_CHUNK):
+        rows += conn.execute(sa.select(*columns).where(J.c.id.in_(ids[i:i + ID_CHUNK]), J.c.agent == agent))
+    return rows
+
+
 def count_by_state(conn: sa.Connection, agent: str, request_id: str | None = None) -> dict[tuple[str, str], int]:
     query = sa.select(J.c.job_type, J.c.state, sa.func.count()).where(J.c.agent == agent)
     if request_id:
