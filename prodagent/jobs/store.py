@@ -342,7 +342,10 @@ def insert_files(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
         return
     for r in rows:
         file_states.check_initial(r["kind"], r["state"])
-    known = set(conn.execute(sa.select(pa_file.c.lfn).where(pa_file.c.lfn.in_([r["lfn"] for r in rows]))).scalars())
+    lfns = [r["lfn"] for r in rows]
+    known: set[str] = set()
+    for i in range(0, len(lfns), ID_CHUNK):
+        known.update(conn.execute(sa.select(pa_file.c.lfn).where(pa_file.c.lfn.in_(lfns[i:i + ID_CHUNK]))).scalars())
     fresh = [{**r, "created_at": time.time()} for r in rows if r["lfn"] not in known]
     if fresh:
         conn.execute(pa_file.insert(), fresh)
@@ -506,10 +509,14 @@ def input_lfns_of_jobs(conn: sa.Connection, job_ids: Sequence[int]) -> dict[int,
     """The input file LFNs of each processing job (its allocation's files); none for others."""
     if not job_ids:
         return {}
-    rows = conn.execute(sa.select(J.c.id, pa_allocation.c.input_files)
-                        .join(pa_allocation, pa_allocation.c.id == J.c.allocation_id)
-                        .where(J.c.id.in_(list(job_ids)), pa_allocation.c.input_files.is_not(None)))
-    return {int(i): [str(f["lfn"]) for f in json.loads(text)] for i, text in rows}
+    ids = sorted(set(job_ids))
+    out: dict[int, list[str]] = {}
+    for n in range(0, len(ids), ID_CHUNK):  # short key lists: the join starts from the jobs' keys
+        rows = conn.execute(sa.select(J.c.id, pa_allocation.c.input_files)
+                            .join(pa_allocation, pa_allocation.c.id == J.c.allocation_id)
+                            .where(J.c.id.in_(ids[n:n + ID_CHUNK]), pa_allocation.c.input_files.is_not(None)))
+        out.update({int(i): [str(f["lfn"]) for f in json.loads(text)] for i, text in rows})
+    return out
 
 
 def merge_inputs(conn: sa.Connection, merge_job_id: int, lock: bool = False) -> list[sa.Row]:
