@@ -68,7 +68,7 @@ class ActiveSet:
         changed = {job_id for _transition, job_id in seen}
         if not changed:
             return
-        current = {row.id: row for row in store.jobs_of_agent(conn, self.agent, changed, self.columns)}
+        current = {row.id: row for row in store.jobs(conn, changed, self.columns, agent=self.agent)}
         for job_id in changed:
             row = current.get(job_id)
             if row is not None and row.state in self.in_states:

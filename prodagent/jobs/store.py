@@ -117,12 +117,14 @@ def transition(
 
 
 def jobs(conn: sa.Connection, job_ids: Iterable[int],
-         columns: Sequence[sa.ColumnElement[Any]] | None = None) -> list[sa.Row]:
-    """These jobs in id order: whole rows, or only `columns` (which must include the id)."""
+         columns: Sequence[sa.ColumnElement[Any]] | None = None, agent: str | None = None) -> list[sa.Row]:
+    """These jobs in id order: whole rows, or only `columns` (which must include the id); given
+    `agent`, only those that are that agent's."""
     ids = sorted(set(job_ids))
     rows: list[sa.Row] = []
     for i in range(0, len(ids), ID_CHUNK):
-        rows += conn.execute(sa.select(*(columns or [J])).where(J.c.id.in_(ids[i:i + ID_CHUNK])).order_by(J.c.id))
+        query = sa.select(*(columns or [J])).where(J.c.id.in_(ids[i:i + ID_CHUNK]))
+        rows += conn.execute((query.where(J.c.agent == agent) if agent else query).order_by(J.c.id))
     return rows
 
 
@@ -157,16 +159,6 @@ def transitions_after(conn: sa.Connection, after_id: int, also: Sequence[int] = 
     for i in range(0, len(ids), ID_CHUNK):
         rows += [tuple(r) for r in conn.execute(sa.select(T.c.id, T.c.job_id).where(T.c.id.in_(ids[i:i + ID_CHUNK])))]
     return rows  # type: ignore[return-value]
-
-
-def jobs_of_agent(conn: sa.Connection, agent: str, job_ids: Iterable[int],
-                  columns: Sequence[sa.ColumnElement[Any]]) -> list[sa.Row]:
-    """`columns` of those of these jobs that are the agent's, by key, in chunks."""
-    ids = sorted(set(job_ids))
-    rows: list[sa.Row] = []
-    for i in range(0, len(ids), ID_CHUNK):
-        rows += conn.execute(sa.select(*columns).where(J.c.id.in_(ids[i:i + ID_CHUNK]), J.c.agent == agent))
-    return rows
 
 
 def count_by_state(conn: sa.Connection, agent: str, request_id: str | None = None) -> dict[tuple[str, str], int]:
