@@ -166,9 +166,14 @@ class RssSampler(threading.Thread):
                 self.cpu_s[name] = times.user + times.system - self.cpu_start[name]
 
 
+POLL_S = 5.0  # how often the job counts are read
+
+
 def job_counts(engine: sa.Engine) -> Counter[tuple[str, str]]:
+    """Jobs by type and state, read from the agent's metrics index (the poll is not what is measured)."""
     with engine.connect() as conn:
         rows = conn.execute(sa.select(pa_job.c.job_type, pa_job.c.state, sa.func.count())
+                            .where(pa_job.c.agent == "scale")
                             .group_by(pa_job.c.job_type, pa_job.c.state)).all()
     return Counter({(t, s): int(n) for t, s, n in rows})
 
@@ -282,7 +287,7 @@ def run_production(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 last_print = time.monotonic()
                 shown = ", ".join(f"{t[0]}:{s}={n}" for (t, s), n in sorted(counts.items()))
                 print(f"  {time.monotonic() - started:7.1f}s  {shown}", flush=True)
-            time.sleep(2.0)
+            time.sleep(POLL_S)
         else:
             result["timed_out"] = True
             print(f"timed out after {args.timeout:.0f}s")

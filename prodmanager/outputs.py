@@ -152,7 +152,9 @@ def close_if_merged(conn: sa.Connection, request_id: int, actor: str, now: float
     too, once an operator decided on every run with a failed file (`runs`)."""
     request = q.get_request(conn, request_id, lock=True)
     assert request is not None
-    if q.count_valid_unmerged(conn, request_id) != 0:
+    if request.state not in (RequestState.COMPLETED, RequestState.FAILED):
+        return str(request.state)  # still running: its unmerged files need not be counted
+    if q.has_valid_unmerged(conn, request_id):
         return str(request.state)
     if runs.attention_needed(conn, request_id, now):
         return str(request.state)

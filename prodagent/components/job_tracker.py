@@ -231,10 +231,11 @@ class JobTracker(Component):
                 # the job's own output also derives from the intermediate outputs it kept
                 inputs[lfn] = read + ([Layout.lfn(str(k.dataset), "unmerged", job.name) for k in report.kept]
                                       if out.step is None else [])
-        store.insert_files(ctx.conn, rows)
-        store.add_file_inputs(ctx.conn, inputs)
-        catalog.record(ctx.conn, [{"lfn": r["lfn"], "element": r["element"], "pfn": r["pfn"], "role": "unmerged",
-                                   "size": r["size"], "adler32": r["adler32"]} for r in replicas])
+        ids = store.insert_files(ctx.conn, rows)
+        store.add_file_inputs(ctx.conn, inputs, ids)
+        catalog.record(ctx.conn, [{"file_id": ids.by_lfn[r["lfn"]], "element": r["element"], "pfn": r["pfn"],
+                                   "role": "unmerged", "size": r["size"], "adler32": r["adler32"]} for r in replicas],
+                       new_files=ids.new)
 
 
 def success_reason(report: JobReport) -> str:

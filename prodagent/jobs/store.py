@@ -328,19 +328,36 @@ def select_files(conn: sa.Connection, dataset_id: int | None = None, kind: str |
     return list(conn.execute(query))
 
 
-def insert_files(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """Register files in their kind's first state; one already registered (same LFN) is left alone."""
+def insert_files(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> FileIds:
+    """Register files in their kind's first state; one already registered (same LFN) is left
+    alone. Returns the id of every row's file and which of them are new."""
     if not rows:
-        return
+        return FileIds({}, set())
     for r in rows:
         file_states.check_initial(r["kind"], r["state"])
-    lfns = [r["lfn"] for r in rows]
-    known: set[str] = set()
-    for i in range(0, len(lfns), ID_CHUNK):
-        known.update(conn.execute(sa.select(pa_file.c.lfn).where(pa_file.c.lfn.in_(lfns[i:i + ID_CHUNK]))).scalars())
+    known = file_ids_by_lfn(conn, [r["lfn"] for r in rows])
     fresh = [{**r, "created_at": time.time()} for r in rows if r["lfn"] not in known]
-    if fresh:
-        conn.execute(pa_file.insert(), fresh)
+    if not fresh:
+        return FileIds(known, set())
+    conn.execute(pa_file.insert(), fresh)
+    added = file_ids_by_lfn(conn, [r["lfn"] for r in fresh])
+    return FileIds({**known, **added}, set(added.values()))
+
+
+@dataclass(frozen=True)
+class FileIds:
+    by_lfn: dict[str, int]
+    new: set[int]  # registered by this call: no replica or input is recorded for them yet
+
+
+def file_ids_by_lfn(conn: sa.Connection, lfns: Sequence[str]) -> dict[str, int]:
+    """{lfn: id} of those of `lfns` that are registered, read by chunks of keys."""
+    ids: dict[str, int] = {}
+    unique = sorted(set(lfns))
+    for i in range(0, len(unique), ID_CHUNK):
+        ids.update(conn.execute(sa.select(pa_file.c.lfn, pa_file.c.id)
+                                .where(pa_file.c.lfn.in_(unique[i:i + ID_CHUNK]))).tuples().all())
+    return ids
 
 
 def files_of_dataset(conn: sa.Connection, dataset_id: int, kind: str, file_states: Iterable[str]) -> list[sa.Row]:
@@ -357,16 +374,21 @@ def add_parents(conn: sa.Connection, file_id: int, parent_ids: Sequence[int]) ->
         conn.execute(pa_file_parent.insert(), fresh)
 
 
-def add_file_inputs(conn: sa.Connection, inputs: dict[str, list[str]]) -> None:
-    """Record, for each unmerged file (by LFN), the input LFNs its job read; idempotent."""
+def add_file_inputs(conn: sa.Connection, inputs: dict[str, list[str]], ids: FileIds | None = None) -> None:
+    """Record, for each unmerged file (by LFN), the input LFNs its job read; idempotent. `ids`:
+    the files' ids as `insert_files` returned them (new files have no inputs recorded yet)."""
     inputs = {lfn: parents for lfn, parents in inputs.items() if parents}
     if not inputs:
         return
-    ids = dict(conn.execute(sa.select(pa_file.c.lfn, pa_file.c.id).where(pa_file.c.lfn.in_(list(inputs)))).all())
-    have = {(int(f), str(lfn)) for f, lfn in conn.execute(
-        sa.select(pa_file_input.c.file_id, pa_file_input.c.lfn).where(pa_file_input.c.file_id.in_(list(ids.values()))))}
-    fresh = [{"file_id": ids[lfn], "lfn": p} for lfn, parents in inputs.items() if lfn in ids
-             for p in dict.fromkeys(parents) if (ids[lfn], p) not in have]
+    by_lfn = ids.by_lfn if ids is not None else file_ids_by_lfn(conn, list(inputs))
+    new = ids.new if ids is not None else set()
+    old = sorted({by_lfn[lfn] for lfn in inputs if lfn in by_lfn} - new)
+    have: set[tuple[int, str]] = set()
+    for i in range(0, len(old), ID_CHUNK):
+        have.update((int(f), str(lfn)) for f, lfn in conn.execute(
+            sa.select(pa_file_input.c.file_id, pa_file_input.c.lfn).where(pa_file_input.c.file_id.in_(old[i:i + ID_CHUNK]))))
+    fresh = [{"file_id": by_lfn[lfn], "lfn": p} for lfn, parents in inputs.items() if lfn in by_lfn
+             for p in dict.fromkeys(parents) if (by_lfn[lfn], p) not in have]
     if fresh:
         conn.execute(pa_file_input.insert(), fresh)
 

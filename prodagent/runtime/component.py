@@ -73,6 +73,9 @@ class Component:
     reconcile_interval_s: float | None = None  # from `Settings.reconcile_s` when it has one
     tick_in_transaction: ClassVar[bool] = True  # False: tick(None), transactions via `transaction()`
     tick_now: bool = False  # set by a handler to have the runner tick at once (reset by the runner)
+    # Messages handled per transaction when fewer than `messaging.batch_size`: for handlers that
+    # hold many rows (or the disk) per message, so one transaction does not hold them for long.
+    batch_limit: ClassVar[int | None] = None
     metrics: ProcessMetrics | None = None  # this process's histograms, set by the runner
 
     def __init__(self, config: AgentConfig, service: MessageService) -> None:

@@ -117,6 +117,7 @@ class ComponentRunner:
     def _loop(self, component: Component, service: MessageService, process_id: int,
               journal: InflightJournal) -> None:
         settings = self.config.messaging
+        batch = min(settings.batch_size, component.batch_limit or settings.batch_size)
         next_beat = 0.0
         next_tick = time.monotonic() if component.tick_interval_s else float("inf")
         next_purge = time.monotonic() + HISTORY_PURGE_EVERY_S
@@ -145,12 +146,12 @@ class ComponentRunner:
                 if now >= next_purge:
                     service.purge_history()
                     next_purge = now + HISTORY_PURGE_EVERY_S
-                result = service.consume(self.name, process_id, dispatch, journal)
+                result = service.consume(self.name, process_id, dispatch, journal, limit=batch)
                 seen = result.handled + result.failed + result.skipped
                 if seen:
                     self.handled += result.handled
                     idle_sleep = settings.poll_min_s
-                    if seen >= settings.batch_size:
+                    if seen >= batch:
                         continue
                     wait = settings.poll_min_s
                 else:

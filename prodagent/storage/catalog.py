@@ -7,32 +7,30 @@ delivery or a crash between the storage I/O and the record only repeats a harmle
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Sequence, Set
 from typing import Any
 
 import sqlalchemy as sa
 
 from prodagent.db.schema import pa_dataset, pa_file, pa_file_parent, pa_replica
-from prodagent.jobs import file_states
+from prodagent.jobs import file_states, store
 from prodagent.jobs.store import ID_CHUNK
 from prodagent.storage import replica_states as rs
 
 R = pa_replica
 
 
-def record(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> int:
+def record(conn: sa.Connection, rows: Sequence[dict[str, Any]], new_files: Set[int] = frozenset()) -> int:
     """Record replicas ({lfn or file_id, element, pfn, role, size, adler32}) as verified.
 
     A replica already recorded verified is left alone; a deleted or corrupt one written again
     becomes verified with its new facts. Returns how many rows were inserted or changed. In bulk:
-    a few statements per thousand rows, whatever their number."""
+    a few statements per thousand rows, whatever their number. `new_files`: ids of files
+    registered in this transaction, which have no replica yet (not looked for)."""
     for row in rows:
         if row["role"] not in rs.ROLES:
             raise ValueError(f"unknown replica role {row['role']!r}")
-    lfns = sorted({r["lfn"] for r in rows if "file_id" not in r})
-    ids: dict[str, int] = {}
-    for i in range(0, len(lfns), ID_CHUNK):
-        ids.update(conn.execute(sa.select(pa_file.c.lfn, pa_file.c.id).where(pa_file.c.lfn.in_(lfns[i:i + ID_CHUNK]))).all())
+    ids = store.file_ids_by_lfn(conn, [r["lfn"] for r in rows if "file_id" not in r])
     now = time.time()
     wanted: dict[tuple[int, str], dict[str, Any]] = {}
     for row in rows:
@@ -41,7 +39,7 @@ def record(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> int:
             wanted[(int(file_id), row["element"])] = {
                 "pfn": row["pfn"], "role": row["role"], "size": row["size"], "adler32": row["adler32"],
                 "state": rs.VERIFIED, "updated_at": now}
-    file_ids = sorted({f for f, _e in wanted})
+    file_ids = sorted({f for f, _e in wanted} - new_files)
     old: dict[tuple[int, str], sa.Row] = {}
     for i in range(0, len(file_ids), ID_CHUNK):
         for r in conn.execute(sa.select(R.c.id, R.c.file_id, R.c.element, R.c.state)

@@ -627,16 +627,13 @@ def file_totals(conn: sa.Connection, request_ids: list[int]) -> Sequence[sa.Row[
     ).all()
 
 
-def count_valid_unmerged(conn: sa.Connection, request_id: int) -> int:
-    return int(
-        conn.execute(
-            sa.select(sa.func.count()).where(
-                file.c.request_id == request_id,
-                file.c.kind == "unmerged",
-                file.c.state == "valid",
-            )
-        ).scalar_one()
-    )
+def has_valid_unmerged(conn: sa.Connection, request_id: int) -> bool:
+    """Whether an unmerged file of the request still waits for its merge (the first one found)."""
+    return conn.execute(
+        sa.select(file.c.id).where(
+            file.c.request_id == request_id, file.c.kind == "unmerged", file.c.state == "valid",
+        ).limit(1)
+    ).first() is not None
 
 
 def table_counts(conn: sa.Connection) -> dict[str, int]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import tarfile
 from pathlib import Path
 
-from prodagent.components.cleanup import Cleanup, tree_size, write_archive
+from prodagent.components.cleanup import Cleanup, WorkArea, write_archive
 from prodagent.components.merge_sensor import MergeSensor
 from prodagent.jobs.layout import Layout
 from prodagent.runtime.component import Context
@@ -32,7 +32,7 @@ def test_cleanup_removes_unmerged_files_and_work_areas_and_keeps_the_logs(
     jobs = world.jobs()
     assert {j.state for j in jobs} == {"success"}
     file_bytes = sum(Path(f.pfn).stat().st_size for f in inputs)
-    area_bytes = sum(tree_size(Path(j.workdir)) for j in jobs)
+    area_bytes = sum(area.size for j in jobs if (area := WorkArea.read(Path(j.workdir))))
     assert file_bytes > 0 and area_bytes > 0
 
     cleanup = world.component(Cleanup)
@@ -67,7 +67,9 @@ def test_cleanup_finishes_what_an_interrupted_delivery_began(
     # The crashed delivery removed one file, archived the first job and began removing its area.
     Path(inputs[0].pfn).unlink()
     archive = world.layout.log_archive(first.request_id, first.name)
-    write_archive(Path(first.workdir), archive)
+    area = WorkArea.read(Path(first.workdir))
+    assert area is not None
+    write_archive(area, archive)
     written = archive.read_bytes()
     (Layout.attempt_dir(first.workdir, 0) / "job.log").unlink()
 
