@@ -287,7 +287,7 @@ def run_production(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 last_print = time.monotonic()
                 shown = ", ".join(f"{t[0]}:{s}={n}" for (t, s), n in sorted(counts.items()))
                 print(f"  {time.monotonic() - started:7.1f}s  {shown}", flush=True)
-            time.sleep(POLL_S)
+            time.sleep(max(POLL_S, args.jobs / 100_000))  # at 1,000,000 jobs: every 10 s
         else:
             result["timed_out"] = True
             print(f"timed out after {args.timeout:.0f}s")

@@ -6,8 +6,9 @@ its last state change: a share of site-caused failures of `degrade_at` degrades 
 bans it (no more than `max_banned_share` of the sites at once); a degraded site whose failures
 fall under `recover_below` is normal again. A banned site is probed after `ban_s`: a few jobs at
 a time, and `probe_successes` successes in a row make it normal, a site-caused failure bans it
-again. A node with `node_failures` quick failures (under `node_quick_s`) within `node_window_s`
-is excluded from submission for `node_exclude_s`. Every change is recorded with its figures.
+again. A node with `node_failures` quick failures (under `node_quick_s`) within `node_window_s`,
+making at least `node_fail_share` of its attempts there, is excluded from submission for
+`node_exclude_s` (a node running hundreds of jobs fails a few of them without being a black hole). Every change is recorded with its figures.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class SiteHealthSettings(BaseModel):
     node_window_s: float = Field(600.0, gt=0)
     node_quick_s: float = Field(60.0, gt=0)
     node_failures: int = Field(3, ge=1)
+    node_fail_share: float = Field(0.5, gt=0, le=1)  # ... and at least this share of its attempts
     node_exclude_s: float = Field(3600.0, gt=0)
 
 
@@ -131,11 +133,15 @@ class SiteBreaker:
         changes = []
         counts = site_store.quick_failures_by_node(conn, self.agent, now - self.s.node_window_s, self.s.node_quick_s)
         excluded = site_store.excluded_nodes(conn, self.agent, now)
-        for (site, node), n in counts.items():
-            if n >= self.s.node_failures and node not in excluded.get(site, ()):
-                reason = f"{n} failures under {self.s.node_quick_s:.0f} s within {self.s.node_window_s:.0f} s"
+        for (site, node), (quick, ended) in counts.items():
+            if quick < self.s.node_failures or quick < self.s.node_fail_share * ended:
+                continue  # a busy node failing a few of its many jobs is no black hole
+            if node not in excluded.get(site, ()):
+                reason = (f"{quick} of its {ended} attempts failed under {self.s.node_quick_s:.0f} s "
+                          f"within {self.s.node_window_s:.0f} s")
                 site_store.exclude_node(conn, self.agent, site, node, now + self.s.node_exclude_s, reason,
-                                        {"quick_failures": n, "until": now + self.s.node_exclude_s})
+                                        {"quick_failures": quick, "attempts": ended,
+                                         "until": now + self.s.node_exclude_s})
                 changes.append(f"site {site}: node {node} excluded: {reason}")
         return changes
 

@@ -67,15 +67,17 @@ def recent_results(conn: sa.Connection, agent: str, site: str, since: float) -> 
     ))
 
 
-def quick_failures_by_node(conn: sa.Connection, agent: str, since: float, quick_s: float) -> dict[tuple[str, str], int]:
-    """(site, node) -> failures that ended within `quick_s` of starting, after `since`."""
+def quick_failures_by_node(conn: sa.Connection, agent: str, since: float,
+                           quick_s: float) -> dict[tuple[str, str], tuple[int, int]]:
+    """(site, node) -> (failures that ended within `quick_s` of starting, attempts that ended),
+    after `since`."""
+    quick = sa.and_(R.c.ok == sa.false(), R.c.wall_s.is_not(None), R.c.wall_s < quick_s)
     rows = conn.execute(
-        sa.select(R.c.site, R.c.node, sa.func.count())
-        .where(R.c.agent == agent, R.c.at > since, R.c.ok == sa.false(), R.c.node.is_not(None),
-               R.c.wall_s.is_not(None), R.c.wall_s < quick_s)
+        sa.select(R.c.site, R.c.node, sa.func.sum(sa.case((quick, 1), else_=0)), sa.func.count())
+        .where(R.c.agent == agent, R.c.at > since, R.c.node.is_not(None))
         .group_by(R.c.site, R.c.node)
     )
-    return {(r[0], r[1]): int(r[2]) for r in rows}
+    return {(r[0], r[1]): (int(r[2] or 0), int(r[3])) for r in rows}
 
 
 def health(conn: sa.Connection, agent: str, lock: bool = False) -> dict[str, sa.Row]:

@@ -61,6 +61,9 @@ def test_forced_state_holds_until_released_and_nodes_are_excluded(db_url: str) -
         force(conn, "a", "s1", "banned", "downtime")
         site_store.record_results(conn, results("s2", 3, ok=False, fault=False, node="bad", wall_s=1.0))
         site_store.record_results(conn, results("s2", 5, ok=True, fault=False, node="fine"))
+        # a busy node whose quick failures are a small share of its attempts is no black hole
+        site_store.record_results(conn, results("s2", 4, ok=False, fault=False, node="busy", wall_s=1.0))
+        site_store.record_results(conn, results("s2", 76, ok=True, fault=False, node="busy"))
         breaker.evaluate(conn, SITES)  # ban_s=0 would probe a banned site at once: not a forced one
         assert site_store.health(conn, "a")["s1"].state == "banned"
         assert site_store.excluded_nodes(conn, "a", time.time()) == {"s2": ("bad",)}
