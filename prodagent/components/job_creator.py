@@ -40,10 +40,10 @@ from prodagent.jobs.specs import (
     MAX_REASON_CHARS,
     Workflow,
     WorkflowUnrunnable,
+    attempt_spec,
     describe,
     parse_workflow,
     production_attempt,
-    write_attempt,
     write_production,
 )
 from prodagent.payload.jobspec import JobSpec
@@ -291,34 +291,49 @@ class JobCreator(Component):
 
     @handles("RetryJob")
     def on_retry(self, ctx: Context, payload: dict[str, Any]) -> None:
-        """A job's cool-off is over (or an operator resubmitted it): prepare its next attempt.
+        """Jobs whose cool-off is over (or that an operator resubmitted): prepare their next attempt.
 
-        Each job in a savepoint of its own: one whose next attempt cannot be built fails alone
-        (from cool-off it is paused for an operator, with why), the others go on."""
+        In bulk (one transition, the specs written in parallel); if that fails, each job in a
+        savepoint of its own: one whose next attempt cannot be built fails alone (from cool-off
+        it is paused for an operator, with why), the others go on."""
+        jobs = [j for j in store.jobs(ctx.conn, payload["job_ids"]) if j.state in states.allowed_from(states.CREATED)]
+        if not jobs:
+            return
+        reason = payload.get("reason", "retry")
         ready: list[int] = []
-        for job in store.jobs(ctx.conn, payload["job_ids"]):
-            if job.state not in states.allowed_from(states.CREATED):
-                continue
-            try:
-                with ctx.conn.begin_nested():
-                    ready += self._next_attempt(ctx, job, payload.get("reason", "retry"))
-            except Exception as exc:
-                if _environment_fault(exc):
-                    raise
-                self._hold(ctx, job, exc)
+        try:
+            with ctx.conn.begin_nested():
+                ready = self._next_attempts(ctx, jobs, reason)
+        except Exception as exc:
+            if _environment_fault(exc):
+                raise
+            for job in jobs:
+                try:
+                    with ctx.conn.begin_nested():
+                        ready += self._next_attempts(ctx, [job], reason)
+                except Exception as exc:
+                    if _environment_fault(exc):
+                        raise
+                    self._hold(ctx, job, exc)
         if ready:
             ctx.publish("JobCreated", {"job_ids": ready})
 
-    def _next_attempt(self, ctx: Context, job: Any, reason: str) -> list[int]:
-        moved = store.transition(ctx.conn, [job.id], states.CREATED, reason, retry=job.retry + 1)
+    def _next_attempts(self, ctx: Context, jobs: list[Any], reason: str) -> list[int]:
+        moved = store.transition(ctx.conn, [j.id for j in jobs], states.CREATED, reason,
+                                 per_job={j.id: {"retry": j.retry + 1} for j in jobs})
         if not moved.ids:
             return []
-        (fresh,) = store.jobs(ctx.conn, moved.ids)
-        workflow = store.workflow_for_request(ctx.conn, fresh.request_id)
-        if workflow is None:
-            raise LookupError(f"no workflow for request {fresh.request_id}")
-        write_attempt(ctx.conn, self.layout, fresh, workflow)
-        return [fresh.id]
+        fresh = store.jobs(ctx.conn, moved.ids)
+        workflows: dict[str, Any] = {}
+        specs = []
+        for job in fresh:
+            if job.request_id not in workflows:
+                workflows[job.request_id] = store.workflow_for_request(ctx.conn, job.request_id)
+            if workflows[job.request_id] is None:
+                raise LookupError(f"no workflow for request {job.request_id}")
+            specs.append(attempt_spec(ctx.conn, self.layout, job, workflows[job.request_id]))
+        list(self.pool.map(lambda attempt_and_spec: write_production(*attempt_and_spec), specs))
+        return [j.id for j in fresh]
 
     def _hold(self, ctx: Context, job: Any, exc: Exception) -> None:
         """A job whose next attempt cannot be built: paused from cool-off (so no reconciliation

@@ -133,7 +133,7 @@ def production_attempt(layout: Layout, job: Any, workflow: Workflow,
 
 
 def write_production(attempt: Path, spec: JobSpec) -> Path:
-    """Write a production attempt's spec (and make its output directory); idempotent."""
+    """Write an attempt's spec (and make its output's directory); idempotent."""
     attempt.mkdir(parents=True, exist_ok=True)
     if spec.output_path:
         Path(spec.output_path).parent.mkdir(parents=True, exist_ok=True)
@@ -144,13 +144,19 @@ def write_production(attempt: Path, spec: JobSpec) -> Path:
 def write_attempt(conn: sa.Connection, layout: Layout, job: Any,
                   workflow: str | dict[str, Any] | Workflow) -> Path:
     """Write the job.json of the job's current attempt; return the attempt directory."""
+    return write_production(*attempt_spec(conn, layout, job, workflow))
+
+
+def attempt_spec(conn: sa.Connection, layout: Layout, job: Any,
+                 workflow: str | dict[str, Any] | Workflow) -> tuple[Path, JobSpec]:
+    """The attempt directory and spec of the job's current attempt (production or merge),
+    built from the database; nothing written (`write_production` writes it)."""
     typed = parse_workflow(workflow)
     if job.job_type == "merge":
-        attempt = layout.attempt_dir(job.workdir, job.retry)
         stageout = stage_out_spec(layout.storage, Layout.lfn(typed.output.dataset, "merged", job.name))
         spec = merge_spec(conn, job, typed, layout.merged_path(typed.output.dataset, job.name), stageout)
-        attempt.mkdir(parents=True, exist_ok=True)
-        write_spec(attempt, spec)
-        return attempt
+        return layout.attempt_dir(job.workdir, job.retry), spec
     inputs = store.job_input_files(conn, job) if isinstance(typed, ProcessingWorkflow) else None
-    return write_production(*production_attempt(layout, job, typed, inputs))
+    return production_attempt(layout, job, typed, inputs)
+
+

@@ -107,10 +107,9 @@ def transition(
         for i in range(0, len(moved_ids), ID_CHUNK):
             conn.execute(J.update().where(J.c.id.in_(moved_ids[i:i + ID_CHUNK]))
                          .values(state=to_state, updated_at=now, **fields))
-    new_retry = fields.get("retry")
     conn.execute(pa_job_transition.insert(), [
         {"job_id": r.id, "from_state": r.state, "to_state": to_state, "at": now,
-         "retry": r.retry if new_retry is None else new_retry, "reason": reason}
+         "retry": extra.get(r.id, {}).get("retry", fields.get("retry", r.retry)), "reason": reason}
         for r in movable
     ])
     return Moved(moved_ids, {r.id: r.state for r in movable})
