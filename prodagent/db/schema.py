@@ -320,7 +320,8 @@ pa_site_result = sa.Table(
     sa.Column("ok", sa.Boolean, nullable=False),
     sa.Column("site_fault", sa.Boolean, nullable=False),  # lost, node failure, stage-out: the site's
     sa.Column("wall_s", sa.Double(), nullable=True),
-    sa.Index("ix_pa_site_result_site", "agent", "site", "at"),
+    # covering: tallies and black holes are read per site from the index alone
+    sa.Index("ix_pa_site_result_tally", "agent", "site", "at", "ok", "site_fault", "node", "wall_s"),
 )
 
 pa_node_exclusion = sa.Table(

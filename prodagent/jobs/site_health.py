@@ -103,8 +103,9 @@ class SiteBreaker:
                            figures, changes)
             elif state == ss.PROBING:
                 self._probe(conn, site, row.since, changes)
-        changes += self._black_holes(conn, now)
-        site_store.purge_results(conn, self.agent, now - 2 * max(self.s.window_s, self.s.node_window_s))
+        changes += self._black_holes(conn, sites, now)
+        site_store.purge_results(conn, self.agent, sorted(set(sites) | set(rows)),
+                                 now - 2 * max(self.s.window_s, self.s.node_window_s))
         return changes
 
     def _probe(self, conn: sa.Connection, site: str, since: float, changes: list[str]) -> None:
@@ -129,9 +130,10 @@ class SiteBreaker:
             return to_state
         return from_state
 
-    def _black_holes(self, conn: sa.Connection, now: float) -> list[str]:
+    def _black_holes(self, conn: sa.Connection, sites: Sequence[str], now: float) -> list[str]:
         changes = []
-        counts = site_store.quick_failures_by_node(conn, self.agent, now - self.s.node_window_s, self.s.node_quick_s)
+        counts = site_store.quick_failures_by_node(conn, self.agent, sites, now - self.s.node_window_s,
+                                                  self.s.node_quick_s)
         excluded = site_store.excluded_nodes(conn, self.agent, now)
         for (site, node), (quick, ended) in counts.items():
             if quick < self.s.node_failures or quick < self.s.node_fail_share * ended:

@@ -40,22 +40,18 @@ def record_results(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
 
 
 def tallies(conn: sa.Connection, agent: str, since: dict[str, float]) -> dict[str, Tally]:
-    """Per site, its results after `since[site]` (one statement, bound by the (agent, site, at) index)."""
+    """Per site, its results after `since[site]`: counted in SQL, one statement per site, from
+    the covering (agent, site, at, ok, site_fault, ...) index."""
     out: dict[str, Tally] = {}
-    if not since:
-        return out
-    lower = min(since.values())
-    rows = conn.execute(
-        sa.select(R.c.site, R.c.at, R.c.ok, R.c.site_fault).where(R.c.agent == agent, R.c.at > lower)
-    )
-    counts: dict[str, list[int]] = {}
-    for r in rows:
-        if r.site not in since or r.at <= since[r.site]:
-            continue
-        c = counts.setdefault(r.site, [0, 0, 0])
-        c[0 if r.ok else 1 if r.site_fault else 2] += 1
-    for site, (ok, fault, other) in counts.items():
-        out[site] = Tally(ok, fault, other)
+    fault = sa.and_(R.c.ok == sa.false(), R.c.site_fault == sa.true())
+    for site, lower in since.items():
+        ok, faults, ended = conn.execute(
+            sa.select(sa.func.sum(sa.case((R.c.ok == sa.true(), 1), else_=0)),
+                      sa.func.sum(sa.case((fault, 1), else_=0)), sa.func.count())
+            .where(R.c.agent == agent, R.c.site == site, R.c.at > lower)
+        ).one()
+        if ended:
+            out[site] = Tally(int(ok or 0), int(faults or 0), int(ended) - int(ok or 0) - int(faults or 0))
     return out
 
 
@@ -67,17 +63,20 @@ def recent_results(conn: sa.Connection, agent: str, site: str, since: float) -> 
     ))
 
 
-def quick_failures_by_node(conn: sa.Connection, agent: str, since: float,
+def quick_failures_by_node(conn: sa.Connection, agent: str, sites: Sequence[str], since: float,
                            quick_s: float) -> dict[tuple[str, str], tuple[int, int]]:
     """(site, node) -> (failures that ended within `quick_s` of starting, attempts that ended),
-    after `since`."""
+    after `since`; per site, from the covering index."""
     quick = sa.and_(R.c.ok == sa.false(), R.c.wall_s.is_not(None), R.c.wall_s < quick_s)
-    rows = conn.execute(
-        sa.select(R.c.site, R.c.node, sa.func.sum(sa.case((quick, 1), else_=0)), sa.func.count())
-        .where(R.c.agent == agent, R.c.at > since, R.c.node.is_not(None))
-        .group_by(R.c.site, R.c.node)
-    )
-    return {(r[0], r[1]): (int(r[2] or 0), int(r[3])) for r in rows}
+    out: dict[tuple[str, str], tuple[int, int]] = {}
+    for site in sites:
+        rows = conn.execute(
+            sa.select(R.c.node, sa.func.sum(sa.case((quick, 1), else_=0)), sa.func.count())
+            .where(R.c.agent == agent, R.c.site == site, R.c.at > since, R.c.node.is_not(None))
+            .group_by(R.c.node)
+        )
+        out.update({(site, r[0]): (int(r[1] or 0), int(r[2])) for r in rows})
+    return out
 
 
 def health(conn: sa.Connection, agent: str, lock: bool = False) -> dict[str, sa.Row]:
@@ -146,5 +145,7 @@ def exclude_node(conn: sa.Connection, agent: str, site: str, node: str, until: f
                                    reason=reason, figures=json.dumps(figures, sort_keys=True), at=now))
 
 
-def purge_results(conn: sa.Connection, agent: str, before: float) -> int:
-    return conn.execute(R.delete().where(R.c.agent == agent, R.c.at < before)).rowcount
+def purge_results(conn: sa.Connection, agent: str, sites: Sequence[str], before: float) -> int:
+    """Forget the results of these sites older than `before` (by index, site by site)."""
+    return sum(conn.execute(R.delete().where(R.c.agent == agent, R.c.site == site, R.c.at < before)).rowcount
+               for site in sites)
