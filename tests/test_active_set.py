@@ -33,11 +33,13 @@ def test_the_set_follows_transitions_and_late_commits(db_url) -> None:
     upgrade(db_url)
     engine = make_engine(db_url)
     clock = Clock()
-    active = ActiveSet("a", states.IN_BATCH, ACTIVE_COLUMNS, resync_s=60.0, clock=clock)
+    active = ActiveSet("a", states.IN_BATCH, ACTIVE_COLUMNS, resync_s=60.0, clock=clock, key=lambda row: row.name)
 
     def names() -> set[str]:
         with engine.begin() as conn:
-            return {row.name for row in active.refresh(conn)}
+            rows = active.refresh(conn)
+        assert active.keyed == {row.name: row for row in rows}  # the keyed view follows every change
+        return {row.name for row in rows}
 
     with engine.begin() as conn:
         mine = store.insert_jobs(conn, [_job(i) for i in range(4)], reason="test")

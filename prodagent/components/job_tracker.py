@@ -65,7 +65,8 @@ class JobTracker(Component):
         self.layout = Layout(self.config)
         self.elements = Elements(self.config.storage)
         self.last_cycle_s = 0.0
-        self.active = ActiveSet(self.config.agent.name, states.IN_BATCH, ACTIVE_COLUMNS, self.settings.resync_s)
+        self.active = ActiveSet(self.config.agent.name, states.IN_BATCH, ACTIVE_COLUMNS, self.settings.resync_s,
+                                key=lambda job: Layout.batch_name(job.name, job.retry))
 
     def teardown(self) -> None:
         self.plugin.close()
@@ -79,7 +80,7 @@ class JobTracker(Component):
         active = self._in_transaction(ctx, lambda c: self.active.refresh(c.conn))
         if not active:
             return
-        by_name = {Layout.batch_name(j.name, j.retry): j for j in active}
+        by_name = dict(self.active.keyed)
         statuses: dict[str, BatchStatus] = {}
         names = list(by_name)
         for i in range(0, len(names), self.settings.query_chunk):

@@ -15,7 +15,7 @@ way is late by that much at most, never lost.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,7 +25,8 @@ from prodagent.jobs import store
 
 class ActiveSet:
     def __init__(self, agent: str, in_states: Iterable[str], columns: Sequence[sa.ColumnElement[Any]],
-                 resync_s: float, gap_keep_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 resync_s: float, gap_keep_s: float = 60.0, clock: Callable[[], float] = time.monotonic,
+                 key: Callable[[sa.Row[Any]], Hashable] | None = None) -> None:
         self.agent = agent
         self.in_states = frozenset(in_states)
         self.columns = columns  # must include id and state
@@ -33,6 +34,10 @@ class ActiveSet:
         self.gap_keep_s = gap_keep_s
         self.clock = clock
         self.jobs: dict[int, sa.Row[Any]] = {}
+        # The same rows by `key` (the batch system's name, say), kept as they change: at 100,000
+        # jobs, building it afresh every cycle was a fifth of a cycle with no change.
+        self.key = key
+        self.keyed: dict[Hashable, sa.Row[Any]] = {}
         self.cursor = 0  # the highest transition id read
         self.gaps: dict[int, float] = {}  # transition ids skipped over -> when first missed
         self.synced_at: float | None = None
@@ -51,6 +56,7 @@ class ActiveSet:
         cursor = store.newest_transition_id(conn)  # first: what commits during the read comes again
         rows = store.jobs_in(conn, self.agent, self.in_states, columns=self.columns)
         self.jobs = {row.id: row for row in rows}
+        self.keyed = {self.key(row): row for row in rows} if self.key else {}
         self.cursor, self.gaps, self.synced_at = cursor, {}, now
         self.full_reads += 1
 
@@ -71,7 +77,10 @@ class ActiveSet:
         current = {row.id: row for row in store.jobs(conn, changed, self.columns, agent=self.agent)}
         for job_id in changed:
             row = current.get(job_id)
+            old = self.jobs.pop(job_id, None)
+            if old is not None and self.key:
+                self.keyed.pop(self.key(old), None)
             if row is not None and row.state in self.in_states:
                 self.jobs[job_id] = row
-            else:
-                self.jobs.pop(job_id, None)
+                if self.key:
+                    self.keyed[self.key(row)] = row
