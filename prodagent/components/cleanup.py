@@ -17,7 +17,8 @@ one is configured, deletes the unmerged replicas once the merged file (and its a
 verified, and then cleans those merges here; nothing is deleted before its successor is verified.
 
 Reconciliation: every `reconcile_s` the merges whose inputs are still `merged` (accepted, not
-cleaned) at two passes in a row (their `MergeAccepted` was lost, not merely queued) are cleaned
+cleaned) at two passes in a row, with no `MergeAccepted` of theirs still queued (it was lost, not
+merely late behind a long queue), are cleaned
 the same way by the next tick, each in a transaction of its own. The same pass voids the
 outputs of lost work: unmerged files still `new` whose allocation ended without a completion
 (lost, recalled, failed, released) and whose job is no longer live become `void` (never merged),
@@ -120,7 +121,8 @@ class Cleanup(Component):
         `MergeAccepted` merely queued is not lost): the tick cleans each in a transaction of its
         own. Then void and free the outputs of lost work."""
         uncleaned = set(store.merges_with_uncleaned_inputs(ctx.conn, self.config.agent.name))
-        self.backlog = sorted(uncleaned & self.uncleaned_before)
+        queued = {int(p["merge_job_id"]) for p in self.service.queued(ctx.conn, self.name, "MergeAccepted")}
+        self.backlog = sorted((uncleaned & self.uncleaned_before) - queued)
         self.uncleaned_before = uncleaned
         self.tick_now = bool(self.backlog)
         self.clean_void(ctx)

@@ -354,8 +354,8 @@ def file_ids_by_lfn(conn: sa.Connection, lfns: Sequence[str]) -> dict[str, int]:
     ids: dict[str, int] = {}
     unique = sorted(set(lfns))
     for i in range(0, len(unique), ID_CHUNK):
-        ids.update(conn.execute(sa.select(pa_file.c.lfn, pa_file.c.id)
-                                .where(pa_file.c.lfn.in_(unique[i:i + ID_CHUNK]))).tuples().all())
+        ids.update((str(lfn), int(file_id)) for lfn, file_id in conn.execute(
+            sa.select(pa_file.c.lfn, pa_file.c.id).where(pa_file.c.lfn.in_(unique[i:i + ID_CHUNK]))))
     return ids
 
 

@@ -212,6 +212,11 @@ def running_processes(agent: str, component: str | None = None) -> sa.Select:
     return query if component is None else query.where(P.component == component)
 
 
+def queued_payloads(agent: str, component: str, msg_type: str) -> sa.Select:
+    """The payloads of a component's messages of one type not yet handled (claimed or not)."""
+    return sa.select(M.c.payload).where(M.c.agent == agent, M.c.component == component, M.c.msg_type == msg_type)
+
+
 def queue_stats(agent: str, now: float) -> sa.Select:
     return (
         sa.select(

@@ -366,6 +366,11 @@ class MessageService:
 
     # -- observing and operating ---------------------------------------------------------------
 
+    def queued(self, conn: sa.Connection, component: str, msg_type: str) -> list[dict[str, Any]]:
+        """Payloads of `component`'s messages of `msg_type` still to be handled: what its
+        reconciliation need not redo (they are late, not lost)."""
+        return [json.loads(text) for text in conn.execute(q.queued_payloads(self.agent, component, msg_type)).scalars()]
+
     def queue_stats(self) -> list[dict[str, Any]]:
         now = time.time()
 

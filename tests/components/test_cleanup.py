@@ -8,6 +8,7 @@ from pathlib import Path
 
 from prodagent.components.cleanup import Cleanup, WorkArea, write_archive
 from prodagent.components.merge_sensor import MergeSensor
+from prodagent.db.schema import ms_message
 from prodagent.jobs.layout import Layout
 from prodagent.runtime.component import Context
 from tests.components.merge_env import (  # noqa: F401
@@ -116,8 +117,15 @@ def test_reconcile_cleans_after_a_lost_merge_accepted(
     world: MergeWorld, produced_files: list[Produced],  # noqa: F811
 ) -> None:
     merge, _accepted = accepted_merge(world, produced_files)
+    late = world.component(Cleanup)
+    world.call(late.reconcile)
+    world.call(late.reconcile)
+    assert late.backlog == []  # seen twice, but its MergeAccepted is still queued: late, not lost
+    assert world.messages("MergeAccepted", component="Cleanup") != []
+    world.tx(lambda conn: conn.execute(ms_message.delete().where(ms_message.c.component == "Cleanup",
+                                                                 ms_message.c.msg_type == "MergeAccepted")))
     cleanup = world.component(Cleanup)
-    assert world.messages("MergeAccepted") != []  # what the handler would have received; never delivered
+    assert world.messages("MergeAccepted") != []  # what the handler would have received; lost
     assert cleanup.reconcile_interval_s == 60.0  # the default, from CleanupSettings
 
     assert world.call(cleanup.reconcile) == []
