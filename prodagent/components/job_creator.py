@@ -94,16 +94,21 @@ class JobCreator(Component):
             self.log.info("created %d job(s) for %d allocation(s)", len(created), len(payload["allocation_ids"]))
 
     def reconcile(self, ctx: Context) -> None:
-        """Allocations still `acquired`, and cool-offs over, for longer than `reconcile_s`: their
+        """Allocations still `acquired`, and cool-offs over, for longer than `reconcile_s`, with
+        no message of theirs still queued (late behind a long queue is not lost): their
         `AllocationAcquired` or `RetryJob` was lost. The handlers do the work (idempotent, under lock)."""
         agent, before = self.config.agent.name, time.time() - self.settings.reconcile_s
-        waiting = [a.id for a in store.allocations_in(ctx.conn, agent, [ACQUIRED]) if a.acquired_at < before]
+        queued = {str(a) for p in self.service.queued(ctx.conn, self.name, "AllocationAcquired")
+                  for a in p["allocation_ids"]}
+        retrying = {int(j) for p in self.service.queued(ctx.conn, self.name, "RetryJob") for j in p["job_ids"]}
+        waiting = [a.id for a in store.allocations_in(ctx.conn, agent, [ACQUIRED])
+                   if a.acquired_at < before and a.id not in queued]
         if waiting:
             self.log.warning("%d allocation(s) acquired but without jobs (AllocationAcquired lost?): creating",
                              len(waiting))
             self.on_allocation(ctx, {"allocation_ids": waiting})
         policy = self.config.component_settings("ErrorHandler", ErrorHandlerSettings)
-        due = cooloffs_over(ctx.conn, agent, policy, before)
+        due = [j for j in cooloffs_over(ctx.conn, agent, policy, before) if j not in retrying]
         if due:
             self.log.warning("%d job(s) past their cool-off (RetryJob lost?): retrying", len(due))
             self.on_retry(ctx, {"job_ids": due, "reason": "retry after cool-off (reconciled)"})

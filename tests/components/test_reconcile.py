@@ -91,21 +91,23 @@ def test_job_creator_retries_cooloffs_whose_retry_job_was_lost(world: MergeWorld
 
 def test_job_creator_cuts_allocations_whose_allocation_acquired_was_lost(world: MergeWorld) -> None:
     now = time.time()
-    for alloc_id, acquired_at in (("7.1", now - OLD), ("8.1", now)):
+    for alloc_id, acquired_at in (("7.1", now - OLD), ("8.1", now), ("9.1", now - OLD)):
         world.tx(lambda conn, a=alloc_id, t=acquired_at: conn.execute(pa_allocation.insert().values(
             id=a, pm_id=int(a.split(".")[0]), lease_epoch=1, agent="mt", request_id=REQUEST,
             request_name="merge-test", lease_token="t", lease_expires_at=now + OLD,
             workflow=json.dumps(world.workflow), first_event=1, n_events=100, run=1, seed=5, job_index=0,
             state=allocations.ACQUIRED, acquired_at=t, updated_at=t)))
+    world.service.send("AllocationAcquired", {"allocation_ids": ["9.1"]})  # late, not lost: left to it
     creator = world.component(JobCreator)
 
     out = world.call(creator.reconcile)
 
+    assert not [j for j in world.jobs("production") if j.allocation_id == "9.1"]
     created = [j for j in world.jobs("production") if j.allocation_id == "7.1"]
     assert len(created) == 2 and {j.state for j in created} == {states.CREATED}
     assert [(m.msg_type, sorted(m.payload["job_ids"])) for m in out] == [("JobCreated", [j.id for j in created])]
-    held = world.tx(lambda conn: {a.id: a.state for a in store.allocations(conn, ["7.1", "8.1"])})
-    assert held == {"7.1": allocations.ACTIVE, "8.1": allocations.ACQUIRED}
+    held = world.tx(lambda conn: {a.id: a.state for a in store.allocations(conn, ["7.1", "8.1", "9.1"])})
+    assert held == {"7.1": allocations.ACTIVE, "8.1": allocations.ACQUIRED, "9.1": allocations.ACQUIRED}
     assert world.call(creator.reconcile) == []
 
 
