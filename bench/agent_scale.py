@@ -15,7 +15,8 @@ merge jobs of 50-100 files, and MergeSensor and Cleanup merge and clean everythi
                     jobs in a database of their own: the store query, the plugin query, whole
                     ticks with no change, and one tick after 5% of them ended
   peak_rss_mb       of each component (and of the ProdManager server), sampled every second
-                    from the pid files; cpu_s: CPU seconds of each (and of mariadbd) during the run
+                    from the pid files; cpu_s: CPU seconds of each (and of mariadbd and the emulator's node
+                    process) during the run
   messages_left     rows in the message table at the end (and dead letters)
 
     .venv/bin/python -m bench.agent_scale --jobs 10000 [--pm-db mariadb|sqlite] [--json FILE]
@@ -120,9 +121,11 @@ def agent_settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 # -- sampling ------------------------------------------------------------------------------------
 
+NODES = "emulator-nodes"
+
 class RssSampler(threading.Thread):
     """Peak RSS and CPU seconds per component (from the pid files) and of extra processes
-    (the ProdManager server, the MariaDB server), once a second."""
+    (the ProdManager server, the MariaDB server, the emulator's node process), once a second."""
 
     def __init__(self, config: AgentConfig, components: list[str], extra: dict[str, int]) -> None:
         super().__init__(daemon=True)
@@ -132,6 +135,7 @@ class RssSampler(threading.Thread):
         self.peak_mb: dict[str, float] = {}
         self.cpu_s: dict[str, float] = {}
         self.cpu_start: dict[str, float] = {}
+        self.node_cpu: dict[str, float] = {}  # per emulator node process
         self.stop = threading.Event()
 
     def _pids(self) -> dict[str, int]:
@@ -140,6 +144,13 @@ class RssSampler(threading.Thread):
             state = pidfiles.read_pid(self.config, name)
             if state.alive and state.pid:
                 pids[name] = state.pid
+        # The emulator's node process (the batch system's side, started by the plugin, restarted
+        # after idling) shares the machine: its CPU is summed over its successive pids.
+        workdir = str(self.config.workdir)
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            cmd = proc.info["cmdline"] or []
+            if "prodagent.batch.emulator_nodes" in cmd and workdir in cmd:
+                pids[f"{NODES}:{proc.info['pid']}"] = proc.info["pid"]
         return pids
 
     def run(self) -> None:
@@ -149,7 +160,7 @@ class RssSampler(threading.Thread):
             if time.monotonic() >= next_lookup:
                 pids = self._pids()
                 # Every second until every component is up, then every 10 s.
-                all_up = len(pids) == len(self.extra) + len(self.components)
+                all_up = len(pids) >= len(self.extra) + len(self.components)
                 next_lookup = time.monotonic() + (10.0 if all_up else 0.0)
             for name, pid in pids.items():
                 try:
@@ -159,11 +170,15 @@ class RssSampler(threading.Thread):
                 except psutil.Error:
                     next_lookup = 0.0
                     continue
-                self.peak_mb[name] = max(self.peak_mb.get(name, 0.0), rss)
                 # Components start during the run: all their CPU counts. The extra processes
                 # ran before it: only what they use from the first sample on.
                 self.cpu_start.setdefault(name, times.user + times.system if name in self.extra else 0.0)
                 self.cpu_s[name] = times.user + times.system - self.cpu_start[name]
+                if name.startswith(NODES + ":"):
+                    self.node_cpu[name] = self.cpu_s.pop(name)
+                    self.cpu_s[NODES] = sum(self.node_cpu.values())
+                    name = NODES
+                self.peak_mb[name] = max(self.peak_mb.get(name, 0.0), rss)
 
 
 POLL_S = 5.0  # how often the job counts are read
