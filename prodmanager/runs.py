@@ -116,6 +116,9 @@ class Run:
 
 def summarise(conn: sa.Connection, request_id: int, now: float) -> list[Run]:
     """Every run of the request, in run order (none for Monte Carlo requests)."""
+    request = q.get_request(conn, request_id)
+    if request is None or request.kind != "processing":
+        return []  # without reading a million outputs to find no input file among them
     decisions = {r: row.decision for r, row in q.run_decisions(conn, request_id).items()}
     produced: dict[int, list[Any]] = defaultdict(list)
     for f in q.unmerged_outputs(conn, request_id):
@@ -143,8 +146,7 @@ def summarise(conn: sa.Connection, request_id: int, now: float) -> list[Run]:
             r.unmerged_outputs += sum(1 for o in outputs_here if o.state == "valid")
         elif a.state == AllocationState.FAILED:
             r.failed_allocations.append(int(a.id))
-    request = q.get_request(conn, request_id)
-    pending = request is not None and chain.producer_pending(conn, json.loads(request.spec))[0]
+    pending = chain.producer_pending(conn, json.loads(request.spec))[0]
     for r in runs.values():
         r.judge()
         if pending and r.state != "dropped":  # its input request may still hand on files of it
