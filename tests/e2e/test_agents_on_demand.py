@@ -83,7 +83,7 @@ def test_second_agent_on_demand_and_drain_of_the_first(tmp_path: Path) -> None:
         assert drained.returncode == 0, drained.stdout + drained.stderr
         assert "drained" in drained.stdout
 
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 300  # under a loaded suite the last merge waits its turn
         while (request := client.get(request.id)).counters.events_merged < request.total_events:
             assert time.monotonic() < deadline, request.counters
             time.sleep(0.5)
