@@ -8,7 +8,8 @@ fall under `recover_below` is normal again. A banned site is probed after `ban_s
 a time, and `probe_successes` successes in a row make it normal, a site-caused failure bans it
 again. A node with `node_failures` quick failures (under `node_quick_s`) within `node_window_s`,
 making at least `node_fail_share` of its attempts there, is excluded from submission for
-`node_exclude_s` (a node running hundreds of jobs fails a few of them without being a black hole). Every change is recorded with its figures.
+`node_exclude_s` (a node running hundreds of jobs fails a few of them without being a black
+hole). Every change is recorded with its figures.
 """
 
 from __future__ import annotations

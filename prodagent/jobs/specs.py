@@ -158,5 +158,3 @@ def attempt_spec(conn: sa.Connection, layout: Layout, job: Any,
         return layout.attempt_dir(job.workdir, job.retry), spec
     inputs = store.job_input_files(conn, job) if isinstance(typed, ProcessingWorkflow) else None
     return production_attempt(layout, job, typed, inputs)
-
-
