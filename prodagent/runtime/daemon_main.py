@@ -19,7 +19,8 @@ import sqlalchemy as sa
 from prodagent.components.registry import component_class
 from prodagent.config import AgentConfig, load_config
 from prodagent.db.engine import make_engine
-from prodagent.errors import ProdAgentError
+from prodagent.errors import DatabaseUnavailable, ProdAgentError
+from prodagent.messaging.retry import TransactionRunner
 from prodagent.runtime import pidfiles
 from prodagent.runtime.liveness import REFUSED_EXIT, AgentNameInUse, check_name_free
 from prodagent.runtime.logs import setup_logging
@@ -34,8 +35,8 @@ def precheck(config: AgentConfig, component: str) -> None:
     config.component_settings(component, cls.Settings)
     engine = make_engine(config.db_url, pool_size=1)
     try:
-        check_name_free(engine, config, component)
-    except sa.exc.SQLAlchemyError:
+        check_name_free(TransactionRunner(engine, connect_retries=0), config, component)
+    except (sa.exc.SQLAlchemyError, DatabaseUnavailable):
         pass
     finally:
         engine.dispose()  # no connection may cross the fork into the daemon

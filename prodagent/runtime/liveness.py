@@ -24,6 +24,7 @@ from prodagent.config import DEFAULT_CONFIG, AgentConfig, load_config
 from prodagent.db.schema import ms_process
 from prodagent.errors import ProdAgentError
 from prodagent.messaging import queries
+from prodagent.messaging.retry import TransactionRunner
 from prodagent.runtime import pidfiles
 
 REFUSED_EXIT = 3  # exit code of a component refused at start (another agent holds the name)
@@ -63,16 +64,16 @@ def foreign_holders(conn: sa.Connection, config: AgentConfig, component: str,
     return holders
 
 
-def check_name_free(engine: sa.Engine, config: AgentConfig, component: str,
+def check_name_free(tx: TransactionRunner, config: AgentConfig, component: str,
                     registered_as: int | None = None) -> None:
     """Raise AgentNameInUse naming the live holder(s) of this agent name and component.
 
     Checked before registering and again after (`registered_as`: this process's row), against
     the rows registered earlier only: of two copies started at the same moment, both past the
     first check, the one registered second sees the first and gives way, whatever the order.
+    Read through `tx`, so that a connection lost at start-up is retried like any other.
     """
-    with engine.connect() as conn:
-        holders = foreign_holders(conn, config, component, registered_as)
+    holders = tx.run(lambda conn: foreign_holders(conn, config, component, registered_as))
     if holders:
         raise AgentNameInUse(
             f"{component}: agent name '{config.agent.name}' is already running {component} elsewhere "

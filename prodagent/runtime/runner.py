@@ -85,7 +85,7 @@ class ComponentRunner:
         service = open_service(self.config)
         from prodagent.runtime.liveness import AgentNameInUse, check_name_free
 
-        check_name_free(service.engine, self.config, self.name)  # AgentNameInUse: another agent has it
+        check_name_free(service.tx, self.config, self.name)  # AgentNameInUse: another agent has it
         declare_subscriptions(self.config, service)
         service.declare(self.name, cls.subscriptions())
         component = cls(self.config, service)
@@ -94,7 +94,7 @@ class ComponentRunner:
         journal = InflightJournal(self.config.workdir / "run", self.name)
         process_id = service.register(self.name)
         try:
-            check_name_free(service.engine, self.config, self.name, registered_as=process_id)
+            check_name_free(service.tx, self.config, self.name, registered_as=process_id)
         except AgentNameInUse:
             component.teardown()
             service.unregister(process_id)

@@ -35,6 +35,15 @@ def _stop(procs) -> None:
             p.kill()
 
 
+def _state(agent: Agent, procs, tmp_path) -> str:
+    """What a failure report needs: the queues, the exit codes and the end of each log."""
+    lines = [f"queues: {agent.service.queue_stats()}", f"exit codes: {[p.poll() for p in procs]}"]
+    for log in sorted(tmp_path.glob("*.log")):
+        lines.append(f"--- {log.name}")
+        lines += log.read_text(errors="replace").splitlines()[-60:]
+    return "\n".join(lines)
+
+
 def test_consumer_killed_mid_handler_redelivers_with_single_effect(agent: Agent, tmp_path) -> None:
     marker = tmp_path / "inside-handler"
     agent.service.send("Work", {"key": "victim", "hang_once": str(marker)})
@@ -106,11 +115,14 @@ def test_consumers_survive_their_connections_being_killed(make_mysql_db, tmp_pat
                     with contextlib.suppress(sa.exc.DBAPIError):  # already gone
                         conn.execute(sa.text(f"KILL {int(cid)}"))
             agent.service.engine.dispose()
-        wait_until(lambda: agent.service.queue_stats() == [], 120, 0.5, "the queues to drain")
+        try:
+            wait_until(lambda: agent.service.queue_stats() == [], 120, 0.5, "the queues to drain")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{_state(agent, procs, tmp_path)}") from None
     finally:
         _stop(procs)
         admin.dispose()
-    assert all(p.returncode == 0 for p in procs)  # nobody died of it
+    assert all(p.returncode == 0 for p in procs), _state(agent, procs, tmp_path)  # nobody died of it
     counts = effect_counts(agent.service.engine)
     assert len(counts) == 2 * total
     assert set(counts.values()) == {1}

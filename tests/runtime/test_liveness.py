@@ -118,6 +118,6 @@ def test_two_copies_past_the_first_check_at_once_the_later_registered_gives_way(
                 agent=agent.config.agent.name, component="Recorder", host=host, pid=4242,
                 started_at=now, heartbeat_at=now, handled=0)).inserted_primary_key[0])
     first, second = ids
-    check_name_free(agent.service.engine, agent.config, "Recorder", registered_as=first)  # goes on
+    check_name_free(agent.service.tx, agent.config, "Recorder", registered_as=first)  # goes on
     with pytest.raises(AgentNameInUse, match="host copy-a.example"):
-        check_name_free(agent.service.engine, agent.config, "Recorder", registered_as=second)
+        check_name_free(agent.service.tx, agent.config, "Recorder", registered_as=second)
