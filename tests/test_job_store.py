@@ -51,6 +51,30 @@ def test_bulk_transition_applies_the_table_and_records_history(db_url) -> None:
     engine.dispose()
 
 
+def test_per_job_transitions_commit_only_with_their_transaction(db_url) -> None:
+    """The per-job values go through a scratch table created and dropped inside the caller's
+    transaction: on MariaDB a plain DROP TABLE would commit it halfway."""
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        ids = store.insert_jobs(conn, [_job(i) for i in range(4)], reason="test")
+
+    class Abort(Exception):
+        pass
+
+    with pytest.raises(Abort), engine.begin() as conn:
+        store.transition(conn, ids[:2], states.SUBMITTED, "go", per_job={i: {"batch_id": f"b{i}"} for i in ids[:2]})
+        store.transition(conn, ids[2:], states.SUBMITTED, "go", per_job={i: {"batch_id": f"c{i}"} for i in ids[2:]})
+        raise Abort
+    with engine.begin() as conn:
+        rows = store.jobs(conn, ids)
+        assert [(r.state, r.batch_id) for r in rows] == [("created", None)] * 4  # nothing of it stayed
+        store.transition(conn, ids, states.SUBMITTED, "go", per_job={i: {"batch_id": f"d{i}"} for i in ids})
+    with engine.begin() as conn:
+        assert [r.batch_id for r in store.jobs(conn, ids)] == [f"d{i}" for i in ids]
+    engine.dispose()
+
+
 def test_file_state_table_is_enforced_by_the_store(db_url) -> None:
     from prodagent.jobs import file_states as fs
 
