@@ -69,9 +69,9 @@ class SiteBreaker:
         site_store.ensure_sites(conn, self.agent, sites, rows, now - self.s.window_s)
         rows = site_store.health(conn, self.agent) if set(sites) - set(rows) else rows
         since = {s: max(now - self.s.window_s, rows[s].since) for s in sites}
-        window = site_store.tallies(conn, self.agent, {s: now - self.s.window_s for s in sites})
-        self.success = {s: (t.ok + 1) / (t.judged + 2) for s, t in window.items()}
-        tallies = site_store.tallies(conn, self.agent, since)
+        counted = site_store.tallies(conn, self.agent, now - self.s.window_s, since)
+        self.success = {s: (t.ok + 1) / (t.judged + 2) for s, (t, _since) in counted.items()}
+        tallies = {s: t for s, (_window, t) in counted.items()}
         banned = sum(1 for s in sites if rows[s].state == ss.BANNED)
         changes: list[str] = []
         for site in sites:

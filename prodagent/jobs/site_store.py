@@ -39,19 +39,29 @@ def record_results(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
         conn.execute(R.insert(), list(rows))
 
 
-def tallies(conn: sa.Connection, agent: str, since: dict[str, float]) -> dict[str, Tally]:
-    """Per site, its results after `since[site]`: counted in SQL, one statement per site, from
-    the covering (agent, site, at, ok, site_fault, ...) index."""
-    out: dict[str, Tally] = {}
+def tallies(conn: sa.Connection, agent: str, window_from: float,
+            since: dict[str, float]) -> dict[str, tuple[Tally, Tally]]:
+    """Per site, (its results after `window_from`, those after `since[site]` of them): counted in
+    SQL in one pass over the window, one statement per site, from the covering
+    (agent, site, at, ok, site_fault, ...) index."""
+    out: dict[str, tuple[Tally, Tally]] = {}
     fault = sa.and_(R.c.ok == sa.false(), R.c.site_fault == sa.true())
+
+    def counts(after: float) -> list[sa.ColumnElement[Any]]:
+        recent = R.c.at > after
+        return [sa.func.sum(sa.case((sa.and_(recent, R.c.ok == sa.true()), 1), else_=0)),
+                sa.func.sum(sa.case((sa.and_(recent, fault), 1), else_=0)),
+                sa.func.sum(sa.case((recent, 1), else_=0))]
+
     for site, lower in since.items():
-        ok, faults, ended = conn.execute(
-            sa.select(sa.func.sum(sa.case((R.c.ok == sa.true(), 1), else_=0)),
-                      sa.func.sum(sa.case((fault, 1), else_=0)), sa.func.count())
-            .where(R.c.agent == agent, R.c.site == site, R.c.at > lower)
+        row = conn.execute(
+            sa.select(*counts(window_from), *counts(lower))
+            .where(R.c.agent == agent, R.c.site == site, R.c.at > min(window_from, lower))
         ).one()
-        if ended:
-            out[site] = Tally(int(ok or 0), int(faults or 0), int(ended) - int(ok or 0) - int(faults or 0))
+        ok, faults, ended, ok_since, faults_since, ended_since = (int(v or 0) for v in row)
+        if ended or ended_since:
+            out[site] = (Tally(ok, faults, ended - ok - faults),
+                         Tally(ok_since, faults_since, ended_since - ok_since - faults_since))
     return out
 
 
