@@ -16,8 +16,8 @@ A second delivery changes nothing: a merge already judged has its merged file re
 its job is no longer in `success`), and grouping only takes files still "new".
 
 Nothing waits on a lost `JobSuccess`: the tick groups every dataset's waiting files, and every
-`reconcile_s` the merge jobs in `success` for longer than that are judged (a judged one is
-left as it is).
+`reconcile_s` the merge jobs in `success` for longer than that whose inputs are still `merging`
+are judged (an accepted merge waiting for Cleanup is not read again).
 """
 
 from __future__ import annotations
@@ -129,9 +129,7 @@ class MergeSensor(Component):
     # -- judging merges ---------------------------------------------------------------------------
 
     def reconcile(self, ctx: Context) -> None:
-        stale = store.jobs_in(ctx.conn, self.agent, [states.SUCCESS], job_type="merge",
-                              updated_before=time.time() - self.settings.reconcile_s)
-        for job in stale:
+        for job in store.unjudged_merges(ctx.conn, self.agent, time.time() - self.settings.reconcile_s):
             self.judge(ctx, job)
 
     @handles("JobSuccess")

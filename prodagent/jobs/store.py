@@ -542,6 +542,17 @@ def input_lfns_of_jobs(conn: sa.Connection, job_ids: Sequence[int]) -> dict[int,
     return out
 
 
+def unjudged_merges(conn: sa.Connection, agent: str, updated_before: float) -> list[sa.Row]:
+    """The agent's merge jobs in success since before `updated_before` whose inputs still wait
+    for the judgement (`merging`), in id order. An accepted merge stays in success until
+    Cleanup is done with it; its inputs are `merged` by then, so it is not read again."""
+    waiting = sa.exists(sa.select(1).where(pa_file.c.merge_job_id == J.c.id, pa_file.c.state == file_states.MERGING))
+    return list(conn.execute(
+        sa.select(J).where(J.c.agent == agent, J.c.state == states.SUCCESS, J.c.job_type == "merge",
+                           J.c.updated_at < updated_before, waiting).order_by(J.c.id)
+    ))
+
+
 def merge_inputs(conn: sa.Connection, merge_job_id: int, lock: bool = False) -> list[sa.Row]:
     """The input files of a merge job, in id order (the order of its job.json)."""
     query = sa.select(pa_file).where(pa_file.c.merge_job_id == merge_job_id).order_by(pa_file.c.id)

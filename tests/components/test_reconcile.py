@@ -145,3 +145,6 @@ def test_merge_sensor_judges_merges_whose_job_success_was_lost(
     assert [m.msg_type for m in out] == ["MergeAccepted"]
     assert {f.state for f in world.files(kind="unmerged")} == {"merged"}
     assert world.call(sensor.reconcile) == []  # judged once
+    # Accepted, it waits in success for Cleanup; reconciliation no longer reads it.
+    assert world.job(merge.id).state == states.SUCCESS
+    assert world.tx(lambda c: store.unjudged_merges(c, "mt", time.time() + OLD)) == []
