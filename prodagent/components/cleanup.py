@@ -33,10 +33,11 @@ import os
 import shutil
 import stat
 import tarfile
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -47,6 +48,7 @@ from prodagent.storage import catalog, replica_states
 from prodagent.storage.custody import Custody
 from prodagent.storage.elements import Elements
 
+T = TypeVar("T")
 DATA_SUFFIXES = (".root", ".part")  # outputs never live in a work area; if one does, it is not a log
 
 
@@ -66,6 +68,10 @@ class CleanupSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reconcile_s: float = Field(60.0, gt=0)
     tick_s: float = Field(5.0, gt=0)  # archive copies and deletions on storage elements
+    # Work areas archived and removed at once. On a local disk each removal is CPU, and threads
+    # only fight over the interpreter; on a network filesystem each waits on the server, and
+    # several at once overlap the waits.
+    io_workers: int = Field(1, ge=1)
 
 
 class Cleanup(Component):
@@ -77,8 +83,8 @@ class Cleanup(Component):
     tick_in_transaction = False  # storage I/O runs with no transaction open
 
     def setup(self) -> None:
-        # Deleting and archiving is filesystem latency, not CPU: several at once overlap the waits.
-        self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="cleanup-io")
+        workers = self.settings.io_workers
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="cleanup-io") if workers > 1 else None
         self.layout = Layout(self.config)
         self.backlog: list[int] = []  # merges to clean, found stale by reconciliation
         self.uncleaned_before: set[int] = set()  # merges with uncleaned inputs at the previous pass
@@ -86,7 +92,12 @@ class Cleanup(Component):
                                self.config.workdir / "tmp" / "custody", self.log)
 
     def teardown(self) -> None:
-        self.pool.shutdown(wait=True)
+        if self.pool:
+            self.pool.shutdown(wait=True)
+
+    def _each(self, fn: Callable[[T], int], items: Sequence[T]) -> int:
+        """The sum of `fn` over `items`: in the pool if there is one."""
+        return sum(self.pool.map(fn, items) if self.pool else map(fn, items))
 
     @handles("MergeAccepted")
     def on_merge_accepted(self, ctx: Context, payload: dict[str, Any]) -> None:
@@ -171,12 +182,12 @@ class Cleanup(Component):
         each of `job_ids` in success with no file still waiting for a merge."""
         freed = Freed()
         held = catalog.on_elements(ctx.conn, [f.id for f in files])  # deleted by the tick instead
-        freed.file_bytes += sum(self.pool.map(remove_file, [Path(f.pfn) for f in files if f.id not in held]))
+        freed.file_bytes += self._each(remove_file, [Path(f.pfn) for f in files if f.id not in held])
         freed.files = store.set_file_states(ctx.conn, [f.id for f in files], state, file_states.CLEANED)
         # A job with another file still waiting for a merge keeps its work area until that one is merged.
         waiting = {f.job_id for f in store.files_of_jobs(ctx.conn, job_ids) if f.state in file_states.WAITING}
         jobs = [j for j in store.jobs(ctx.conn, job_ids) if j.state == states.SUCCESS and j.id not in waiting]
-        freed.work_area_bytes += sum(self.pool.map(self.retire_work_area, jobs))
+        freed.work_area_bytes += self._each(self.retire_work_area, jobs)
         freed.jobs = len(store.transition(ctx.conn, [j.id for j in jobs], states.CLEANED, why).ids)
         return freed
 
