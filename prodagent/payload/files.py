@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
+import functools
 import os
 import tempfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 _CHUNK = 1 << 20
@@ -32,24 +32,24 @@ def sync_filesystem(path: str | os.PathLike[str]) -> None:
     """Flush to disk what was written on the filesystem holding `path` (Linux `syncfs`; `sync`
     elsewhere). After writing many small files without `fsync`, one call makes them all durable:
     an fsync each costs a journal commit each."""
+    syncfs = _syncfs()
     fd = os.open(path, os.O_RDONLY)
     try:
-        if _libc is None or _libc.syncfs(fd) != 0:
+        if syncfs is None or syncfs(fd) != 0:
             os.sync()
     finally:
         os.close(fd)
 
 
-def _load_libc() -> ctypes.CDLL | None:
-    name = ctypes.util.find_library("c")
+@functools.cache
+def _syncfs() -> Callable[[int], int] | None:
+    """libc's syncfs, found in the running process (no library search); None where there is none."""
+    import ctypes  # only where specs are written in batches, not in every job wrapper
+
     try:
-        libc = ctypes.CDLL(name, use_errno=True) if name else None
-    except OSError:
+        return ctypes.CDLL(None, use_errno=True).syncfs  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
         return None
-    return libc if libc is not None and hasattr(libc, "syncfs") else None
-
-
-_libc = _load_libc()
 
 
 def adler32_of(path: str | os.PathLike[str]) -> str:

@@ -44,7 +44,7 @@ def test_specs_written_as_a_batch_are_whole_and_synced_once(tmp_path: Path) -> N
     from prodagent.jobs.specs import write_specs
     from prodagent.payload import files
 
-    assert files._libc is not None  # Linux: one syncfs, not a sync of every filesystem
+    assert files._syncfs() is not None  # Linux: one syncfs, not a sync of every filesystem
     specs = [(tmp_path / f"job{i}" / "attempt-0", JobSpec(**pythia_spec(job_id=f"j{i}", output_path=str(tmp_path / "out" / f"j{i}.root"))))
              for i in range(3)]
     write_specs(specs)
