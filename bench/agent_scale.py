@@ -116,6 +116,7 @@ def agent_settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         "JobSubmitter": {"tick_s": 1.0, "bulk_size": 5000},
         "JobTracker": {"tick_s": args.tracker_tick_s},
         "MergeSensor": {"tick_s": 2.0},
+        **({"Cleanup": {"io_workers": args.cleanup_io_workers}} if args.cleanup_io_workers else {}),
     }
 
 
@@ -531,6 +532,7 @@ def main() -> None:
     parser.add_argument("--merge-min", type=int, default=50, help="fewest files per merge")
     parser.add_argument("--merge-max", type=int, default=100, help="most files per merge")
     parser.add_argument("--tracker-tick-s", type=float, default=1.0)
+    parser.add_argument("--cleanup-io-workers", type=int, help="Cleanup's io_workers (default: its own)")
     parser.add_argument("--tracker-jobs", type=int, default=100_000)
     parser.add_argument("--tracker-finished", type=float, default=0.05,
                         help="share of the active jobs that end before the last direct tick")

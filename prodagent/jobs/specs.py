@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,6 @@ from pydantic import ValidationError
 
 from prodagent.jobs import store
 from prodagent.jobs.layout import Layout
-from prodagent.payload.files import sync_filesystem
 from prodagent.payload.jobspec import JobSpec, KeepSpec, StepSpec, write_spec
 from prodagent.storage.transfer import StageOutSpec, stage_out_spec
 from prodmanager.text import one_line
@@ -134,23 +132,13 @@ def production_attempt(layout: Layout, job: Any, workflow: Workflow,
     return layout.attempt_dir(job.workdir, job.retry), production_spec(job, workflow, out, inputs, stageout, keep)
 
 
-def write_production(attempt: Path, spec: JobSpec, fsync: bool = True) -> Path:
+def write_production(attempt: Path, spec: JobSpec) -> Path:
     """Write an attempt's spec (and make its output's directory); idempotent."""
     attempt.mkdir(parents=True, exist_ok=True)
     if spec.output_path:
         Path(spec.output_path).parent.mkdir(parents=True, exist_ok=True)
-    write_spec(attempt, spec, fsync)
+    write_spec(attempt, spec)
     return attempt
-
-
-def write_specs(attempt_specs: Sequence[tuple[Path, JobSpec]]) -> None:
-    """Write many attempts' specs, then make them durable at once: one `syncfs` for the batch
-    instead of an fsync (a journal commit) per file. They are on disk before the caller's
-    transaction commits the jobs that need them."""
-    for attempt, spec in attempt_specs:
-        write_production(attempt, spec, fsync=False)
-    if attempt_specs:
-        sync_filesystem(attempt_specs[0][0])
 
 
 def write_attempt(conn: sa.Connection, layout: Layout, job: Any,

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import tempfile
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 
 _CHUNK = 1 << 20
@@ -26,30 +24,6 @@ def atomic_write_text(target: Path, text: str, fsync: bool = True) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def sync_filesystem(path: str | os.PathLike[str]) -> None:
-    """Flush to disk what was written on the filesystem holding `path` (Linux `syncfs`; `sync`
-    elsewhere). After writing many small files without `fsync`, one call makes them all durable:
-    an fsync each costs a journal commit each."""
-    syncfs = _syncfs()
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if syncfs is None or syncfs(fd) != 0:
-            os.sync()
-    finally:
-        os.close(fd)
-
-
-@functools.cache
-def _syncfs() -> Callable[[int], int] | None:
-    """libc's syncfs, found in the running process (no library search); None where there is none."""
-    import ctypes  # only where specs are written in batches, not in every job wrapper
-
-    try:
-        return ctypes.CDLL(None, use_errno=True).syncfs  # type: ignore[no-any-return]
-    except (OSError, AttributeError):
-        return None
 
 
 def adler32_of(path: str | os.PathLike[str]) -> str:

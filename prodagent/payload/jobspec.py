@@ -169,13 +169,12 @@ class JobSpec(_Strict):
         return str(self.retry)
 
 
-def write_spec(path: str | os.PathLike[str], spec: JobSpec, fsync: bool = True) -> Path:
-    """Write `spec` as JSON atomically (temporary file + rename); `path` may be a directory.
-    Without `fsync`, the caller makes it durable (`files.sync_filesystem` after a batch)."""
+def write_spec(path: str | os.PathLike[str], spec: JobSpec) -> Path:
+    """Write `spec` as JSON atomically (temporary file + rename); `path` may be a directory."""
     target = Path(path)
     if target.is_dir():
         target = target / SPEC_NAME
-    atomic_write_text(target, spec.model_dump_json(indent=2, exclude_none=True) + "\n", fsync)
+    atomic_write_text(target, spec.model_dump_json(indent=2, exclude_none=True) + "\n")
     return target
 
 

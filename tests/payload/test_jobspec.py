@@ -40,19 +40,6 @@ def test_round_trip_through_a_job_directory(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == [written]  # no temporary file left behind
 
 
-def test_specs_written_as_a_batch_are_whole_and_synced_once(tmp_path: Path) -> None:
-    from prodagent.jobs.specs import write_specs
-    from prodagent.payload import files
-
-    assert files._syncfs() is not None  # Linux: one syncfs, not a sync of every filesystem
-    specs = [(tmp_path / f"job{i}" / "attempt-0", JobSpec(**pythia_spec(job_id=f"j{i}", output_path=str(tmp_path / "out" / f"j{i}.root"))))
-             for i in range(3)]
-    write_specs(specs)
-    assert [read_spec(attempt).job_id for attempt, _spec in specs] == ["j0", "j1", "j2"]
-    assert sorted(p.name for p in (tmp_path / "job0" / "attempt-0").iterdir()) == ["job.json"]  # no temporary file
-    assert (tmp_path / "out").is_dir()  # the outputs' directory is made for the job
-
-
 @pytest.mark.parametrize(
     "overrides",
     [
