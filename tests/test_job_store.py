@@ -52,8 +52,7 @@ def test_bulk_transition_applies_the_table_and_records_history(db_url) -> None:
 
 
 def test_per_job_transitions_commit_only_with_their_transaction(db_url) -> None:
-    """The per-job values go through a scratch table created and dropped inside the caller's
-    transaction: on MariaDB a plain DROP TABLE would commit it halfway."""
+    """Per-job values are written inside the caller's transaction, and roll back with it."""
     upgrade(db_url)
     engine = make_engine(db_url)
     with engine.begin() as conn:
@@ -72,6 +71,50 @@ def test_per_job_transitions_commit_only_with_their_transaction(db_url) -> None:
         store.transition(conn, ids, states.SUBMITTED, "go", per_job={i: {"batch_id": f"d{i}"} for i in ids})
     with engine.begin() as conn:
         assert [r.batch_id for r in store.jobs(conn, ids)] == [f"d{i}" for i in ids]
+    engine.dispose()
+
+
+def test_per_job_values_keep_their_types_over_several_chunks(db_url) -> None:
+    """Each job gets its own values, exactly as given (text beyond ASCII, floats to the last
+    digit, NULL for a key the job lacks), across more jobs than one statement takes; a job's
+    own value wins over the value common to all; other jobs and columns are left alone."""
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    n = store.ID_CHUNK + 5
+    with engine.begin() as conn:
+        ids = store.insert_jobs(conn, [_job(i) for i in range(n + 1)], reason="test")
+        store.transition(conn, ids, states.SUBMITTED, "go")
+        store.transition(conn, ids, states.RUNNING, "run")
+        moving = ids[:n]
+        figures = {i: {"wall_s": i / 7, "exit_code": i % 3, "node": f"nœud-{i}-✓"} for i in moving}
+        figures[moving[-1]] = {"wall_s": 1e-9, "error_class": "Own"}  # no exit code, no node
+        moved = store.transition(conn, moving, states.JOBFAILED, "failed", per_job=figures,
+                                 error_class="Common", error_code=7)
+        assert moved.ids == moving
+        rows = {r.id: r for r in store.jobs(conn, ids)}
+    for i in moving[:-1]:
+        r = rows[i]
+        assert (r.state, r.wall_s, r.exit_code, r.node, r.error_class, r.error_code) == \
+            ("jobfailed", i / 7, i % 3, f"nœud-{i}-✓", "Common", 7)
+    last = rows[moving[-1]]
+    assert (last.wall_s, last.exit_code, last.node, last.error_class, last.error_code) == (1e-9, None, None, "Own", 7)
+    assert (rows[ids[-1]].state, rows[ids[-1]].wall_s, rows[ids[-1]].error_code) == ("running", None, None)
+    with pytest.raises(ValueError, match="not a column"), engine.begin() as conn:
+        store.transition(conn, [ids[-1]], states.JOBFAILED, "x", per_job={ids[-1]: {"wall_s; DROP": 1}})
+    engine.dispose()
+
+
+def test_per_job_value_too_long_for_its_column_fails_the_transition(make_mysql_db) -> None:
+    """MariaDB: a value too long is refused, not cut (SQLite does not bound text lengths)."""
+    url = make_mysql_db()
+    upgrade(url)
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        ids = store.insert_jobs(conn, [_job(0)], reason="test")
+    with pytest.raises(Exception, match="too long"), engine.begin() as conn:
+        store.transition(conn, ids, states.SUBMITTED, "go", per_job={ids[0]: {"site": "s" * 101}})
+    with engine.begin() as conn:
+        assert store.jobs(conn, ids)[0].state == "created"
     engine.dispose()
 
 

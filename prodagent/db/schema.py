@@ -358,14 +358,3 @@ pa_drain = sa.Table(
     sa.Column("since", Time, nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
 )
-
-# Per-connection scratch table, not part of the schema (its own MetaData: never migrated): the
-# values of a bulk transition that sets each job's own figures, joined into one UPDATE instead
-# of a statement per job (prodagent.jobs.store.transition).
-pa_job_values = sa.Table(
-    "pa_tmp_job_values",
-    sa.MetaData(),
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
-    *(sa.Column(c.name, c.type, nullable=True) for c in pa_job.columns if c.name != "id"),
-    prefixes=["TEMPORARY"],
-)

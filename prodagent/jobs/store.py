@@ -7,6 +7,7 @@ runs twice changes nothing the second time.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Iterable, Sequence
@@ -23,7 +24,6 @@ from prodagent.db.schema import (
     pa_file_parent,
     pa_job,
     pa_job_transition,
-    pa_job_values,
     pa_run,
     pa_site,
 )
@@ -73,8 +73,9 @@ def transition(
 ) -> Moved:
     """Move jobs to `to_state` where the table allows it; others are left as they are.
 
-    `fields` are set on every moved job, `per_job[id]` on that job only. Rows are locked in id
-    order, so concurrent transitions cannot deadlock on each other.
+    `fields` are set on every moved job, `per_job[id]` on that job only, over `fields` (a key
+    that some jobs have and the others lack, and `fields` does not give, is NULL for the
+    others). Rows are locked in id order, so concurrent transitions cannot deadlock on each other.
     """
     ids = sorted(set(job_ids))
     if not ids:
@@ -91,21 +92,17 @@ def transition(
     moved_ids = [r.id for r in movable]
     extra = per_job or {}
     if extra:
-        # Every moved job gets the same columns, its own values: written to a scratch table in
-        # one multi-row insert, then joined into an UPDATE per thousand jobs (not one per job).
-        # The id list keeps each UPDATE on the primary key whatever the optimizer's statistics
-        # say: a join that scanned pa_job would lock every row it read.
-        # The table is dropped after use, not emptied: a DELETE of the previous call's rows cost
-        # InnoDB far more than creating the table afresh (neither commits the transaction).
+        # Every moved job gets the same columns, its own values: sent as one JSON document per
+        # thousand jobs and joined into one UPDATE (not a statement per job, nothing to escape
+        # per value).
         keys = sorted({k for r in movable for k in extra.get(r.id, {})})
-        V = pa_job_values
-        _drop_scratch(conn, if_exists=True)  # left by a call that failed midway
-        conn.execute(sa.schema.CreateTable(V))
-        conn.execute(V.insert(), [{"id": r.id, **{k: extra.get(r.id, {}).get(k) for k in keys}} for r in movable])
-        for i in range(0, len(moved_ids), ID_CHUNK):
-            conn.execute(J.update().where(J.c.id.in_(moved_ids[i:i + ID_CHUNK]), J.c.id == V.c.id).values(
-                state=to_state, updated_at=now, **fields, **{k: V.c[k] for k in keys}))
-        _drop_scratch(conn)
+        common = {k: v for k, v in fields.items() if k not in keys}
+        default = {k: v for k, v in fields.items() if k in keys}  # for the jobs without their own
+        update = _per_job_update(conn.dialect.name, tuple(keys), tuple(sorted(common)))
+        for i in range(0, len(movable), ID_CHUNK):
+            doc = json.dumps([{"id": r.id, **default, **extra.get(r.id, {})} for r in movable[i:i + ID_CHUNK]])
+            conn.execute(update, {"doc": doc, "to_state": to_state, "now": now,
+                                  **{f"f_{k}": v for k, v in common.items()}})
     else:
         for i in range(0, len(moved_ids), ID_CHUNK):
             conn.execute(J.update().where(J.c.id.in_(moved_ids[i:i + ID_CHUNK]))
@@ -118,11 +115,40 @@ def transition(
     return Moved(moved_ids, {r.id: r.state for r in movable})
 
 
-def _drop_scratch(conn: sa.Connection, if_exists: bool = False) -> None:
-    """Drop the per-connection scratch table. MariaDB must be told TEMPORARY: a plain DROP TABLE
-    commits the transaction; SQLite knows no such keyword."""
-    temporary = "" if conn.dialect.name == "sqlite" else "TEMPORARY "
-    conn.execute(sa.text(f"DROP {temporary}TABLE {'IF EXISTS ' if if_exists else ''}{pa_job_values.name}"))
+@functools.lru_cache(maxsize=64)
+def _per_job_update(dialect: str, keys: tuple[str, ...], fields: tuple[str, ...]) -> sa.TextClause:
+    """UPDATE of pa_job from a JSON array of {id, key: value}: each listed job gets its own
+    values of `keys` (a key it lacks: NULL), and all of them the state, time and `fields`.
+
+    MariaDB reads the array as a JSON_TABLE, joined first (STRAIGHT_JOIN) so that each job is
+    one primary-key lookup; its strings come as LONGTEXT, so that a value too long for its
+    column fails the statement (strict mode) instead of being cut. SQLite reads it with
+    json_each."""
+    for name in (*keys, *fields):
+        if name not in J.c or name == "id":
+            raise ValueError(f"not a column a transition may set: {name!r}")
+    sets = ["state = :to_state", "updated_at = :now", *(f"{f} = :f_{f}" for f in fields)]
+    if dialect == "sqlite":
+        picked = ", ".join(["json_extract(value, '$.id') AS id",
+                            *(f"json_extract(value, '$.{k}') AS {k}" for k in keys)])
+        assigned = ", ".join([*sets, *(f"{k} = v.{k}" for k in keys)])
+        return sa.text(f"UPDATE pa_job SET {assigned} FROM (SELECT {picked} FROM json_each(:doc)) AS v"
+                       " WHERE pa_job.id = v.id")
+    columns = ", ".join(["id BIGINT PATH '$.id'", *(f"{k} {_json_type(J.c[k])} PATH '$.{k}'" for k in keys)])
+    assigned = ", ".join([*(f"j.{s}" for s in sets), *(f"j.{k} = v.{k}" for k in keys)])
+    return sa.text(f"UPDATE JSON_TABLE(:doc, '$[*]' COLUMNS ({columns})) AS v"
+                   f" STRAIGHT_JOIN pa_job AS j ON j.id = v.id SET {assigned}")
+
+
+def _json_type(column: sa.Column[Any]) -> str:
+    """The JSON_TABLE type a value of `column` is read as."""
+    if isinstance(column.type, sa.String | sa.Text):
+        return "LONGTEXT CHARACTER SET utf8mb4"
+    if isinstance(column.type, sa.Boolean | sa.Integer):
+        return "BIGINT"
+    if isinstance(column.type, sa.Float | sa.Double | sa.Numeric):
+        return "DOUBLE"
+    raise TypeError(f"pa_job.{column.name}: no JSON_TABLE type for {column.type!r}")
 
 
 def jobs(conn: sa.Connection, job_ids: Iterable[int],
