@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+import sqlalchemy as sa
 
 from prodagent.db.engine import make_engine
 from prodagent.db.migrate import upgrade
@@ -115,6 +118,22 @@ def test_per_job_value_too_long_for_its_column_fails_the_transition(make_mysql_d
         store.transition(conn, ids, states.SUBMITTED, "go", per_job={ids[0]: {"site": "s" * 101}})
     with engine.begin() as conn:
         assert store.jobs(conn, ids)[0].state == "created"
+    engine.dispose()
+
+
+def test_per_job_update_reads_jobs_by_primary_key_even_on_a_small_table(make_mysql_db) -> None:
+    """MariaDB: each job of the JSON document is one primary-key lookup; left to itself, the
+    optimizer scans a small pa_job instead (and a scan grows with the table)."""
+    url = make_mysql_db()
+    upgrade(url)
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        ids = store.insert_jobs(conn, [_job(i) for i in range(3)], reason="test")
+        update = store._per_job_update(conn.dialect.name, ("batch_id",), ())
+        doc = json.dumps([{"id": i, "batch_id": "b"} for i in ids])
+        plan = {row.table: row for row in conn.execute(sa.text("EXPLAIN " + update.text),
+                                                       {"doc": doc, "to_state": "submitted", "now": 0.0})}
+    assert (plan["j"].type, plan["j"].key) == ("eq_ref", "PRIMARY")
     engine.dispose()
 
 

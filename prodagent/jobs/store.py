@@ -120,8 +120,9 @@ def _per_job_update(dialect: str, keys: tuple[str, ...], fields: tuple[str, ...]
     """UPDATE of pa_job from a JSON array of {id, key: value}: each listed job gets its own
     values of `keys` (a key it lacks: NULL), and all of them the state, time and `fields`.
 
-    MariaDB reads the array as a JSON_TABLE, joined first (STRAIGHT_JOIN) so that each job is
-    one primary-key lookup; its strings come as LONGTEXT, so that a value too long for its
+    MariaDB reads the array as a JSON_TABLE, joined first (STRAIGHT_JOIN) to pa_job by its
+    primary key, forced: on a small table the optimizer would rather scan it, and an UPDATE
+    that scans locks every row it reads until commit. Its strings come as LONGTEXT, so that a value too long for its
     column fails the statement (strict mode) instead of being cut. SQLite reads it with
     json_each."""
     for name in (*keys, *fields):
@@ -137,7 +138,7 @@ def _per_job_update(dialect: str, keys: tuple[str, ...], fields: tuple[str, ...]
     columns = ", ".join(["id BIGINT PATH '$.id'", *(f"{k} {_json_type(J.c[k])} PATH '$.{k}'" for k in keys)])
     assigned = ", ".join([*(f"j.{s}" for s in sets), *(f"j.{k} = v.{k}" for k in keys)])
     return sa.text(f"UPDATE JSON_TABLE(:doc, '$[*]' COLUMNS ({columns})) AS v"
-                   f" STRAIGHT_JOIN pa_job AS j ON j.id = v.id SET {assigned}")
+                   f" STRAIGHT_JOIN pa_job AS j FORCE INDEX (PRIMARY) ON j.id = v.id SET {assigned}")
 
 
 def _json_type(column: sa.Column[Any]) -> str:
