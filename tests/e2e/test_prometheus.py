@@ -110,14 +110,33 @@ def start_prometheus(tmp: Path, agent_port: int, manager: Manager, token: str) -
          f"--web.listen-address=127.0.0.1:{port}"],
         stdout=log, stderr=subprocess.STDOUT,
     )
-    return proc, f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{port}"
+    # Until its storage is open, Prometheus answers queries with 503 "Service Unavailable".
+    deadline = time.monotonic() + 60
+    while not _ready(url):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            tail = (tmp / "prometheus.log").read_text(errors="replace")[-2000:]
+            raise AssertionError(f"Prometheus not ready after 60 s (exit {proc.poll()}):\n{tail}")
+        time.sleep(0.2)
+    return proc, url
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/-/ready", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def query(prom: str, expr: str) -> list[dict[str, Any]]:
     try:
-        body = httpx.get(f"{prom}/api/v1/query", params={"query": expr}, timeout=5).json()
+        answer = httpx.get(f"{prom}/api/v1/query", params={"query": expr}, timeout=5)
     except httpx.HTTPError:
         return []
+    if not answer.is_success:  # not an answer yet (503 while Prometheus opens its storage)
+        return []
+    body = answer.json()
     return body["data"]["result"] if body.get("status") == "success" else []
 
 
