@@ -7,7 +7,7 @@ with `io_workers` 1 (in the calling thread) and with a pool of `--pool` threads,
 `--rounds` times each. Prints the median CPU (user + system, this process) and wall per job of
 each, and the ratio of the pool's to the sequential figure.
 
-    .venv/bin/python -m bench.cleanup_io [--jobs 2000] [--pool 8] [--rounds 3] [--json FILE]
+    .venv/bin/python -m bench.cleanup_io [--jobs 2000] [--pool 8] [--rounds 3] [--dir DIR] [--json FILE]
 """
 
 from __future__ import annotations
@@ -69,10 +69,11 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--pool", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--dir", type=Path, help="where the work areas are made (default: the temporary directory)")
     parser.add_argument("--json")
     args = parser.parse_args()
     figures: dict[str, list[tuple[float, float]]] = {"sequential": [], "pool": []}
-    with tempfile.TemporaryDirectory(prefix="pa-cleanup-io-", dir="/work" if Path("/work").is_dir() else None) as tmp:
+    with tempfile.TemporaryDirectory(prefix="pa-cleanup-io-", dir=args.dir) as tmp:
         for _ in range(args.rounds):
             figures["sequential"].append(one_round(Path(tmp) / "s", args.jobs, 1))
             figures["pool"].append(one_round(Path(tmp) / "p", args.jobs, args.pool))

@@ -194,11 +194,13 @@ class JobCreator(Component):
                     sizing.FORMULA):
                 raise RuntimeError(f"request {plan.alloc.request_id}: scouting started twice")
         ids = store.insert_jobs(ctx.conn, rows, reason=reasons) if rows else []
-        # Specs only touch the disk, each fsync'ed: in parallel, so the waits overlap.
-        list(self.pool.map(lambda attempt_spec: write_production(*attempt_spec),
-                           [attempt_spec for plan in plans for attempt_spec in plan.specs]))
+        self._write_specs([attempt_spec for plan in plans for attempt_spec in plan.specs])
         store.set_allocations(ctx.conn, [plan.alloc.id for plan in plans if plan.complete], state=ACTIVE)
         return ids
+
+    def _write_specs(self, specs: list[tuple[Path, JobSpec]]) -> None:
+        """Write attempts' specs in the pool: each is fsync'ed, and the waits overlap."""
+        list(self.pool.map(lambda attempt_spec: write_production(*attempt_spec), specs))
 
     def _give_up(self, ctx: Context, alloc: Any, exc: Exception) -> None:
         """Mark a poison allocation `unrunnable` with why; re-raise what is not its fault."""
@@ -337,7 +339,7 @@ class JobCreator(Component):
             if workflows[job.request_id] is None:
                 raise LookupError(f"no workflow for request {job.request_id}")
             specs.append(attempt_spec(ctx.conn, self.layout, job, workflows[job.request_id]))
-        list(self.pool.map(lambda attempt_and_spec: write_production(*attempt_and_spec), specs))
+        self._write_specs(specs)
         return [j.id for j in fresh]
 
     def _hold(self, ctx: Context, job: Any, exc: Exception) -> None:
